@@ -1,0 +1,331 @@
+package bundle
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+)
+
+// Capabilities MeshKit bundles may require (MISSION.md section 3).
+const (
+	CapCore      = "core/v1"
+	CapDSL       = "dsl/v1"
+	CapExtDSL    = "feature:ext-dsl"
+	CapExtWasm   = "feature:ext-wasm"
+	CapExtNative = "feature:ext-native"
+	CapHTTP3     = "feature:http3:conditional"
+	maxResources = 100_000
+	maxRetries   = 10
+)
+
+// Header is what a bundle says about itself besides its resources.
+type Header struct {
+	Domain    string
+	Epoch     uint64
+	Version   uint64
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	// RequiredCapabilities beyond those Build derives from the content.
+	RequiredCapabilities []string
+	TrustBundleRef       string
+}
+
+// FieldError is one validation problem, located like kubectl does: resource and field path.
+type FieldError struct {
+	Key    Key
+	Source string // file:line, when known
+	Field  string // e.g. "spec.match.hosts[0]"
+	Msg    string
+}
+
+func (e FieldError) Error() string {
+	loc := e.Key.String()
+	if e.Source != "" {
+		loc += " (" + e.Source + ")"
+	}
+	if e.Field != "" {
+		return loc + ": " + e.Field + ": " + e.Msg
+	}
+	return loc + ": " + e.Msg
+}
+
+// ErrInvalid is wrapped by every validation failure.
+var ErrInvalid = errors.New("bundle: invalid resources")
+
+// ValidationErrors lists every problem found; Build reports them all at once.
+type ValidationErrors []FieldError
+
+func (es ValidationErrors) Error() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d validation error(s):", len(es))
+	for _, e := range es {
+		sb.WriteString("\n  " + e.Error())
+	}
+	return sb.String()
+}
+
+// Unwrap lets errors.Is match ErrInvalid.
+func (es ValidationErrors) Unwrap() error { return ErrInvalid }
+
+// Build validates objs and assembles the canonical bundle. Extensions are resolved into
+// their bindings (a node needs the artifact, not the Extension resource), and the
+// capabilities the content needs are added to the header's.
+func Build(h Header, objs []Object) (*bundlev1.Bundle, error) {
+	if err := Validate(objs); err != nil {
+		return nil, err
+	}
+	b := &bundlev1.Bundle{Header: &bundlev1.BundleHeader{
+		SchemaVersion:        SchemaVersion,
+		Domain:               h.Domain,
+		Epoch:                h.Epoch,
+		Version:              h.Version,
+		IssuedAt:             timestamppb.New(h.IssuedAt),
+		ExpiresAt:            timestamppb.New(h.ExpiresAt),
+		RequiredCapabilities: slices.Clone(h.RequiredCapabilities),
+		TrustBundleRef:       h.TrustBundleRef,
+	}}
+	exts := map[Key]*bundlev1.ExtensionSpec{}
+	for _, o := range objs {
+		if o.Kind == KindExtension {
+			exts[o.Key()] = o.Spec.(*bundlev1.ExtensionSpec)
+		}
+	}
+	for _, o := range objs {
+		switch spec := o.Spec.(type) {
+		case *bundlev1.ClusterSpec:
+			b.Clusters = append(b.Clusters, &bundlev1.Cluster{Metadata: o.Metadata, Spec: spec})
+		case *bundlev1.RouteSpec:
+			b.Routes = append(b.Routes, &bundlev1.Route{Metadata: o.Metadata, Spec: spec})
+		case *bundlev1.AuthzPolicySpec:
+			b.AuthzPolicies = append(b.AuthzPolicies, &bundlev1.AuthzPolicy{Metadata: o.Metadata, Spec: spec})
+		case *bundlev1.RetryPolicySpec:
+			b.RetryPolicies = append(b.RetryPolicies, &bundlev1.RetryPolicy{Metadata: o.Metadata, Spec: spec})
+		case *bundlev1.ExtensionBindingSpec:
+			ext := exts[Key{Kind: KindExtension, Namespace: o.Metadata.GetNamespace(), Name: spec.GetExtension()}]
+			b.ExtensionBindings = append(b.ExtensionBindings, &bundlev1.ExtensionBinding{Metadata: o.Metadata, Spec: spec, Extension: ext})
+		case *bundlev1.KillSwitchSpec:
+			b.KillSwitches = append(b.KillSwitches, &bundlev1.KillSwitch{Metadata: o.Metadata, Spec: spec})
+		}
+	}
+	b.Header.RequiredCapabilities = append(b.Header.RequiredCapabilities, RequiredCapabilities(b)...)
+	Canonicalize(b)
+	return b, nil
+}
+
+// RequiredCapabilities returns what a node must support to use b's content.
+func RequiredCapabilities(b *bundlev1.Bundle) []string {
+	caps := []string{CapCore}
+	for _, eb := range b.GetExtensionBindings() {
+		switch eb.GetExtension().GetKind() {
+		case bundlev1.ExtensionKind_EXTENSION_KIND_WASM:
+			caps = append(caps, CapExtWasm)
+		case bundlev1.ExtensionKind_EXTENSION_KIND_DSL:
+			caps = append(caps, CapExtDSL, CapDSL)
+		case bundlev1.ExtensionKind_EXTENSION_KIND_NATIVE:
+			caps = append(caps, CapExtNative)
+		}
+	}
+	slices.Sort(caps)
+	return slices.Compact(caps)
+}
+
+// Validate checks every object and the references between them, returning all problems.
+func Validate(objs []Object) error {
+	v := &validator{seen: map[Key]Object{}}
+	if len(objs) > maxResources {
+		return ValidationErrors{{Msg: fmt.Sprintf("%d resources, the limit is %d", len(objs), maxResources)}}
+	}
+	for _, o := range objs {
+		if prev, dup := v.seen[o.Key()]; dup {
+			v.add(o, "metadata.name", "duplicate: also declared at %s", prev.Source)
+			continue
+		}
+		v.seen[o.Key()] = o
+	}
+	routesByMatch := map[string]Object{}
+	for _, o := range objs {
+		switch spec := o.Spec.(type) {
+		case *bundlev1.ClusterSpec:
+			v.cluster(o, spec)
+		case *bundlev1.RouteSpec:
+			v.route(o, spec, routesByMatch)
+		case *bundlev1.AuthzPolicySpec:
+			v.authz(o, spec)
+		case *bundlev1.RetryPolicySpec:
+			if spec.GetAttempts() > maxRetries {
+				v.add(o, "spec.attempts", "%d is more than the limit of %d", spec.GetAttempts(), maxRetries)
+			}
+		case *bundlev1.ExtensionSpec:
+			v.extension(o, spec)
+		case *bundlev1.ExtensionBindingSpec:
+			v.binding(o, spec)
+		case *bundlev1.KillSwitchSpec:
+			v.killSwitch(o, spec)
+		}
+	}
+	if len(v.errs) > 0 {
+		return v.errs
+	}
+	return nil
+}
+
+type validator struct {
+	seen map[Key]Object
+	errs ValidationErrors
+}
+
+func (v *validator) add(o Object, field, format string, args ...any) {
+	v.errs = append(v.errs, FieldError{Key: o.Key(), Source: o.Source, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// ref checks that a resource of kind named name exists in o's namespace.
+func (v *validator) ref(o Object, field, kind, name string) {
+	if name == "" {
+		return
+	}
+	if _, ok := v.seen[Key{Kind: kind, Namespace: o.Metadata.GetNamespace(), Name: name}]; !ok {
+		v.add(o, field, "%s %q does not exist in namespace %q", kind, name, o.Metadata.GetNamespace())
+	}
+}
+
+func (v *validator) cluster(o Object, s *bundlev1.ClusterSpec) {
+	if len(s.GetEndpoints()) == 0 {
+		v.add(o, "spec.endpoints", "at least one endpoint is required")
+	}
+	for i, ep := range s.GetEndpoints() {
+		if ep.GetAddress() == "" {
+			v.add(o, fmt.Sprintf("spec.endpoints[%d].address", i), "required")
+		}
+		if ep.GetPort() == 0 || ep.GetPort() > 65535 {
+			v.add(o, fmt.Sprintf("spec.endpoints[%d].port", i), "%d is not a port (1-65535)", ep.GetPort())
+		}
+	}
+}
+
+func (v *validator) route(o Object, s *bundlev1.RouteSpec, byMatch map[string]Object) {
+	m := s.GetMatch()
+	if len(m.GetHosts()) == 0 {
+		v.add(o, "spec.match.hosts", "at least one host is required")
+	}
+	if m.GetPathPrefix() != "" && m.GetPathExact() != "" {
+		v.add(o, "spec.match", "set path_prefix or path_exact, not both")
+	}
+	for _, p := range [][2]string{{"spec.match.pathPrefix", m.GetPathPrefix()}, {"spec.match.pathExact", m.GetPathExact()}} {
+		if p[1] != "" && !strings.HasPrefix(p[1], "/") {
+			v.add(o, p[0], "%q must start with '/'", p[1])
+		}
+	}
+	if meth := m.GetMethod(); meth != "" && !slices.Contains(httpMethods, meth) {
+		v.add(o, "spec.match.method", "%q is not an HTTP method (%s)", meth, strings.Join(httpMethods, ", "))
+	}
+	switch {
+	case s.GetCluster() != "" && len(s.GetWeightedClusters()) > 0:
+		v.add(o, "spec", "set cluster or weightedClusters, not both")
+	case s.GetCluster() == "" && len(s.GetWeightedClusters()) == 0 && !s.GetRefuse():
+		v.add(o, "spec.cluster", "a cluster or weightedClusters is required")
+	}
+	v.ref(o, "spec.cluster", KindCluster, s.GetCluster())
+	total := uint32(0)
+	for i, wc := range s.GetWeightedClusters() {
+		v.ref(o, fmt.Sprintf("spec.weightedClusters[%d].cluster", i), KindCluster, wc.GetCluster())
+		total += wc.GetWeight()
+	}
+	if len(s.GetWeightedClusters()) > 0 && total == 0 {
+		v.add(o, "spec.weightedClusters", "weights sum to zero")
+	}
+	v.ref(o, "spec.retryPolicy", KindRetryPolicy, s.GetRetryPolicy())
+	path := m.GetPathExact()
+	if path == "" {
+		path = "prefix:" + m.GetPathPrefix()
+	}
+	for i, host := range m.GetHosts() {
+		if host == "" {
+			v.add(o, fmt.Sprintf("spec.match.hosts[%d]", i), "empty host")
+			continue
+		}
+		key := strings.ToLower(host) + " " + path + " " + m.GetMethod() + " " + headerKey(m.GetHeaders())
+		if prev, clash := byMatch[key]; clash {
+			v.add(o, fmt.Sprintf("spec.match.hosts[%d]", i), "conflicts with %s (%s): same host, path and method", prev.Key(), prev.Source)
+			continue
+		}
+		byMatch[key] = o
+	}
+}
+
+var httpMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace}
+
+func headerKey(hs []*bundlev1.HeaderMatch) string {
+	var parts []string
+	for _, h := range hs {
+		parts = append(parts, fmt.Sprintf("%s=%s|%s|%t", strings.ToLower(h.GetName()), h.GetExact(), h.GetPrefix(), h.GetPresent()))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func (v *validator) authz(o Object, s *bundlev1.AuthzPolicySpec) {
+	if s.GetAction() == bundlev1.AuthzAction_AUTHZ_ACTION_UNSPECIFIED {
+		v.add(o, "spec.action", "ALLOW or DENY is required")
+	}
+	for i, r := range s.GetRoutes() {
+		v.ref(o, fmt.Sprintf("spec.routes[%d]", i), KindRoute, r)
+	}
+	for i, rule := range s.GetRules() {
+		for j, p := range rule.GetPrincipals() {
+			if !strings.HasPrefix(p, "spiffe://") {
+				v.add(o, fmt.Sprintf("spec.rules[%d].principals[%d]", i, j), "%q is not a SPIFFE ID (spiffe://...)", p)
+			}
+		}
+	}
+}
+
+func (v *validator) extension(o Object, s *bundlev1.ExtensionSpec) {
+	if s.GetKind() == bundlev1.ExtensionKind_EXTENSION_KIND_UNSPECIFIED {
+		v.add(o, "spec.kind", "WASM, DSL or NATIVE is required")
+	}
+	if s.GetArtifact() == "" {
+		v.add(o, "spec.artifact", "the artifact's content id is required")
+	}
+	if s.GetAbi() == "" {
+		v.add(o, "spec.abi", "required, e.g. proxy-wasm/0.2.1 or dsl/v1")
+	}
+}
+
+func (v *validator) binding(o Object, s *bundlev1.ExtensionBindingSpec) {
+	if s.GetExtension() == "" {
+		v.add(o, "spec.extension", "required")
+	}
+	v.ref(o, "spec.extension", KindExtension, s.GetExtension())
+	if len(s.GetRoutes()) == 0 {
+		v.add(o, "spec.routes", "at least one route is required")
+	}
+	for i, r := range s.GetRoutes() {
+		v.ref(o, fmt.Sprintf("spec.routes[%d]", i), KindRoute, r)
+	}
+	if p := s.GetCanary().GetPercent(); p > 100 {
+		v.add(o, "spec.canary.percent", "%d is more than 100", p)
+	}
+}
+
+func (v *validator) killSwitch(o Object, s *bundlev1.KillSwitchSpec) {
+	kind := map[bundlev1.KillSwitchTarget]string{
+		bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_EXTENSION:    KindExtension,
+		bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_AUTHZ_POLICY: KindAuthzPolicy,
+		bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY: KindRetryPolicy,
+	}[s.GetTarget()]
+	if kind == "" {
+		v.add(o, "spec.target", "EXTENSION, AUTHZ_POLICY or RETRY_POLICY is required")
+		return
+	}
+	if s.GetName() == "" {
+		v.add(o, "spec.name", "required")
+	}
+	v.ref(o, "spec.name", kind, s.GetName())
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the operation ran and failed, e.g. a bundle was refused
+	exitUsage = 2 // the command line was wrong
+)
+
+// app carries what every command needs; tests build one with their own writers and clock.
+type app struct {
+	stdout, stderr io.Writer
+	now            func() time.Time
+}
+
+// command is one subcommand: name, one-line summary, and its function.
+type command struct {
+	name, summary string
+	run           func(a *app, args []string) error
+	sub           []command
+}
+
+// usageError marks an error of the command line (exit 2) rather than of the operation.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr, now: time.Now}
+	return a.main(args)
+}
+
+func (a *app) commands() []command {
+	return []command{
+		{name: "key", summary: "generate signing keys", sub: []command{
+			{name: "gen", summary: "generate an Ed25519 key pair", run: (*app).keyGen},
+		}},
+		{name: "root", summary: "create, rotate, sign and verify domain roots", sub: []command{
+			{name: "init", summary: "create and sign version 1 of a domain root", run: (*app).rootInit},
+			{name: "rotate", summary: "create the next version of a domain root", run: (*app).rootRotate},
+			{name: "sign", summary: "add a signature to a root (multi-party signing)", run: (*app).rootSign},
+			{name: "verify", summary: "verify a root and its rotations", run: (*app).rootVerify},
+		}},
+		{name: "bundle", summary: "build, sign, verify, inspect and diff bundles", sub: []command{
+			{name: "build", summary: "build an unsigned bundle from YAML resources", run: (*app).bundleBuild},
+			{name: "sign", summary: "sign a bundle", run: (*app).bundleSign},
+			{name: "verify", summary: "verify a signed bundle against a root", run: (*app).bundleVerify},
+			{name: "inspect", summary: "show a bundle", run: (*app).bundleInspect},
+			{name: "diff", summary: "show what changed between two bundles", run: (*app).bundleDiff},
+		}},
+		{name: "demo", summary: "build, sign and verify the example bundle end to end", run: (*app).demo},
+		{name: "version", summary: "print the version", run: (*app).version},
+	}
+}
+
+func (a *app) main(args []string) int {
+	cmds := a.commands()
+	path := []string{"meshkit"}
+	for {
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			a.printUsage(strings.Join(path, " "), cmds)
+			if len(args) == 0 {
+				return exitUsage
+			}
+			return exitOK
+		}
+		i := slices.IndexFunc(cmds, func(c command) bool { return c.name == args[0] })
+		if i < 0 {
+			fmt.Fprintf(a.stderr, "%s: unknown command %q\n", strings.Join(path, " "), args[0])
+			a.printUsage(strings.Join(path, " "), cmds)
+			return exitUsage
+		}
+		c := cmds[i]
+		path, args = append(path, c.name), args[1:]
+		if c.sub != nil {
+			cmds = c.sub
+			continue
+		}
+		err := c.run(a, args)
+		var ue *usageError
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, flag.ErrHelp):
+			return exitOK
+		case errors.As(err, &ue):
+			fmt.Fprintf(a.stderr, "%s: %v (see %s --help)\n", strings.Join(path, " "), err, strings.Join(path, " "))
+			return exitUsage
+		default:
+			fmt.Fprintf(a.stderr, "%s: %v\n", strings.Join(path, " "), err)
+			return exitFail
+		}
+	}
+}
+
+func (a *app) printUsage(path string, cmds []command) {
+	fmt.Fprintf(a.stderr, "Usage: %s COMMAND [flags]\n\nCommands:\n", path)
+	for _, c := range cmds {
+		fmt.Fprintf(a.stderr, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(a.stderr, "\nRun '%s COMMAND --help' for a command's flags.\n", path)
+}
+
+// newFlags returns a flag set that prints its usage to a.stderr.
+func (a *app) newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(a.stderr, "Usage: meshkit %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags that may come before or after positional arguments and returns the
+// positionals. Flag errors become usage errors; --help returns flag.ErrHelp.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+}
+
+// listFlag collects a repeatable flag; each use may also hold comma-separated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// parseDuration accepts Go durations and whole days ("30d").
+func parseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("%q is not a duration (e.g. 12h, 30d)", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration (e.g. 12h, 30d)", s)
+	}
+	return d, nil
+}
+
+func required(name, value string) error {
+	if value == "" {
+		return usagef("--%s is required", name)
+	}
+	return nil
+}

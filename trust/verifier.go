@@ -1,0 +1,425 @@
+package trust
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
+)
+
+// BundleSchemaVersion is the bundle schema this build reads.
+const BundleSchemaVersion = 1
+
+// DefaultClockSkew is how far in the future a bundle's issued_at may be.
+const DefaultClockSkew = 5 * time.Minute
+
+// Clock tells the time. Inject one in tests; nil means the system clock.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Verifier.
+type Config struct {
+	// Root is the domain's trusted root (from VerifyRoot or VerifyRootChain). Required.
+	Root *Root
+	// Clock tells the time; nil means the system clock.
+	Clock Clock
+	// MaxEnvelopeBytes refuses larger envelopes before parsing; 0 means DefaultMaxEnvelopeBytes.
+	MaxEnvelopeBytes int
+	// ClockSkew tolerated for issued_at in the future; 0 means DefaultClockSkew.
+	ClockSkew time.Duration
+	// State is the high-water marks to start from (as saved from State()); may be empty.
+	State State
+}
+
+func (c *Config) validate() error {
+	if c.Root == nil {
+		return errors.New("trust: Config.Root is required")
+	}
+	if c.MaxEnvelopeBytes < 0 || c.ClockSkew < 0 {
+		return errors.New("trust: Config.MaxEnvelopeBytes and Config.ClockSkew must not be negative")
+	}
+	if c.State.Domain != "" && c.State.Domain != c.Root.Domain() {
+		return fmt.Errorf("trust: state is for domain %q, the root for %q", c.State.Domain, c.Root.Domain())
+	}
+	if c.State.RootVersion > c.Root.Version() {
+		return refuse(ErrRootVersion, "state has seen root v%d, the given root is older (v%d); supply the rotations", c.State.RootVersion, c.Root.Version())
+	}
+	return nil
+}
+
+// Mark is the newest (epoch, version) accepted for one capability variant.
+type Mark struct {
+	Epoch   uint64 `json:"epoch"`
+	Version uint64 `json:"version"`
+	// Hash is the SHA-256 of the accepted bundle's payload, "sha256:<hex>".
+	Hash string `json:"hash"`
+}
+
+// newer reports whether (epoch, version) is strictly greater than m.
+func (m Mark) newer(epoch, version uint64) bool {
+	return epoch > m.Epoch || (epoch == m.Epoch && version > m.Version)
+}
+
+// State is what a Verifier must remember across restarts to refuse replays.
+type State struct {
+	Domain      string `json:"domain"`
+	RootVersion uint64 `json:"root_version"`
+	// Marks by capability variant (the bundle's required capabilities joined with ",").
+	Marks map[string]Mark `json:"marks"`
+}
+
+// Verified is an envelope that passed every check. Its Payload is exactly the bytes that
+// were verified: decode the bundle or delta from it, never from another copy.
+type Verified struct {
+	PayloadType string
+	Payload     []byte
+	Header      *bundlev1.BundleHeader
+	Digest      Digest
+	// Variant is the capability variant key the mark is kept under.
+	Variant string
+	// Role is the role whose keys signed (seed or bridge).
+	Role *trustv1.Role
+	// Delta is set when PayloadType is PayloadDelta.
+	Delta *bundlev1.BundleDelta
+}
+
+// Verifier decides whether envelopes of one domain may be used. It holds the domain's
+// state: the trusted root and the newest (epoch, version) accepted per capability variant.
+// It is safe for concurrent use.
+type Verifier struct {
+	clock    Clock
+	maxBytes int
+	skew     time.Duration
+
+	mu    sync.Mutex // guards the following
+	root  *Root
+	marks map[string]Mark
+}
+
+// NewVerifier returns a Verifier for cfg.Root's domain.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	v := &Verifier{
+		clock:    cfg.Clock,
+		maxBytes: cfg.MaxEnvelopeBytes,
+		skew:     cfg.ClockSkew,
+		root:     cfg.Root,
+		marks:    maps.Clone(cfg.State.Marks),
+	}
+	if v.clock == nil {
+		v.clock = systemClock{}
+	}
+	if v.maxBytes == 0 {
+		v.maxBytes = DefaultMaxEnvelopeBytes
+	}
+	if v.skew == 0 {
+		v.skew = DefaultClockSkew
+	}
+	if v.marks == nil {
+		v.marks = map[string]Mark{}
+	}
+	return v, nil
+}
+
+// Root returns the root in force.
+func (v *Verifier) Root() *Root {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.root
+}
+
+// State returns a copy of what must be persisted to refuse replays after a restart.
+func (v *Verifier) State() State {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return State{Domain: v.root.Domain(), RootVersion: v.root.Version(), Marks: maps.Clone(v.marks)}
+}
+
+// RotateRoot verifies b as the successor of the root in force and adopts it. As TUF does
+// against fast-forward attacks, when the rotation removes any key that could sign bundles,
+// the high-water marks are reset: a compromised old key may have signed an absurdly high
+// version, and only the new keys' bundles can verify from now on.
+func (v *Verifier) RotateRoot(b []byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	next, err := v.root.VerifyNext(b)
+	if err != nil {
+		return err
+	}
+	if removed := publishingKeys(v.root).Difference(publishingKeys(next)); len(removed) > 0 {
+		v.marks = map[string]Mark{}
+	}
+	v.root = next
+	return nil
+}
+
+type keySet map[string]bool
+
+func (s keySet) Difference(o keySet) keySet {
+	out := keySet{}
+	for k := range s {
+		if !o[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func publishingKeys(r *Root) keySet {
+	s := keySet{}
+	for _, role := range r.msg.GetRoles() {
+		if role.GetType() == trustv1.RoleType_ROLE_TYPE_SEED || role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+			for _, id := range role.GetKeyIds() {
+				s[id] = true
+			}
+		}
+	}
+	return s
+}
+
+// Verify checks a bundle or delta envelope against the root in force and the marks held,
+// without changing them: call Commit once the content is applied. Checks run in this
+// order: size, encoding, payload type, signatures (key, role, threshold), header, domain,
+// root expiry, validity window, (epoch, version) order, and for deltas the base.
+func (v *Verifier) Verify(b []byte) (*Verified, error) {
+	v.mu.Lock()
+	root, marks := v.root, v.marks
+	v.mu.Unlock()
+
+	env, err := DecodeEnvelope(b, v.maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	pt := env.GetPayloadType()
+	if pt != PayloadBundle && pt != PayloadDelta {
+		return nil, refuse(ErrPayloadType, "%q is neither a bundle nor a delta", pt)
+	}
+	out := &Verified{PayloadType: pt, Payload: env.GetPayload(), Digest: sha256.Sum256(env.GetPayload())}
+	if out.Role, err = signingRole(env, out.Digest, root); err != nil {
+		return nil, err
+	}
+	view := &bundlev1.HeaderView{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(out.Payload, view); err != nil {
+		return nil, refuse(ErrMalformed, "bundle header: %v", err)
+	}
+	h := view.GetHeader()
+	if err := checkHeader(h); err != nil {
+		return nil, err
+	}
+	out.Header = h
+	out.Variant = strings.Join(h.GetRequiredCapabilities(), ",")
+	if h.GetDomain() != root.Domain() {
+		return nil, refuse(ErrWrongDomain, "bundle is for domain %q, this verifier trusts %q", h.GetDomain(), root.Domain())
+	}
+	now := v.clock.Now()
+	if now.After(root.ExpiresAt()) {
+		return nil, refuse(ErrRootExpired, "root v%d of %q expired at %s; rotate the root", root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
+	}
+	if exp := h.GetExpiresAt().AsTime(); now.After(exp) {
+		return nil, refuse(ErrExpired, "bundle v%d expired at %s", h.GetVersion(), exp.Format(time.RFC3339))
+	}
+	if iss := h.GetIssuedAt().AsTime(); iss.After(now.Add(v.skew)) {
+		return nil, refuse(ErrNotYetValid, "bundle v%d is issued at %s, more than %s ahead of this clock", h.GetVersion(), iss.Format(time.RFC3339), v.skew)
+	}
+	held, have := marks[out.Variant]
+	if err := checkOrder(held, have, h); err != nil {
+		return nil, err
+	}
+	if pt == PayloadDelta {
+		if out.Delta, err = checkDelta(out.Payload, held, have); err != nil {
+			return nil, err
+		}
+	}
+	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+		if err := checkNamespaces(out, out.Role); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Commit advances the mark of vb's variant. It refuses, with ErrReplay or ErrRollback,
+// when another bundle at or above vb's (epoch, version) was committed since Verify.
+func (v *Verifier) Commit(vb *Verified) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	held, have := v.marks[vb.Variant]
+	if err := checkOrder(held, have, vb.Header); err != nil {
+		return err
+	}
+	marks := maps.Clone(v.marks) // Verify reads the map without the lock: never mutate it
+	marks[vb.Variant] = Mark{Epoch: vb.Header.GetEpoch(), Version: vb.Header.GetVersion(), Hash: vb.Digest.String()}
+	v.marks = marks
+	return nil
+}
+
+func checkOrder(held Mark, have bool, h *bundlev1.BundleHeader) error {
+	if !have || held.newer(h.GetEpoch(), h.GetVersion()) {
+		return nil
+	}
+	if held.Epoch == h.GetEpoch() && held.Version == h.GetVersion() {
+		return refuse(ErrReplay, "(epoch %d, version %d) is already held", h.GetEpoch(), h.GetVersion())
+	}
+	return refuse(ErrRollback, "(epoch %d, version %d) is older than held (epoch %d, version %d)", h.GetEpoch(), h.GetVersion(), held.Epoch, held.Version)
+}
+
+// signingRole finds the seed or bridge role whose threshold env's signatures meet.
+func signingRole(env *trustv1.Envelope, digest Digest, root *Root) (*trustv1.Role, error) {
+	if len(env.GetSignatures()) == 0 {
+		return nil, refuse(ErrThreshold, "envelope is not signed")
+	}
+	check := checkSignatures(env, digest, root.keys)
+	var eligible []string
+	var best string
+	hasValid := false
+	for _, t := range []trustv1.RoleType{trustv1.RoleType_ROLE_TYPE_SEED, trustv1.RoleType_ROLE_TYPE_BRIDGE} {
+		for _, role := range root.Roles(t) {
+			got, need := check.count(role.GetKeyIds()), int(role.GetThreshold())
+			if got >= need {
+				return role, nil
+			}
+			eligible = append(eligible, role.GetKeyIds()...)
+			if best == "" || (got > 0 && !hasValid) {
+				best = fmt.Sprintf("%d of the %d signatures role %q requires", got, need, role.GetName())
+				hasValid = got > 0
+			}
+		}
+	}
+	return nil, classify(check, eligible, best)
+}
+
+func checkHeader(h *bundlev1.BundleHeader) error {
+	if h == nil {
+		return refuse(ErrMalformed, "bundle has no header")
+	}
+	if h.GetSchemaVersion() != BundleSchemaVersion {
+		return refuse(ErrMalformed, "bundle schema version %d, this build reads %d", h.GetSchemaVersion(), BundleSchemaVersion)
+	}
+	if h.GetIssuedAt() == nil || h.GetExpiresAt() == nil {
+		return refuse(ErrMalformed, "bundle must have issued_at and expires_at")
+	}
+	if err := h.GetIssuedAt().CheckValid(); err != nil {
+		return refuse(ErrMalformed, "issued_at: %v", err)
+	}
+	if err := h.GetExpiresAt().CheckValid(); err != nil {
+		return refuse(ErrMalformed, "expires_at: %v", err)
+	}
+	if h.GetVersion() == 0 {
+		return refuse(ErrMalformed, "bundle version must be at least 1")
+	}
+	caps := h.GetRequiredCapabilities()
+	for i, c := range caps {
+		if c == "" || strings.ContainsRune(c, ',') || (i > 0 && c <= caps[i-1]) {
+			return refuse(ErrMalformed, "required_capabilities must be sorted, unique, non-empty and without ','")
+		}
+	}
+	return nil
+}
+
+func checkDelta(payload []byte, held Mark, have bool) (*bundlev1.BundleDelta, error) {
+	d := &bundlev1.BundleDelta{}
+	if err := proto.Unmarshal(payload, d); err != nil {
+		return nil, refuse(ErrMalformed, "delta: %v", err)
+	}
+	if len(d.GetBaseHash()) != sha256.Size || len(d.GetTargetHash()) != sha256.Size {
+		return nil, refuse(ErrMalformed, "delta base_hash and target_hash must be %d bytes", sha256.Size)
+	}
+	if !have {
+		return nil, refuse(ErrBaseMismatch, "delta from (epoch %d, version %d) but no bundle of this variant is held; fetch a snapshot", d.GetBaseEpoch(), d.GetBaseVersion())
+	}
+	base := Digest(d.GetBaseHash())
+	if held.Epoch != d.GetBaseEpoch() || held.Version != d.GetBaseVersion() || held.Hash != base.String() {
+		return nil, refuse(ErrBaseMismatch, "delta base (epoch %d, version %d, %s) is not the held bundle (epoch %d, version %d, %s)",
+			d.GetBaseEpoch(), d.GetBaseVersion(), base, held.Epoch, held.Version, held.Hash)
+	}
+	return d, nil
+}
+
+// checkNamespaces refuses a bridge-signed bundle or delta that touches any namespace
+// outside the bridge role's delegation.
+func checkNamespaces(vb *Verified, role *trustv1.Role) error {
+	allowed := role.GetNamespaces()
+	check := func(kind, ns, name string) error {
+		if !slices.Contains(allowed, ns) {
+			return refuse(ErrNamespace, "bridge %q may publish into %v, but %s %s/%s is in namespace %q", role.GetName(), allowed, kind, ns, name, ns)
+		}
+		return nil
+	}
+	if vb.Delta != nil {
+		for _, r := range vb.Delta.GetUpserts() {
+			md := resourceMetadata(r)
+			if err := check("upsert of", md.GetNamespace(), md.GetName()); err != nil {
+				return err
+			}
+		}
+		for _, k := range vb.Delta.GetRemovals() {
+			if err := check("removal of", k.GetNamespace(), k.GetName()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	b := &bundlev1.Bundle{}
+	if err := proto.Unmarshal(vb.Payload, b); err != nil {
+		return refuse(ErrMalformed, "bundle: %v", err)
+	}
+	var err error
+	visit := func(kind string, md *bundlev1.Metadata) {
+		if err == nil {
+			err = check(kind, md.GetNamespace(), md.GetName())
+		}
+	}
+	for _, r := range b.GetClusters() {
+		visit("Cluster", r.GetMetadata())
+	}
+	for _, r := range b.GetRoutes() {
+		visit("Route", r.GetMetadata())
+	}
+	for _, r := range b.GetAuthzPolicies() {
+		visit("AuthzPolicy", r.GetMetadata())
+	}
+	for _, r := range b.GetRetryPolicies() {
+		visit("RetryPolicy", r.GetMetadata())
+	}
+	for _, r := range b.GetExtensionBindings() {
+		visit("ExtensionBinding", r.GetMetadata())
+	}
+	for _, r := range b.GetKillSwitches() {
+		visit("KillSwitch", r.GetMetadata())
+	}
+	return err
+}
+
+func resourceMetadata(r *bundlev1.Resource) *bundlev1.Metadata {
+	switch k := r.GetKind().(type) {
+	case *bundlev1.Resource_Cluster:
+		return k.Cluster.GetMetadata()
+	case *bundlev1.Resource_Route:
+		return k.Route.GetMetadata()
+	case *bundlev1.Resource_AuthzPolicy:
+		return k.AuthzPolicy.GetMetadata()
+	case *bundlev1.Resource_RetryPolicy:
+		return k.RetryPolicy.GetMetadata()
+	case *bundlev1.Resource_ExtensionBinding:
+		return k.ExtensionBinding.GetMetadata()
+	case *bundlev1.Resource_KillSwitch:
+		return k.KillSwitch.GetMetadata()
+	}
+	return nil
+}
