@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -126,13 +127,19 @@ func DecodeEnvelope(b []byte, maxBytes int) (*trustv1.Envelope, error) {
 	return env, nil
 }
 
-// EnvelopeJSON renders env as indented protojson, the format of root files.
+// EnvelopeJSON renders env as indented protojson, the format of root files. protojson
+// varies its whitespace on purpose; re-indenting makes the file bytes stable.
 func EnvelopeJSON(env *trustv1.Envelope) ([]byte, error) {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(env)
+	b, err := protojson.Marshal(env)
 	if err != nil {
 		return nil, err
 	}
-	return append(b, '\n'), nil
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
 }
 
 // sigCheck is the outcome of checking an envelope's signatures against a key set.

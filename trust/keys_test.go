@@ -2,11 +2,12 @@ package trust_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"crypto/ed25519"
 	"crypto/x509"
-	"encoding/pem"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -114,5 +115,26 @@ func TestPrivateKeyNeverPrints(t *testing.T) {
 		if !strings.Contains(out, k.KeyID()) {
 			t.Errorf("output %q does not name the key id", out)
 		}
+	}
+}
+
+func TestEnvelopeJSONIsStable(t *testing.T) {
+	f := newFixture(t)
+	env := decodeEnv(t, f.rootBytes)
+	first, err := trust.EnvelopeJSON(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// protojson picks one or two spaces after ':' per binary; the file must not depend on that.
+	var canonical bytes.Buffer
+	if err := json.Indent(&canonical, bytes.TrimSpace(first), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(first), canonical.Bytes()) || bytes.Contains(first, []byte(":  ")) {
+		t.Fatalf("EnvelopeJSON is not in canonical indented form:\n%s", first)
+	}
+	back, err := trust.DecodeEnvelope(first, 0)
+	if err != nil || !bytes.Equal(back.GetPayload(), env.GetPayload()) {
+		t.Fatalf("JSON does not decode back: %v", err)
 	}
 }

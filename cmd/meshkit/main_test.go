@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -170,7 +171,15 @@ func TestRootRotationAndMultiPartySigning(t *testing.T) {
 	mustCLI(t, "bundle", "verify", "--root", e.p("root.json"), "--root-update", e.p("2.root.json"), e.p("v1new.bundle"))
 	// A rotation file tampered with is refused.
 	data, _ := os.ReadFile(e.p("2.root.json"))
-	os.WriteFile(e.p("bad.root.json"), bytes.Replace(data, []byte(`"payload": "`), []byte(`"payload": "AA`), 1), 0o644)
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := base64.StdEncoding.DecodeString(doc["payload"].(string))
+	payload[len(payload)/2] ^= 1
+	doc["payload"] = base64.StdEncoding.EncodeToString(payload)
+	bad, _ := json.Marshal(doc)
+	os.WriteFile(e.p("bad.root.json"), bad, 0o644)
 	if code, _ := cli(t, "root", "verify", e.p("root.json"), e.p("bad.root.json")); code != exitFail {
 		t.Fatalf("tampered rotation accepted (exit %d)", code)
 	}

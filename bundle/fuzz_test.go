@@ -1,0 +1,131 @@
+package bundle
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+)
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora in testdata/fuzz")
+
+func fuzzBase(t testing.TB) []byte {
+	payload, err := Encode(genBundle(1, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return payload
+}
+
+func corpus(t testing.TB) map[string][][]byte {
+	base := fuzzBase(t)
+	target := genBundle(2, 4)
+	target.Routes[0].Spec.Cluster = "svc-0003"
+	target.Clusters = target.Clusters[1:]
+	targetPayload, _ := Encode(target)
+	d, err := NewDelta(base, targetPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, _ := EncodeDelta(d)
+	examples, _ := os.ReadFile("../examples/shop/routes.yaml")
+	return map[string][][]byte{
+		"FuzzDecodeResources": {[]byte(validSet), examples, []byte("kind: [\n"), []byte("---\n")},
+		"FuzzDecodeBundle":    {base, targetPayload, {}},
+		"FuzzApplyDelta":      {delta, {}},
+	}
+}
+
+func TestFuzzCorpus(t *testing.T) {
+	for name, inputs := range corpus(t) {
+		dir := filepath.Join("testdata", "fuzz", name)
+		if *updateCorpus {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i, in := range inputs {
+				data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", in)
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
+			t.Errorf("%s has no seed corpus (go test ./bundle -run TestFuzzCorpus -update-corpus): %v", dir, err)
+		}
+	}
+}
+
+// FuzzDecodeResources feeds YAML to the decoder and the validator: no panic, and what
+// builds must encode deterministically.
+func FuzzDecodeResources(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		objs, err := Decode("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		b, err := Build(testHeader, objs)
+		if err != nil {
+			return
+		}
+		first, err := Encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Build(testHeader, objs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, _ := Encode(again)
+		if !bytes.Equal(first, second) {
+			t.Fatal("same resources encoded differently")
+		}
+	})
+}
+
+// FuzzDecodeBundle checks that canonical encoding is idempotent on any decodable bundle.
+func FuzzDecodeBundle(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBundle(data)
+		if err != nil {
+			return
+		}
+		first, err := Encode(b)
+		if err != nil {
+			return
+		}
+		b2, err := DecodeBundle(first)
+		if err != nil {
+			t.Fatalf("canonical bytes do not decode: %v", err)
+		}
+		second, _ := Encode(b2)
+		if !bytes.Equal(first, second) {
+			t.Fatal("canonical encoding is not idempotent")
+		}
+	})
+}
+
+// FuzzApplyDelta applies arbitrary deltas to a fixed base: no panic, and a success always
+// yields bytes that hash to the delta's promised target.
+func FuzzApplyDelta(f *testing.F) {
+	base := fuzzBase(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := &bundlev1.BundleDelta{}
+		if err := proto.Unmarshal(data, d); err != nil {
+			return
+		}
+		out, _, err := ApplyDelta(base, d)
+		if err != nil {
+			return
+		}
+		if h := Hash(out); !bytes.Equal(h[:], d.GetTargetHash()) {
+			t.Fatal("applied delta does not hash to its target")
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package trust_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"meshkit.dev/meshkit/trust"
+)
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora in testdata/fuzz")
+
+// fixedKey derives a key from a label so that corpus entries stay valid across runs.
+func fixedKey(t testing.TB, label string) *trust.PrivateKey {
+	seed := sha256.Sum256([]byte(label))
+	k, err := trust.GenerateKey(bytes.NewReader(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+type fuzzFixture struct {
+	root      *trust.Root
+	rootBytes []byte
+	seed      *trust.PrivateKey
+}
+
+func newFuzzFixture(t testing.TB) fuzzFixture {
+	rootKey, seed, bridge := fixedKey(t, "root"), fixedKey(t, "seed"), fixedKey(t, "bridge")
+	rb := signedRoot(t, trust.RootSpec{
+		Domain: "prod", Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
+		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1,
+		SeedKeys: []trust.PublicKey{seed.Public()}, SeedThreshold: 1,
+		Bridges: []trust.BridgeSpec{{Name: "eu", Keys: []trust.PublicKey{bridge.Public()}, Threshold: 1, Namespaces: []string{"shop"}}},
+	}, rootKey)
+	root, err := trust.VerifyRoot(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fuzzFixture{root: root, rootBytes: rb, seed: seed}
+}
+
+// corpus returns the seed inputs of each fuzz target.
+func corpus(t testing.TB) map[string][][]byte {
+	f := newFuzzFixture(t)
+	bundle := seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 2, "shop")), f.seed)
+	bridged := seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 3, "billing")), fixedKey(t, "bridge"))
+	pubPEM, _ := f.seed.Public().MarshalPEM()
+	jsonEnv, _ := trust.EnvelopeJSON(decodeEnv(t, bundle))
+	return map[string][][]byte{
+		"FuzzDecodeEnvelope": {bundle, jsonEnv, f.rootBytes, {}},
+		"FuzzVerify":         {bundle, bridged, f.rootBytes, []byte("{}")},
+		"FuzzVerifyRoot":     {f.rootBytes, bundle},
+		// No private key is committed, not even a test one: FuzzParseKeyPEM adds it at run time.
+		"FuzzParseKeyPEM": {pubPEM, []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")},
+	}
+}
+
+// TestFuzzCorpus keeps testdata/fuzz in step with the fixtures (-update-corpus rewrites it).
+func TestFuzzCorpus(t *testing.T) {
+	for name, inputs := range corpus(t) {
+		dir := filepath.Join("testdata", "fuzz", name)
+		if *updateCorpus {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i, in := range inputs {
+				data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", in)
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil || len(entries) == 0 {
+			t.Errorf("%s has no seed corpus (run go test ./trust -run TestFuzzCorpus -update-corpus): %v", dir, err)
+		}
+	}
+}
+
+func FuzzDecodeEnvelope(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, err := trust.DecodeEnvelope(data, 1<<20)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must re-encode and decode to the same envelope.
+		b, err := trust.MarshalEnvelope(env)
+		if err != nil {
+			t.Fatalf("decoded envelope does not encode: %v", err)
+		}
+		again, err := trust.DecodeEnvelope(b, 1<<21)
+		if err != nil || again.GetPayloadType() != env.GetPayloadType() || !bytes.Equal(again.GetPayload(), env.GetPayload()) {
+			t.Fatalf("round trip changed the envelope: %v", err)
+		}
+	})
+}
+
+func FuzzVerify(f *testing.F) {
+	fx := newFuzzFixture(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := trust.NewVerifier(trust.Config{Root: fx.root, Clock: &clock{now: t0}, MaxEnvelopeBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vb, err := v.Verify(data)
+		if err != nil {
+			if trust.Reason(err) == "other" {
+				t.Fatalf("refusal without a reason: %v", err)
+			}
+			return
+		}
+		if sha256.Sum256(vb.Payload) != vb.Digest || vb.Header.GetDomain() != "prod" {
+			t.Fatalf("accepted inconsistent input: domain %q", vb.Header.GetDomain())
+		}
+	})
+}
+
+func FuzzVerifyRoot(f *testing.F) {
+	fx := newFuzzFixture(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := trust.VerifyRoot(data)
+		if err == nil && r.Domain() == "" {
+			t.Fatal("accepted a root without a domain")
+		}
+		if _, err := fx.root.VerifyNext(data); err == nil && !bytes.Equal(data, fx.rootBytes) {
+			// A successor must be version 2 signed by our fixed root key: the fuzzer cannot forge that.
+			t.Fatal("accepted a forged rotation")
+		}
+	})
+}
+
+func FuzzParseKeyPEM(f *testing.F) {
+	privPEM, err := fixedKey(f, "seed").MarshalPrivatePEM()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(privPEM)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kf, err := trust.ParseKeyPEM(data)
+		if err != nil {
+			return
+		}
+		if id, err := trust.KeyID(kf.Public.Key); err != nil || id != kf.Public.ID {
+			t.Fatalf("key id %s does not match the key", kf.Public.ID)
+		}
+	})
+}
