@@ -2,11 +2,11 @@ package trust_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"log/slog"

@@ -83,7 +83,8 @@ type State struct {
 }
 
 // Verified is an envelope that passed every check. Its Payload is exactly the bytes that
-// were verified: decode the bundle or delta from it, never from another copy.
+// were verified: decode the bundle or delta from it, never from another copy. Payload
+// aliases the buffer given to Verify, which must not be modified afterwards.
 type Verified struct {
 	PayloadType string
 	Payload     []byte
