@@ -3,13 +3,12 @@ package bundle
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
+	"meshkit.dev/meshkit/internal/fuzzcorpus"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
@@ -43,23 +42,7 @@ func corpus(t testing.TB) map[string][][]byte {
 }
 
 func TestFuzzCorpus(t *testing.T) {
-	for name, inputs := range corpus(t) {
-		dir := filepath.Join("testdata", "fuzz", name)
-		if *updateCorpus {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for i, in := range inputs {
-				data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", in)
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(data), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
-			t.Errorf("%s has no seed corpus (go test ./bundle -run TestFuzzCorpus -update-corpus): %v", dir, err)
-		}
-	}
+	fuzzcorpus.Sync(t, corpus(t), *updateCorpus)
 }
 
 // FuzzDecodeResources feeds YAML to the decoder and the validator: no panic, and what

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"meshkit.dev/meshkit/internal/fuzzcorpus"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -64,24 +62,7 @@ func corpus(t testing.TB) map[string][][]byte {
 
 // TestFuzzCorpus keeps testdata/fuzz in step with the fixtures (-update-corpus rewrites it).
 func TestFuzzCorpus(t *testing.T) {
-	for name, inputs := range corpus(t) {
-		dir := filepath.Join("testdata", "fuzz", name)
-		if *updateCorpus {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for i, in := range inputs {
-				data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", in)
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(data), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		entries, err := os.ReadDir(dir)
-		if err != nil || len(entries) == 0 {
-			t.Errorf("%s has no seed corpus (run go test ./trust -run TestFuzzCorpus -update-corpus): %v", dir, err)
-		}
-	}
+	fuzzcorpus.Sync(t, corpus(t), *updateCorpus)
 }
 
 func FuzzDecodeEnvelope(f *testing.F) {
