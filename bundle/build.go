@@ -81,6 +81,13 @@ func Build(h Header, objs []Object) (*bundlev1.Bundle, error) {
 	if err := Validate(objs); err != nil {
 		return nil, err
 	}
+	return Assemble(h, objs), nil
+}
+
+// Assemble is Build without validation, for objects that already passed Validate as a
+// whole (a seed validates every change against the state it produces). The bundle shares
+// the objects' messages: clone before changing it.
+func Assemble(h Header, objs []Object) *bundlev1.Bundle {
 	b := &bundlev1.Bundle{Header: &bundlev1.BundleHeader{
 		SchemaVersion:        SchemaVersion,
 		Domain:               h.Domain,
@@ -116,7 +123,7 @@ func Build(h Header, objs []Object) (*bundlev1.Bundle, error) {
 	}
 	b.Header.RequiredCapabilities = append(b.Header.RequiredCapabilities, RequiredCapabilities(b)...)
 	Canonicalize(b)
-	return b, nil
+	return b
 }
 
 // RequiredCapabilities returns what a node must support to use b's content.

@@ -69,7 +69,12 @@ func NewDelta(basePayload, targetPayload []byte) (*bundlev1.BundleDelta, error) 
 	if err != nil {
 		return nil, err
 	}
-	bh, th := Hash(basePayload), Hash(targetPayload)
+	return DeltaBetween(base, Hash(basePayload), target, Hash(targetPayload))
+}
+
+// DeltaBetween computes the delta between two decoded bundles whose encodings hash to bh
+// and th, without decoding anything again (a seed keeps its last published bundles).
+func DeltaBetween(base *bundlev1.Bundle, bh Digest, target *bundlev1.Bundle, th Digest) (*bundlev1.BundleDelta, error) {
 	d := &bundlev1.BundleDelta{
 		Header:      target.GetHeader(),
 		BaseEpoch:   base.GetHeader().GetEpoch(),

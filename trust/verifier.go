@@ -90,6 +90,9 @@ type Verified struct {
 	Payload     []byte
 	Header      *bundlev1.BundleHeader
 	Digest      Digest
+	// Held is the hash of the bundle held once this is applied: Digest for a snapshot,
+	// the signed target_hash for a delta. Commit records it as the mark's hash.
+	Held Digest
 	// Variant is the capability variant key the mark is kept under.
 	Variant string
 	// Role is the role whose keys signed (seed or bridge).
@@ -242,10 +245,12 @@ func (v *Verifier) Verify(b []byte) (*Verified, error) {
 	if err := checkOrder(held, have, h); err != nil {
 		return nil, err
 	}
+	out.Held = out.Digest
 	if pt == PayloadDelta {
 		if out.Delta, err = checkDelta(out.Payload, held, have); err != nil {
 			return nil, err
 		}
+		out.Held = Digest(out.Delta.GetTargetHash())
 	}
 	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
 		if err := checkNamespaces(out, out.Role); err != nil {
@@ -265,7 +270,7 @@ func (v *Verifier) Commit(vb *Verified) error {
 		return err
 	}
 	marks := maps.Clone(v.marks) // Verify reads the map without the lock: never mutate it
-	marks[vb.Variant] = Mark{Epoch: vb.Header.GetEpoch(), Version: vb.Header.GetVersion(), Hash: vb.Digest.String()}
+	marks[vb.Variant] = Mark{Epoch: vb.Header.GetEpoch(), Version: vb.Header.GetVersion(), Hash: vb.Held.String()}
 	v.marks = marks
 	return nil
 }

@@ -226,6 +226,34 @@ func TestDeltaMustStartFromHeldBundle(t *testing.T) {
 	}
 }
 
+// TestCommittedDeltaHoldsItsTarget: after a delta is committed the mark holds the target
+// bundle's hash, so the next delta (based on that target) is accepted.
+func TestCommittedDeltaHoldsItsTarget(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	p1 := encode(t, bundleMsg(1, 1, "shop"))
+	vb, _ := v.Verify(seal(t, trust.PayloadBundle, p1, f.seed))
+	if err := v.Commit(vb); err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := sha256.Sum256(p1), sha256.Sum256(encode(t, bundleMsg(1, 2, "shop")))
+	d2 := &bundlev1.BundleDelta{Header: bundleMsg(1, 2, "shop").Header, BaseEpoch: 1, BaseVersion: 1, BaseHash: h1[:], TargetHash: h2[:]}
+	vd, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, d2), f.seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Commit(vd); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.State().Marks["core/v1"].Hash; got != trust.Digest(h2).String() {
+		t.Fatalf("mark hash %s, want the target %s", got, trust.Digest(h2))
+	}
+	d3 := &bundlev1.BundleDelta{Header: bundleMsg(1, 3, "shop").Header, BaseEpoch: 1, BaseVersion: 2, BaseHash: h2[:], TargetHash: make([]byte, 32)}
+	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, d3), f.seed)); err != nil {
+		t.Fatalf("delta from the committed delta's target: %v", err)
+	}
+}
+
 func TestCommitRefusesWhenOvertaken(t *testing.T) {
 	f := newFixture(t)
 	v := f.verifier(t, nil)

@@ -1,0 +1,59 @@
+package seed
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+)
+
+// ErrAuditChain is wrapped when the audit log does not verify.
+var ErrAuditChain = errors.New("seed: audit chain broken")
+
+// entryHash is the hex SHA-256 of e's deterministic encoding with its hash field empty.
+func entryHash(e *adminv1.AuditEntry) string {
+	c := proto.Clone(e).(*adminv1.AuditEntry)
+	c.Hash = ""
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("seed: encode audit entry: %v", err)) // a valid message always encodes
+	}
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("sha256:%x", sum[:])
+}
+
+// chain links e after head (nil for the first entry) and seals it.
+func chain(head, e *adminv1.AuditEntry) *adminv1.AuditEntry {
+	e.Seq, e.PrevHash = 1, ""
+	if head != nil {
+		e.Seq, e.PrevHash = head.GetSeq()+1, head.GetHash()
+	}
+	e.Hash = entryHash(e)
+	return e
+}
+
+// VerifyChain checks that entries form one unbroken chain from seq 1: consecutive seqs,
+// each prev_hash the previous entry's hash, each hash recomputed from the entry's content.
+// It returns the head.
+func VerifyChain(entries []*adminv1.AuditEntry) (*adminv1.AuditEntry, error) {
+	var prev *adminv1.AuditEntry
+	for i, e := range entries {
+		wantSeq, wantPrev := uint64(i+1), ""
+		if prev != nil {
+			wantPrev = prev.GetHash()
+		}
+		switch {
+		case e.GetSeq() != wantSeq:
+			return nil, fmt.Errorf("%w: entry %d has seq %d", ErrAuditChain, wantSeq, e.GetSeq())
+		case e.GetPrevHash() != wantPrev:
+			return nil, fmt.Errorf("%w: entry %d does not link to entry %d", ErrAuditChain, e.GetSeq(), wantSeq-1)
+		case entryHash(e) != e.GetHash():
+			return nil, fmt.Errorf("%w: entry %d was altered (its hash does not match its content)", ErrAuditChain, e.GetSeq())
+		}
+		prev = e
+	}
+	return prev, nil
+}

@@ -1,0 +1,125 @@
+package seed
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"meshkit.dev/meshkit/bundle"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+)
+
+// featureOf is the capability a node needs to run an extension of a kind.
+var featureOf = map[bundlev1.ExtensionKind]string{
+	bundlev1.ExtensionKind_EXTENSION_KIND_WASM:   bundle.CapExtWasm,
+	bundlev1.ExtensionKind_EXTENSION_KIND_DSL:    bundle.CapExtDSL,
+	bundlev1.ExtensionKind_EXTENSION_KIND_NATIVE: bundle.CapExtNative,
+}
+
+// Compile turns validated desired state into one bundle per capability variant, full
+// variant first. Kill switches apply to every variant. A variant for nodes lacking some
+// extension features drops fail-open bindings that need them and makes the routes of
+// fail-closed ones refuse traffic with an explicit reason. Every variant's
+// required_capabilities differ, so each is its own verification stream.
+func Compile(h bundle.Header, objs []bundle.Object) []*bundlev1.Bundle {
+	full := proto.Clone(bundle.Assemble(h, objs)).(*bundlev1.Bundle)
+	applyKillSwitches(full)
+	var features []string
+	for _, eb := range full.GetExtensionBindings() {
+		if f := featureOf[eb.GetExtension().GetKind()]; f != "" && !slices.Contains(features, f) {
+			features = append(features, f)
+		}
+	}
+	slices.Sort(features)
+	var out []*bundlev1.Bundle
+	// Each subset of features, from all of them (the full bundle) down to none.
+	for mask := (1 << len(features)) - 1; mask >= 0; mask-- {
+		var missing []string
+		for i, f := range features {
+			if mask&(1<<i) == 0 {
+				missing = append(missing, f)
+			}
+		}
+		v := proto.Clone(full).(*bundlev1.Bundle)
+		downLevel(v, missing)
+		v.Header.RequiredCapabilities = append(slices.Clone(h.RequiredCapabilities), bundle.RequiredCapabilities(v)...)
+		bundle.Canonicalize(v)
+		out = append(out, v)
+	}
+	return out
+}
+
+// downLevel removes what needs a missing feature: fail-open bindings disappear, and
+// fail-closed ones take their routes down explicitly.
+func downLevel(b *bundlev1.Bundle, missing []string) {
+	if len(missing) == 0 {
+		return
+	}
+	refuse := map[string]string{} // route key -> reason
+	kept := b.ExtensionBindings[:0]
+	for _, eb := range b.GetExtensionBindings() {
+		need := featureOf[eb.GetExtension().GetKind()]
+		if !slices.Contains(missing, need) {
+			kept = append(kept, eb)
+			continue
+		}
+		if failurePolicy(eb) == bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED {
+			for _, r := range eb.GetSpec().GetRoutes() {
+				refuse[eb.GetMetadata().GetNamespace()+"/"+r] = fmt.Sprintf("extension %q (fail-closed) needs %s, which this node does not support", eb.GetSpec().GetExtension(), need)
+			}
+		}
+	}
+	b.ExtensionBindings = kept
+	for _, r := range b.GetRoutes() {
+		if reason, ok := refuse[r.GetMetadata().GetNamespace()+"/"+r.GetMetadata().GetName()]; ok {
+			r.Spec.Refuse, r.Spec.RefuseReason = true, reason
+		}
+	}
+}
+
+// failurePolicy is the binding's policy, else its extension's, else fail-closed: an
+// extension that cannot run must not silently stop protecting a route.
+func failurePolicy(eb *bundlev1.ExtensionBinding) bundlev1.FailurePolicy {
+	if p := eb.GetSpec().GetFailurePolicy(); p != bundlev1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
+		return p
+	}
+	if p := eb.GetExtension().GetFailurePolicy(); p != bundlev1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
+		return p
+	}
+	return bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED
+}
+
+// applyKillSwitches disables what the kill switches name: the bindings of a killed
+// extension, a killed authz policy, a killed retry policy (and routes' references to it).
+// The kill switches stay in the bundle so nodes and operators can see them.
+func applyKillSwitches(b *bundlev1.Bundle) {
+	killed := map[string]bool{}
+	for _, ks := range b.GetKillSwitches() {
+		killed[ks.GetSpec().GetTarget().String()+"/"+ks.GetMetadata().GetNamespace()+"/"+ks.GetSpec().GetName()] = true
+	}
+	if len(killed) == 0 {
+		return
+	}
+	is := func(t bundlev1.KillSwitchTarget, ns, name string) bool { return killed[t.String()+"/"+ns+"/"+name] }
+	b.ExtensionBindings = slices.DeleteFunc(b.ExtensionBindings, func(eb *bundlev1.ExtensionBinding) bool {
+		return is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_EXTENSION, eb.GetMetadata().GetNamespace(), eb.GetSpec().GetExtension())
+	})
+	b.AuthzPolicies = slices.DeleteFunc(b.AuthzPolicies, func(p *bundlev1.AuthzPolicy) bool {
+		return is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_AUTHZ_POLICY, p.GetMetadata().GetNamespace(), p.GetMetadata().GetName())
+	})
+	b.RetryPolicies = slices.DeleteFunc(b.RetryPolicies, func(p *bundlev1.RetryPolicy) bool {
+		return is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY, p.GetMetadata().GetNamespace(), p.GetMetadata().GetName())
+	})
+	for _, r := range b.GetRoutes() {
+		if rp := r.GetSpec().GetRetryPolicy(); rp != "" && is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY, r.GetMetadata().GetNamespace(), rp) {
+			r.Spec.RetryPolicy = ""
+		}
+	}
+}
+
+// variantKey is the verifier's key for a bundle's capability variant.
+func variantKey(b *bundlev1.Bundle) string {
+	return strings.Join(b.GetHeader().GetRequiredCapabilities(), ",")
+}

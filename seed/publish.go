@@ -1,0 +1,301 @@
+package seed
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"meshkit.dev/meshkit/bundle"
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/trust"
+)
+
+// Publication is one published version with its signed envelopes.
+type Publication struct {
+	Info     *adminv1.Publication
+	Variants []PublishedVariant // full variant first
+}
+
+// PublishedVariant is one capability variant of a publication.
+type PublishedVariant struct {
+	RequiredCapabilities []string
+	Snapshot             []byte // signed bundle envelope
+	Delta                []byte // signed delta envelope from the previous version, or nil
+}
+
+// Publisher receives every publication after it is durably recorded. The peer-to-peer
+// publisher (gossipsub) implements it; MemPublisher keeps them in memory.
+type Publisher interface {
+	Publish(ctx context.Context, p *Publication) error
+}
+
+// MemPublisher keeps the newest publications in memory.
+type MemPublisher struct {
+	mu   sync.Mutex // guards pubs
+	keep int
+	pubs []*Publication // oldest first
+	cond chan struct{}  // closed and replaced on every publish
+}
+
+var _ Publisher = (*MemPublisher)(nil)
+
+// NewMemPublisher keeps the newest keep publications.
+func NewMemPublisher(keep int) *MemPublisher {
+	return &MemPublisher{keep: max(keep, 1), cond: make(chan struct{})}
+}
+
+// Publish records p.
+func (m *MemPublisher) Publish(_ context.Context, p *Publication) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pubs = append(m.pubs, p)
+	if len(m.pubs) > m.keep {
+		m.pubs = slices.Delete(m.pubs, 0, len(m.pubs)-m.keep)
+	}
+	close(m.cond)
+	m.cond = make(chan struct{})
+	return nil
+}
+
+// History returns the kept publications, oldest first.
+func (m *MemPublisher) History() []*Publication {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pubs)
+}
+
+// WaitVersion blocks until a publication of at least version exists or ctx ends.
+func (m *MemPublisher) WaitVersion(ctx context.Context, version uint64) (*Publication, error) {
+	for {
+		m.mu.Lock()
+		if n := len(m.pubs); n > 0 && m.pubs[n-1].Info.GetVersion() >= version {
+			p := m.pubs[n-1]
+			m.mu.Unlock()
+			return p, nil
+		}
+		wait := m.cond
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+const actionPublish = "publish"
+
+// publishLoop is the one goroutine that compiles and publishes. Changes signal it; it
+// waits until Debounce passes without another change (at most MaxDelay after the first),
+// so a burst of writes becomes one bundle. It also republishes after half the bundle TTL.
+func (s *Seed) publishLoop(ctx context.Context) {
+	defer close(s.done)
+	retry := time.Duration(0)
+	for {
+		s.mu.Lock()
+		refreshIn := s.cfg.BundleTTL / 2
+		if !s.pubAt.IsZero() {
+			refreshIn = s.pubAt.Add(s.cfg.BundleTTL / 2).Sub(s.cfg.Clock.Now())
+		}
+		s.mu.Unlock()
+		if retry > 0 {
+			refreshIn = min(refreshIn, retry)
+		}
+		refresh := time.NewTimer(max(refreshIn, 0))
+		force := false
+		select {
+		case <-ctx.Done():
+			refresh.Stop()
+			return
+		case <-s.kick:
+			refresh.Stop()
+			if !s.debounce(ctx) {
+				return
+			}
+		case <-refresh.C:
+			force = retry == 0
+		}
+		if err := s.publishOnce(ctx, force); err != nil {
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+			s.metrics.publishErrors.Inc()
+			s.log.Error("publish failed; will retry", "err", err)
+			retry = min(max(retry*2, 500*time.Millisecond), 30*time.Second)
+			continue
+		}
+		retry = 0
+	}
+}
+
+// debounce waits for a quiet period; false when ctx ended.
+func (s *Seed) debounce(ctx context.Context) bool {
+	deadline := time.Now().Add(s.cfg.MaxDelay)
+	for {
+		wait := min(s.cfg.Debounce, time.Until(deadline))
+		if wait <= 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-s.kick:
+			t.Stop()
+		case <-t.C:
+			return true
+		}
+	}
+}
+
+// publishOnce compiles the current desired state into signed variants and publishes them.
+// Compilation and signing run without the write lock, on a memdb snapshot, so the admin
+// API is never blocked by a publish; only the durable record takes the lock.
+func (s *Seed) publishOnce(ctx context.Context, force bool) error {
+	recs := s.snapshot().records()
+	hash := stateHash(recs)
+	s.mu.Lock()
+	meta, prev, pendingSince := s.meta, s.compiled, s.pending
+	unchanged := hash == s.pubHash && meta.Version > 0
+	s.mu.Unlock()
+	if unchanged && !force {
+		s.mu.Lock()
+		if s.stateHash == hash {
+			s.pending = time.Time{}
+		}
+		s.mu.Unlock()
+		return nil
+	}
+
+	now := s.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
+	version := meta.Version + 1
+	hdr := bundle.Header{Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: version, IssuedAt: now, ExpiresAt: now.Add(s.cfg.BundleTTL)}
+	variants := Compile(hdr, objects(recs))
+	pub := &Publication{Info: &adminv1.Publication{Epoch: s.cfg.Epoch, Version: version, PublishedAt: timestamppb.New(now)}}
+	latest := map[string]Published{}
+	compiled := map[string]*compiledVariant{}
+	var subjects []string
+	for _, v := range variants {
+		pv, cv, err := s.signVariant(v, prev[variantKey(v)])
+		if err != nil {
+			return err
+		}
+		key := variantKey(v)
+		latest[key] = Published{Snapshot: pv.Snapshot, Delta: pv.Delta}
+		compiled[key] = cv
+		pub.Variants = append(pub.Variants, pv)
+		pub.Info.Variants = append(pub.Info.Variants, &adminv1.Variant{
+			RequiredCapabilities: pv.RequiredCapabilities, Hash: bundle.Hash(cv.payload).String(),
+			SnapshotBytes: uint64(len(pv.Snapshot)), DeltaBytes: uint64(len(pv.Delta)),
+		})
+		subjects = append(subjects, fmt.Sprintf("%s %s", key, bundle.Hash(cv.payload)))
+		s.metrics.bundleBytes.WithLabelValues(key).Set(float64(len(pv.Snapshot)))
+	}
+
+	s.mu.Lock()
+	entry := chain(s.auditHead, &adminv1.AuditEntry{
+		Time: timestamppb.New(now), Actor: "seed", Action: actionPublish, Subjects: subjects,
+		BeforeHash: s.stateHash, AfterHash: s.stateHash, StateHash: hash, Version: version,
+	})
+	pub.Info.AuditSeq = entry.GetSeq()
+	newMeta := Meta{Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: version}
+	if err := s.cfg.Store.Commit(ctx, &Tx{Audit: entry, Publication: pub.Info, Latest: latest, Meta: &newMeta}); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.auditHead, s.meta, s.latest, s.compiled = entry, newMeta, latest, compiled
+	s.pubHash, s.pubAt, s.lastErr = hash, now, nil
+	s.history = append(s.history, pub.Info)
+	if len(s.history) > 100 {
+		s.history = s.history[len(s.history)-100:]
+	}
+	if s.stateHash == hash {
+		s.pending = time.Time{}
+	} else {
+		s.signal() // changes arrived while compiling: publish again
+	}
+	s.mu.Unlock()
+
+	if !pendingSince.IsZero() {
+		s.metrics.publishLatency.Observe(time.Since(pendingSince).Seconds())
+	}
+	s.metrics.version.Set(float64(version))
+	s.metrics.publishes.Inc()
+	s.log.Info("published", "domain", s.cfg.Domain, "epoch", s.cfg.Epoch, "version", version, "variants", len(variants), "state", hash)
+	return s.pub.Publish(ctx, pub)
+}
+
+// signVariant encodes and signs a variant and, when the previous version had the same
+// variant, the delta from it.
+func (s *Seed) signVariant(v *bundlev1.Bundle, prev *compiledVariant) (PublishedVariant, *compiledVariant, error) {
+	payload, err := bundle.Encode(v)
+	if err != nil {
+		return PublishedVariant{}, nil, err
+	}
+	snap, err := s.seal(trust.PayloadBundle, payload)
+	if err != nil {
+		return PublishedVariant{}, nil, err
+	}
+	pv := PublishedVariant{RequiredCapabilities: v.GetHeader().GetRequiredCapabilities(), Snapshot: snap}
+	if prev != nil {
+		d, err := bundle.DeltaBetween(prev.bundle, bundle.Hash(prev.payload), v, bundle.Hash(payload))
+		if err != nil {
+			return PublishedVariant{}, nil, err
+		}
+		dp, err := bundle.EncodeDelta(d)
+		if err != nil {
+			return PublishedVariant{}, nil, err
+		}
+		if pv.Delta, err = s.seal(trust.PayloadDelta, dp); err != nil {
+			return PublishedVariant{}, nil, err
+		}
+	}
+	return pv, &compiledVariant{bundle: v, payload: payload}, nil
+}
+
+func (s *Seed) seal(payloadType string, payload []byte) ([]byte, error) {
+	env := trust.NewEnvelope(payloadType, payload)
+	if err := trust.Sign(env, s.cfg.Signer); err != nil {
+		return nil, err
+	}
+	return trust.MarshalEnvelope(env)
+}
+
+// loadCompiled decodes the stored newest envelopes so the first publish after a restart
+// can still produce deltas.
+func (s *Seed) loadCompiled() error {
+	for key, p := range s.latest {
+		env, err := trust.DecodeEnvelope(p.Snapshot, 0)
+		if err != nil {
+			return fmt.Errorf("seed: stored bundle %q: %w", key, err)
+		}
+		b, err := bundle.DecodeBundle(env.GetPayload())
+		if err != nil {
+			return fmt.Errorf("seed: stored bundle %q: %w", key, err)
+		}
+		s.compiled[key] = &compiledVariant{bundle: b, payload: env.GetPayload()}
+	}
+	return nil
+}
+
+// pickVariant returns the key of the variant a node advertising caps gets: the one with
+// the most required capabilities that are all advertised; "" when none fits. Empty caps
+// pick the full variant.
+func pickVariant(latest map[string]Published, compiled map[string]*compiledVariant, caps []string) string {
+	best, bestN := "", -1
+	for key := range latest {
+		req := compiled[key].bundle.GetHeader().GetRequiredCapabilities()
+		fits := len(caps) == 0 || !slices.ContainsFunc(req, func(c string) bool { return !slices.Contains(caps, c) })
+		if fits && (len(req) > bestN || (len(req) == bestN && key < best)) {
+			best, bestN = key, len(req)
+		}
+	}
+	return best
+}
+

@@ -1,0 +1,244 @@
+package seed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/trust"
+)
+
+// Clock tells the time; inject one in tests.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Seed. New calls validate.
+type Config struct {
+	// Domain is the control domain this seed publishes for. Required.
+	Domain string
+	// Epoch is this seed's term; every bundle carries it. Required, at least 1.
+	Epoch uint64
+	// Signer signs bundles and deltas; its key must be in the domain root's seed role.
+	Signer trust.Signer
+	// Store is the durable state. Required.
+	Store Store
+	// Publisher receives every publication; nil keeps them in a MemPublisher.
+	Publisher Publisher
+	// Clock; nil means the system clock.
+	Clock Clock
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Debounce: a publish waits this long after the last change (default 100ms)…
+	Debounce time.Duration
+	// …but never longer than MaxDelay after the first pending change (default 1s).
+	MaxDelay time.Duration
+	// BundleTTL is how long a bundle is valid (default 24h); the seed republishes after
+	// half of it so agents never hold an expired bundle while the seed is up.
+	BundleTTL time.Duration
+	// Registry receives the seed's metrics and is served on /metrics; nil means a new one.
+	Registry *prometheus.Registry
+}
+
+// DefaultConfig returns the defaults for the optional fields.
+func DefaultConfig() Config {
+	return Config{Debounce: 100 * time.Millisecond, MaxDelay: time.Second, BundleTTL: 24 * time.Hour}
+}
+
+func (c *Config) validate() error {
+	def := DefaultConfig()
+	if c.Debounce == 0 {
+		c.Debounce = def.Debounce
+	}
+	if c.MaxDelay == 0 {
+		c.MaxDelay = def.MaxDelay
+	}
+	if c.BundleTTL == 0 {
+		c.BundleTTL = def.BundleTTL
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	var errs []error
+	if err := trust.ValidDomain(c.Domain); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Epoch < 1 {
+		errs = append(errs, errors.New("seed: Config.Epoch must be at least 1"))
+	}
+	if c.Signer == nil {
+		errs = append(errs, errors.New("seed: Config.Signer is required"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("seed: Config.Store is required"))
+	}
+	if c.Debounce < 0 || c.MaxDelay < c.Debounce || c.BundleTTL < time.Minute {
+		errs = append(errs, errors.New("seed: need 0 <= Debounce <= MaxDelay and BundleTTL >= 1m"))
+	}
+	return errors.Join(errs...)
+}
+
+// Seed holds one domain's desired state, serves the admin API and publishes bundles.
+type Seed struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	db      *memdb.MemDB
+	pub     Publisher
+	mem     *MemPublisher // set when cfg.Publisher was nil
+
+	kick chan struct{} // non-blocking signal: state changed
+	stop context.CancelFunc
+	done chan struct{} // closed when the publish loop has exited
+
+	mu        sync.Mutex // guards the following; held by writers for a whole write
+	auditHead *adminv1.AuditEntry
+	stateHash string
+	meta      Meta
+	latest    map[string]Published
+	compiled  map[string]*compiledVariant // newest published bundles by variant, for deltas
+	pending   time.Time                   // when the oldest unpublished change was made; zero when none
+	pubHash   string                      // state hash of the newest publication
+	pubAt     time.Time
+	lastErr   error
+	history   []*adminv1.Publication // oldest first
+}
+
+type compiledVariant struct {
+	bundle  *bundlev1.Bundle
+	payload []byte
+}
+
+// New loads the store and starts the publish loop. Close stops it.
+func New(ctx context.Context, cfg Config) (*Seed, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	loaded, err := cfg.Store.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if loaded.Meta.Domain != "" && loaded.Meta.Domain != cfg.Domain {
+		return nil, fmt.Errorf("seed: data directory belongs to domain %q, not %q", loaded.Meta.Domain, cfg.Domain)
+	}
+	if loaded.Meta.Epoch > cfg.Epoch {
+		return nil, fmt.Errorf("seed: data directory has published at epoch %d; this seed's epoch %d is older", loaded.Meta.Epoch, cfg.Epoch)
+	}
+	s := &Seed{
+		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
+		compiled: map[string]*compiledVariant{},
+	}
+	s.meta.Domain = cfg.Domain
+	if s.metrics, err = newMetrics(cfg.Registry); err != nil {
+		return nil, err
+	}
+	if s.pub = cfg.Publisher; s.pub == nil {
+		s.mem = NewMemPublisher(len(loaded.History) + 100)
+		s.pub = s.mem
+	}
+	if s.db, err = memdb.NewMemDB(schema()); err != nil {
+		return nil, fmt.Errorf("seed: memdb: %w", err)
+	}
+	txn := s.db.Txn(true)
+	for _, r := range loaded.Resources {
+		rec, err := newRecord(r)
+		if err != nil {
+			txn.Abort()
+			return nil, fmt.Errorf("seed: stored resource: %w", err)
+		}
+		if err := txn.Insert(tableResources, rec); err != nil {
+			txn.Abort()
+			return nil, fmt.Errorf("seed: memdb insert: %w", err)
+		}
+	}
+	txn.Commit()
+	recs := s.snapshot().records()
+	s.stateHash = stateHash(recs)
+	if err := s.checkAuditHead(); err != nil {
+		return nil, err
+	}
+	if err := s.loadCompiled(); err != nil {
+		return nil, err
+	}
+	if n := len(s.history); n > 0 {
+		s.pubAt = s.history[n-1].GetPublishedAt().AsTime()
+		s.pubHash = s.auditPublishedHash()
+	}
+	if s.pubHash != s.stateHash || s.meta.Version == 0 {
+		s.pending = cfg.Clock.Now() // unpublished changes survived a restart
+	}
+	s.metrics.resources.Set(float64(len(recs)))
+	s.metrics.version.Set(float64(s.meta.Version))
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.publishLoop(loopCtx)
+	if !s.pending.IsZero() {
+		s.signal()
+	}
+	return s, nil
+}
+
+// checkAuditHead refuses to start when the stored state is not what the audit log says:
+// the state and the log are written in one transaction, so a mismatch means tampering.
+func (s *Seed) checkAuditHead() error {
+	if s.auditHead == nil {
+		if s.stateHash != stateHash(nil) {
+			return fmt.Errorf("%w: resources are stored but the audit log is empty", ErrAuditChain)
+		}
+		return nil
+	}
+	if entryHash(s.auditHead) != s.auditHead.GetHash() {
+		return fmt.Errorf("%w: the newest entry (%d) was altered", ErrAuditChain, s.auditHead.GetSeq())
+	}
+	if s.auditHead.GetAfterHash() != s.stateHash {
+		return fmt.Errorf("%w: stored state %s is not the state %s the newest entry (%d) recorded", ErrAuditChain, s.stateHash, s.auditHead.GetAfterHash(), s.auditHead.GetSeq())
+	}
+	return nil
+}
+
+// auditPublishedHash is the state hash the newest publish recorded (from the audit head
+// when the head is a publish; otherwise unknown, so the next publish happens).
+func (s *Seed) auditPublishedHash() string {
+	if s.auditHead != nil && s.auditHead.GetAction() == actionPublish {
+		return s.auditHead.GetAfterHash()
+	}
+	return ""
+}
+
+// Close stops the publish loop and waits for it. It does not close the Store.
+func (s *Seed) Close() error {
+	s.stop()
+	<-s.done
+	return nil
+}
+
+func (s *Seed) snapshot() snapshot { return snapshot{txn: s.db.Txn(false)} }
+
+// signal wakes the publish loop without ever blocking.
+func (s *Seed) signal() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// MemPublisher returns the in-memory publisher when no Publisher was configured.
+func (s *Seed) MemPublisher() *MemPublisher { return s.mem }

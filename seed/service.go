@@ -1,0 +1,449 @@
+package seed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"meshkit.dev/meshkit/bundle"
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+)
+
+// MaxApplyResources bounds one Apply request.
+const MaxApplyResources = 20_000
+
+// admin is the gRPC face of a Seed; every method authorizes first.
+type admin struct {
+	adminv1.UnimplementedAdminServiceServer
+	s *Seed
+}
+
+// AdminServer returns the Seed's admin API for a gRPC server.
+func (s *Seed) AdminServer() adminv1.AdminServiceServer { return &admin{s: s} }
+
+func (a *admin) Apply(ctx context.Context, req *adminv1.ApplyRequest) (*adminv1.ApplyResponse, error) {
+	return a.s.apply(ctx, req.GetResources(), req.GetDryRun())
+}
+
+func (a *admin) Diff(ctx context.Context, req *adminv1.DiffRequest) (*adminv1.DiffResponse, error) {
+	resp, err := a.s.apply(ctx, req.GetResources(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.DiffResponse{Changes: resp.GetChanges()}, nil
+}
+
+// decodeResources converts request resources, checking the caller's tenants.
+func decodeResources(p *Principal, in []*adminv1.Resource) ([]*record, error) {
+	if len(in) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no resources given")
+	}
+	if len(in) > MaxApplyResources {
+		return nil, status.Errorf(codes.InvalidArgument, "%d resources in one request, the limit is %d", len(in), MaxApplyResources)
+	}
+	out := make([]*record, 0, len(in))
+	seen := map[string]int{}
+	var errs []string
+	for i, r := range in {
+		rec, err := newRecord(r)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("resources[%d]: %v", i, err))
+			continue
+		}
+		if !p.allows(rec.Tenant) {
+			return nil, status.Errorf(codes.PermissionDenied, "%s may not write %s: tenant %q is not among %v", p.Name, rec.Obj.Key(), rec.Tenant, p.Tenants)
+		}
+		if j, dup := seen[rec.ID]; dup {
+			errs = append(errs, fmt.Sprintf("resources[%d]: %s is also resources[%d]", i, rec.Obj.Key(), j))
+			continue
+		}
+		seen[rec.ID] = i
+		out = append(out, rec)
+	}
+	if len(errs) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "%d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
+	}
+	return out, nil
+}
+
+// apply validates puts against the state they produce and, unless dryRun, stores them
+// with their audit entry in one transaction.
+func (s *Seed) apply(ctx context.Context, in []*adminv1.Resource, dryRun bool) (*adminv1.ApplyResponse, error) {
+	p, err := authorize(ctx, ScopeOperate)
+	if err != nil && dryRun {
+		p, err = authorize(ctx, ScopeRead) // a diff only reads
+	}
+	if err != nil {
+		return nil, err
+	}
+	puts, err := decodeResources(p, in)
+	if err != nil {
+		s.metrics.writes.WithLabelValues("apply", "invalid").Inc()
+		return nil, err
+	}
+	resp, err := s.write(ctx, p, "apply", puts, nil, dryRun)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.ApplyResponse{Changes: resp.changes, StateHash: resp.stateHash, AuditSeq: resp.auditSeq, DryRun: dryRun}, nil
+}
+
+func (a *admin) Delete(ctx context.Context, req *adminv1.DeleteRequest) (*adminv1.DeleteResponse, error) {
+	s := a.s
+	p, err := authorize(ctx, ScopeOperate)
+	if err != nil {
+		return nil, err
+	}
+	key := bundle.Key{Kind: req.GetKind(), Namespace: cmpOr(req.GetNamespace(), bundle.DefaultNamespace), Name: req.GetName()}
+	rec := s.snapshot().get(keyString(key))
+	if rec == nil {
+		return nil, status.Errorf(codes.NotFound, "%s does not exist", key)
+	}
+	if !p.allows(rec.Tenant) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not delete %s: tenant %q is not among %v", p.Name, key, rec.Tenant, p.Tenants)
+	}
+	resp, err := s.write(ctx, p, "delete", nil, []bundle.Key{key}, req.GetDryRun())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.DeleteResponse{Changes: resp.changes, StateHash: resp.stateHash, AuditSeq: resp.auditSeq}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+type writeResult struct {
+	changes   []*adminv1.Change
+	stateHash string
+	auditSeq  uint64
+}
+
+// write is the one path that changes desired state: candidate = current ± change, whole-
+// state validation, then (unless dry run) one store transaction with the audit entry,
+// then memdb, then a signal to the publish loop. Writers are serialized by s.mu.
+func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*record, deletes []bundle.Key, dryRun bool) (*writeResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.snapshot()
+	current := snap.records()
+	byID := make(map[string]*record, len(current)+len(puts))
+	for _, r := range current {
+		byID[r.ID] = r
+	}
+	var changedPuts []*record
+	var subjects []string
+	for _, r := range puts {
+		if old, ok := byID[r.ID]; ok && old.Hash == r.Hash {
+			continue // unchanged
+		}
+		changedPuts = append(changedPuts, r)
+		byID[r.ID] = r
+		subjects = append(subjects, r.Obj.Key().String())
+	}
+	for _, k := range deletes {
+		id := keyString(k)
+		if _, ok := byID[id]; !ok {
+			return nil, status.Errorf(codes.NotFound, "%s does not exist", k)
+		}
+		if refs := slices.DeleteFunc(snap.referrers(id), func(ref string) bool { return slices.ContainsFunc(deletes, func(d bundle.Key) bool { return keyString(d) == ref }) }); len(refs) > 0 {
+			s.metrics.writes.WithLabelValues(op, "invalid").Inc()
+			return nil, status.Errorf(codes.FailedPrecondition, "%s is still referenced by %s; change or delete those first", k, strings.Join(refs, ", "))
+		}
+		delete(byID, id)
+		subjects = append(subjects, k.String())
+	}
+	if len(subjects) == 0 {
+		return &writeResult{stateHash: s.stateHash}, nil
+	}
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	candidate := make([]*record, len(ids))
+	for i, id := range ids {
+		candidate[i] = byID[id]
+	}
+	if err := bundle.Validate(objects(candidate)); err != nil {
+		s.metrics.validationFailures.Inc()
+		s.metrics.writes.WithLabelValues(op, "invalid").Inc()
+		var verrs bundle.ValidationErrors
+		if errors.As(err, &verrs) {
+			return nil, status.Error(codes.InvalidArgument, verrs.Error())
+		}
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	after := stateHash(candidate)
+	res := &writeResult{stateHash: after}
+	if dryRun {
+		res.changes = s.compiledDiff(current, candidate)
+		return res, nil
+	}
+	res.changes = resourceChanges(changedPuts, deletes, byIDOf(current))
+	entry := chain(s.auditHead, &adminv1.AuditEntry{
+		Time: timestamppb.New(s.cfg.Clock.Now()), Actor: p.Name, Action: op, Subjects: subjects,
+		BeforeHash: s.stateHash, AfterHash: after,
+	})
+	tx := &Tx{Deletes: deletes, Audit: entry}
+	for _, r := range changedPuts {
+		tx.Puts = append(tx.Puts, r.Res)
+	}
+	if err := s.cfg.Store.Commit(ctx, tx); err != nil {
+		s.metrics.writes.WithLabelValues(op, "error").Inc()
+		return nil, status.Errorf(codes.Unavailable, "storing the change failed, nothing was changed: %v", err)
+	}
+	txn := s.db.Txn(true)
+	for _, r := range changedPuts {
+		if err := txn.Insert(tableResources, r); err != nil {
+			txn.Abort()
+			return nil, status.Errorf(codes.Internal, "memdb: %v", err) // unreachable with a fixed schema
+		}
+	}
+	for _, k := range deletes {
+		if _, err := txn.DeleteAll(tableResources, "id", keyString(k)); err != nil {
+			txn.Abort()
+			return nil, status.Errorf(codes.Internal, "memdb: %v", err)
+		}
+	}
+	txn.Commit()
+	s.auditHead, s.stateHash = entry, after
+	if s.pending.IsZero() {
+		s.pending = s.cfg.Clock.Now()
+	}
+	s.metrics.resources.Set(float64(len(candidate)))
+	s.metrics.writes.WithLabelValues(op, "ok").Inc()
+	s.signal()
+	res.auditSeq = entry.GetSeq()
+	return res, nil
+}
+
+func byIDOf(recs []*record) map[string]*record {
+	m := make(map[string]*record, len(recs))
+	for _, r := range recs {
+		m[r.ID] = r
+	}
+	return m
+}
+
+// resourceChanges lists what a write changed, resource by resource.
+func resourceChanges(puts []*record, deletes []bundle.Key, before map[string]*record) []*adminv1.Change {
+	var out []*adminv1.Change
+	for _, r := range puts {
+		op := "+"
+		if _, ok := before[r.ID]; ok {
+			op = "~"
+		}
+		k := r.Obj.Key()
+		out = append(out, &adminv1.Change{Op: op, Kind: k.Kind, Namespace: k.Namespace, Name: k.Name})
+	}
+	for _, k := range deletes {
+		out = append(out, &adminv1.Change{Op: "-", Kind: k.Kind, Namespace: k.Namespace, Name: k.Name})
+	}
+	return out
+}
+
+// compiledDiff shows how the full compiled bundle would change, field by field.
+func (s *Seed) compiledDiff(before, after []*record) []*adminv1.Change {
+	hdr := bundle.Header{Domain: s.cfg.Domain}
+	a := Compile(hdr, objects(before))[0]
+	b := Compile(hdr, objects(after))[0]
+	_, changes := bundle.Diff(a, b)
+	out := make([]*adminv1.Change, len(changes))
+	for i, c := range changes {
+		out[i] = &adminv1.Change{Op: c.Op, Kind: c.Key.Kind, Namespace: c.Key.Namespace, Name: c.Key.Name, Diff: c.Diff}
+	}
+	return out
+}
+
+func (a *admin) Get(ctx context.Context, req *adminv1.GetRequest) (*adminv1.GetResponse, error) {
+	p, err := authorize(ctx, ScopeRead)
+	if err != nil {
+		return nil, err
+	}
+	key := bundle.Key{Kind: req.GetKind(), Namespace: cmpOr(req.GetNamespace(), bundle.DefaultNamespace), Name: req.GetName()}
+	rec := a.s.snapshot().get(keyString(key))
+	if rec == nil || !p.allows(rec.Tenant) {
+		return nil, status.Errorf(codes.NotFound, "%s does not exist", key)
+	}
+	return &adminv1.GetResponse{Resource: rec.Res}, nil
+}
+
+func (a *admin) List(ctx context.Context, req *adminv1.ListRequest) (*adminv1.ListResponse, error) {
+	p, err := authorize(ctx, ScopeRead)
+	if err != nil {
+		return nil, err
+	}
+	snap := a.s.snapshot()
+	index, arg := "id", []any{}
+	switch {
+	case req.GetKind() != "":
+		index, arg = "kind", []any{req.GetKind()}
+	case req.GetTenant() != "":
+		index, arg = "tenant", []any{req.GetTenant()}
+	}
+	it, err := snap.txn.Get(tableResources, index, arg...)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "memdb: %v", err)
+	}
+	resp := &adminv1.ListResponse{}
+	var recs []*record
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		r := obj.(*record)
+		if (req.GetNamespace() != "" && r.Namespace != req.GetNamespace()) || (req.GetTenant() != "" && r.Tenant != req.GetTenant()) ||
+			(req.GetKind() != "" && r.Kind != req.GetKind()) || !p.allows(r.Tenant) {
+			continue
+		}
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(x, y *record) int { return strings.Compare(x.ID, y.ID) })
+	for _, r := range recs {
+		resp.Resources = append(resp.Resources, r.Res)
+	}
+	return resp, nil
+}
+
+func (a *admin) History(ctx context.Context, req *adminv1.HistoryRequest) (*adminv1.HistoryResponse, error) {
+	if _, err := authorize(ctx, ScopeRead); err != nil {
+		return nil, err
+	}
+	a.s.mu.Lock()
+	defer a.s.mu.Unlock()
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 20
+	}
+	resp := &adminv1.HistoryResponse{}
+	for i := len(a.s.history) - 1; i >= 0 && len(resp.Publications) < limit; i-- {
+		resp.Publications = append(resp.Publications, a.s.history[i])
+	}
+	return resp, nil
+}
+
+func (a *admin) Status(ctx context.Context, _ *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
+	if _, err := authorize(ctx, ScopeRead); err != nil {
+		return nil, err
+	}
+	return a.s.Status(), nil
+}
+
+// Status reports the publish state (also used by /readyz).
+func (s *Seed) Status() *adminv1.StatusResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	resp := &adminv1.StatusResponse{
+		Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: s.meta.Version, Pending: !s.pending.IsZero(),
+		Resources: uint64(len(s.snapshot().records())), StateHash: s.stateHash,
+	}
+	if !s.pubAt.IsZero() {
+		resp.LastPublishedAt = timestamppb.New(s.pubAt)
+	}
+	if s.lastErr != nil {
+		resp.LastError = s.lastErr.Error()
+	}
+	return resp
+}
+
+func (a *admin) Audit(ctx context.Context, req *adminv1.AuditRequest) (*adminv1.AuditResponse, error) {
+	if _, err := authorize(ctx, ScopeAdmin); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 10_000 {
+		limit = 1000
+	}
+	entries, err := a.s.cfg.Store.Audit(ctx, req.GetAfterSeq(), limit)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return &adminv1.AuditResponse{Entries: entries}, nil
+}
+
+func (a *admin) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
+	if _, err := authorize(ctx, ScopeAdmin); err != nil {
+		return nil, err
+	}
+	a.s.mu.Lock() // no write may land between reading the log and the state
+	defer a.s.mu.Unlock()
+	resp, err := VerifyStore(ctx, a.s.cfg.Store)
+	if err != nil {
+		return nil, status.Error(codes.DataLoss, err.Error())
+	}
+	return resp, nil
+}
+
+// VerifyStore verifies the whole audit chain of a store and checks that the stored desired
+// state is the one its newest entry recorded. `meshkit audit verify --data DIR` runs it on
+// a stopped seed's files.
+func VerifyStore(ctx context.Context, st Store) (*adminv1.VerifyAuditResponse, error) {
+	entries, err := st.Audit(ctx, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	head, err := VerifyChain(entries)
+	if err != nil {
+		return nil, err
+	}
+	loaded, err := st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var recs []*record
+	for _, r := range loaded.Resources {
+		rec, err := newRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	slices.SortFunc(recs, func(x, y *record) int { return strings.Compare(x.ID, y.ID) })
+	state := stateHash(recs)
+	resp := &adminv1.VerifyAuditResponse{Entries: uint64(len(entries)), StateHash: state}
+	if head == nil {
+		if len(recs) > 0 {
+			return nil, fmt.Errorf("%w: %d resources are stored but the audit log is empty", ErrAuditChain, len(recs))
+		}
+		return resp, nil
+	}
+	if head.GetAfterHash() != state {
+		return nil, fmt.Errorf("%w: stored state %s is not the state %s entry %d recorded", ErrAuditChain, state, head.GetAfterHash(), head.GetSeq())
+	}
+	resp.HeadHash = head.GetHash()
+	return resp, nil
+}
+
+func (a *admin) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (*adminv1.GetBundleResponse, error) {
+	if _, err := authorize(ctx, ScopeRead); err != nil {
+		return nil, err
+	}
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.latest) == 0 {
+		return nil, status.Error(codes.FailedPrecondition, "nothing has been published yet")
+	}
+	key := pickVariant(s.latest, s.compiled, req.GetCapabilities())
+	if key == "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "no published variant fits capabilities %v", req.GetCapabilities())
+	}
+	p := s.latest[key]
+	env := p.Snapshot
+	if req.GetDelta() {
+		if p.Delta == nil {
+			return nil, status.Error(codes.NotFound, "the newest version has no delta for this variant (it is the first of its kind)")
+		}
+		env = p.Delta
+	}
+	h := s.compiled[key].bundle.GetHeader()
+	return &adminv1.GetBundleResponse{Envelope: env, Epoch: h.GetEpoch(), Version: h.GetVersion(), RequiredCapabilities: h.GetRequiredCapabilities()}, nil
+}
+
