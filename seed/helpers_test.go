@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"os"
 	"testing"
 	"time"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
 	"meshkit.dev/meshkit/trust"
@@ -24,7 +26,7 @@ func keys(t testing.TB) (rootKey, seedKey *trust.PrivateKey) {
 		s := sha256.Sum256([]byte(label))
 		k, err := trust.GenerateKey(bytes.NewReader(s[:]))
 		if err != nil {
-			t.Fatal(err)
+			panic(err) // reading 32 bytes from a bytes.Reader cannot fail
 		}
 		return k
 	}
@@ -138,4 +140,12 @@ func (ts *testSeed) waitPublished(t testing.TB, v uint64) *seed.Publication {
 		t.Fatalf("version %d was not published: %v (status %v)", v, err, ts.Status())
 	}
 	return p
+}
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+type bundleMeta = bundlev1.Metadata
+
+func clusterSpec() *bundlev1.ClusterSpec {
+	return &bundlev1.ClusterSpec{Endpoints: []*bundlev1.Endpoint{{Address: "10.0.0.1", Port: 80}}}
 }

@@ -298,4 +298,3 @@ func pickVariant(latest map[string]Published, compiled map[string]*compiledVaria
 	}
 	return best
 }
-

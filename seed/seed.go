@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 		s.pubAt = s.history[n-1].GetPublishedAt().AsTime()
 		s.pubHash = s.auditPublishedHash()
 	}
-	if s.pubHash != s.stateHash || s.meta.Version == 0 {
+	if (s.meta.Version == 0 && len(recs) > 0) || (s.meta.Version > 0 && s.pubHash != s.stateHash) {
 		s.pending = cfg.Clock.Now() // unpublished changes survived a restart
 	}
 	s.metrics.resources.Set(float64(len(recs)))

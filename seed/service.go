@@ -155,7 +155,9 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		if _, ok := byID[id]; !ok {
 			return nil, status.Errorf(codes.NotFound, "%s does not exist", k)
 		}
-		if refs := slices.DeleteFunc(snap.referrers(id), func(ref string) bool { return slices.ContainsFunc(deletes, func(d bundle.Key) bool { return keyString(d) == ref }) }); len(refs) > 0 {
+		if refs := slices.DeleteFunc(snap.referrers(id), func(ref string) bool {
+			return slices.ContainsFunc(deletes, func(d bundle.Key) bool { return keyString(d) == ref })
+		}); len(refs) > 0 {
 			s.metrics.writes.WithLabelValues(op, "invalid").Inc()
 			return nil, status.Errorf(codes.FailedPrecondition, "%s is still referenced by %s; change or delete those first", k, strings.Join(refs, ", "))
 		}
@@ -446,4 +448,3 @@ func (a *admin) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (*
 	h := s.compiled[key].bundle.GetHeader()
 	return &adminv1.GetBundleResponse{Envelope: env, Epoch: h.GetEpoch(), Version: h.GetVersion(), RequiredCapabilities: h.GetRequiredCapabilities()}, nil
 }
-

@@ -1,0 +1,169 @@
+package seed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/seed/boltstore"
+)
+
+func TestRestartKeepsStateVersionAndDeltas(t *testing.T) {
+	dir := t.TempDir()
+	ts := open(t, dir)
+	ts.apply(t, resources(t, "../examples/shop"))
+	ts.waitPublished(t, 1)
+	before := ts.Status()
+	ts.close()
+
+	ts = open(t, dir)
+	after := ts.Status()
+	if after.GetVersion() != 1 || after.GetStateHash() != before.GetStateHash() || after.GetResources() != 13 || after.GetPending() {
+		t.Fatalf("after restart: %v (before %v)", after, before)
+	}
+	ts.apply(t, resources(t, "apiVersion: meshkit.dev/v1alpha1\nkind: Cluster\nmetadata: {name: extra, namespace: shop}\nspec: {endpoints: [{address: a, port: 1}]}\n"))
+	pub := ts.waitPublished(t, 2)
+	if pub.Info.GetVersion() != 2 || pub.Variants[0].Delta == nil {
+		t.Fatalf("after restart published v%d with delta %v", pub.Info.GetVersion(), pub.Variants[0].Delta != nil)
+	}
+	hist, _ := ts.api.History(adminCtx(), &adminv1.HistoryRequest{})
+	if len(hist.GetPublications()) != 2 || hist.GetPublications()[0].GetVersion() != 2 {
+		t.Fatalf("history = %v", hist)
+	}
+}
+
+// TestAuditChainDetectsTampering edits an entry, then the state, behind the seed's back.
+func TestAuditChainDetectsTampering(t *testing.T) {
+	dir := t.TempDir()
+	ts := open(t, dir)
+	ts.apply(t, resources(t, "../examples/shop"))
+	ts.waitPublished(t, 1)
+	ok, err := ts.api.VerifyAudit(adminCtx(), &adminv1.VerifyAuditRequest{})
+	if err != nil || ok.GetEntries() != 2 {
+		t.Fatalf("verify = %v, %v; want 2 entries (apply, publish)", ok, err)
+	}
+	entries, _ := ts.api.Audit(adminCtx(), &adminv1.AuditRequest{})
+	if a := entries.GetEntries(); a[0].GetAction() != "apply" || a[0].GetActor() != "test-admin" || a[1].GetAction() != "publish" || a[1].GetVersion() != 1 || a[1].GetPrevHash() != a[0].GetHash() {
+		t.Fatalf("entries = %v", a)
+	}
+	ts.close()
+
+	edit := func(bucket, key []byte, f func(v []byte) []byte) {
+		db, err := bolt.Open(dir+"/seed.db", 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			return b.Put(key, f(b.Get(key)))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rewrite who made the first change.
+	edit([]byte("audit"), []byte{0, 0, 0, 0, 0, 0, 0, 1}, func(v []byte) []byte {
+		e := &adminv1.AuditEntry{}
+		proto.Unmarshal(v, e)
+		e.Actor = "someone-else"
+		out, _ := proto.Marshal(e)
+		return out
+	})
+	st, _ := boltstore.Open(dir, time.Second)
+	_, err = seed.VerifyStore(context.Background(), st)
+	st.Close()
+	if !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "entry 1 was altered") {
+		t.Fatalf("tampered entry: err = %v", err)
+	}
+}
+
+func TestStateChangedBehindTheLogIsRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	ts := open(t, dir)
+	ts.apply(t, resources(t, "../examples/shop"))
+	ts.close()
+	db, err := bolt.Open(dir+"/seed.db", 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("resources")).Delete([]byte("Cluster/shop/payments")) })
+	db.Close()
+	st, _ := boltstore.Open(dir, time.Second)
+	defer st.Close()
+	_, seedKey := keys(t)
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
+	if _, err := seed.New(context.Background(), cfg); !errors.Is(err, seed.ErrAuditChain) {
+		t.Fatalf("err = %v, want ErrAuditChain", err)
+	}
+}
+
+func TestBurstOfChangesIsDebouncedIntoFewPublishes(t *testing.T) {
+	ts := open(t, "", func(c *seed.Config) { c.Debounce, c.MaxDelay = 300*time.Millisecond, 10*time.Second })
+	ts.apply(t, resources(t, "../examples/shop"))
+	for i := 0; i < 20; i++ {
+		ts.apply(t, resources(t, fmt.Sprintf("apiVersion: meshkit.dev/v1alpha1\nkind: Cluster\nmetadata: {name: burst-%d, namespace: shop}\nspec: {endpoints: [{address: a, port: 1}]}\n", i)))
+	}
+	want := ts.Status().GetStateHash()
+	deadline := time.Now().Add(20 * time.Second)
+	for ts.Status().GetPending() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	pubs := ts.MemPublisher().History()
+	if n := len(pubs); n == 0 || n > 3 {
+		t.Fatalf("21 changes in a burst gave %d publishes, want 1-3", n)
+	}
+	entries, _ := ts.api.Audit(adminCtx(), &adminv1.AuditRequest{})
+	last := entries.GetEntries()[len(entries.GetEntries())-1]
+	if last.GetAction() != "publish" || last.GetStateHash() != want {
+		t.Fatalf("last publish compiled %s, want the final state %s", last.GetStateHash(), want)
+	}
+}
+
+func TestSchemaMigrationAndNewerSchemaRefused(t *testing.T) {
+	dir := t.TempDir()
+	// A file with no schema version (as version 0 would have left it) migrates.
+	db, _ := bolt.Open(dir+"/seed.db", 0o600, nil)
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("meta")); return err })
+	db.Close()
+	st, err := boltstore.Open(dir, time.Second)
+	if err != nil {
+		t.Fatalf("migrating v0: %v", err)
+	}
+	loaded, err := st.Load(context.Background())
+	if err != nil || len(loaded.Resources) != 0 {
+		t.Fatalf("load after migration: %v", err)
+	}
+	st.Close()
+	db, _ = bolt.Open(dir+"/seed.db", 0o600, nil)
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema_version"), []byte{0, 0, 0, 0, 0, 0, 0, 99})
+	})
+	db.Close()
+	if _, err := boltstore.Open(dir, time.Second); !errors.Is(err, boltstore.ErrNewerSchema) {
+		t.Fatalf("newer schema: err = %v", err)
+	}
+}
+
+func TestCommitWithoutAuditIsRefused(t *testing.T) {
+	st, err := boltstore.Open(t.TempDir(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Commit(context.Background(), &seed.Tx{}); err == nil {
+		t.Fatal("commit without an audit entry accepted")
+	}
+	bad := &adminv1.AuditEntry{Seq: 5, Hash: "x"}
+	if err := st.Commit(context.Background(), &seed.Tx{Audit: bad}); err == nil {
+		t.Fatal("audit entry out of sequence accepted")
+	}
+}

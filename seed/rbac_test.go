@@ -1,0 +1,256 @@
+package seed_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	"meshkit.dev/meshkit/seed"
+)
+
+func TestScopesAndTenants(t *testing.T) {
+	ts := open(t, "")
+	ts.apply(t, resources(t, "../examples/shop"))
+	reader := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "viewer", Scope: seed.ScopeRead, Tenants: []string{"*"}})
+	other := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "globex-ci", Scope: seed.ScopeOperate, Tenants: []string{"globex"}})
+	acme := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "acme-ci", Scope: seed.ScopeOperate, Tenants: []string{"acme"}})
+	route := resources(t, "apiVersion: meshkit.dev/v1alpha1\nkind: Route\nmetadata: {name: new, namespace: shop, tenant: acme}\nspec: {match: {hosts: [n.example.com]}, cluster: frontend}\n")
+
+	cases := []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"no principal", func() error { _, err := ts.api.List(context.Background(), &adminv1.ListRequest{}); return err }, codes.Unauthenticated},
+		{"reader applies", func() error { _, err := ts.api.Apply(reader, &adminv1.ApplyRequest{Resources: route}); return err }, codes.PermissionDenied},
+		{"reader deletes", func() error {
+			_, err := ts.api.Delete(reader, &adminv1.DeleteRequest{Kind: "Route", Namespace: "shop", Name: "storefront"})
+			return err
+		}, codes.PermissionDenied},
+		{"reader reads the audit log", func() error { _, err := ts.api.Audit(reader, &adminv1.AuditRequest{}); return err }, codes.PermissionDenied},
+		{"reader diffs", func() error { _, err := ts.api.Diff(reader, &adminv1.DiffRequest{Resources: route}); return err }, codes.OK},
+		{"other tenant applies", func() error { _, err := ts.api.Apply(other, &adminv1.ApplyRequest{Resources: route}); return err }, codes.PermissionDenied},
+		{"other tenant deletes", func() error {
+			_, err := ts.api.Delete(other, &adminv1.DeleteRequest{Kind: "Route", Namespace: "shop", Name: "storefront"})
+			return err
+		}, codes.PermissionDenied},
+		{"other tenant reads", func() error {
+			_, err := ts.api.Get(other, &adminv1.GetRequest{Kind: "Route", Namespace: "shop", Name: "storefront"})
+			return err
+		}, codes.NotFound},
+		{"own tenant applies", func() error { _, err := ts.api.Apply(acme, &adminv1.ApplyRequest{Resources: route}); return err }, codes.OK},
+	}
+	for _, tc := range cases {
+		if got := status.Code(tc.call()); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	list, _ := ts.api.List(other, &adminv1.ListRequest{})
+	if len(list.GetResources()) != 0 {
+		t.Errorf("globex sees %d acme resources", len(list.GetResources()))
+	}
+	entries, _ := ts.api.Audit(adminCtx(), &adminv1.AuditRequest{})
+	if last := entries.GetEntries()[len(entries.GetEntries())-1]; last.GetActor() != "acme-ci" {
+		t.Errorf("audit actor %q, want acme-ci", last.GetActor())
+	}
+}
+
+// pki makes a CA and a client certificate with a SPIFFE URI SAN.
+func pki(t *testing.T, uris ...string) (caPool *x509.CertPool, server tls.Certificate, clients []tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caCert, _ := x509.ParseCertificate(caDER)
+	caPool = x509.NewCertPool()
+	caPool.AddCert(caCert)
+	issue := func(tmpl *x509.Certificate) tls.Certificate {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	}
+	server = issue(&x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "seed"}, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	for i, uri := range uris {
+		u, _ := url.Parse(uri)
+		clients = append(clients, issue(&x509.Certificate{SerialNumber: big.NewInt(int64(3 + i)), Subject: pkix.Name{CommonName: "operator"}, URIs: []*url.URL{u},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}))
+	}
+	return caPool, server, clients
+}
+
+func TestGRPCAndRESTWithTokensAndMTLS(t *testing.T) {
+	ts := open(t, "")
+	const opToken, readToken = "op-secret-token", "read-secret-token"
+	pol := &seed.Policy{Principals: []seed.PolicyEntry{
+		{Name: "ci", TokenSHA256: seed.HashToken(opToken), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
+		{Name: "viewer", TokenSHA256: seed.HashToken(readToken), Scopes: []string{"mesh.read"}, Tenants: []string{"*"}},
+		{Name: "platform", Subject: "spiffe://prod.example/ops/admin", Scopes: []string{"mesh.admin"}, Tenants: []string{"*"}},
+	}}
+	caPool, serverCert, clientCerts := pki(t, "spiffe://prod.example/ops/admin", "spiffe://prod.example/ops/intruder")
+	clientCert, strangerCert := clientCerts[0], clientCerts[1]
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: caPool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	srv, err := ts.Serve(seed.ServeConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Policy: pol, TLS: tlsCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	dial := func(cert *tls.Certificate) adminv1.AdminServiceClient {
+		cfg := &tls.Config{RootCAs: caPool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		conn, err := grpc.NewClient(srv.GRPCAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return adminv1.NewAdminServiceClient(conn)
+	}
+	withToken := func(tok string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	}
+	anon, admin, stranger := dial(nil), dial(&clientCert), dial(&strangerCert)
+	shop := resources(t, "../examples/shop")
+
+	if _, err := anon.Apply(context.Background(), &adminv1.ApplyRequest{Resources: shop}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("anonymous apply: %v", err)
+	}
+	if _, err := anon.Apply(withToken("wrong"), &adminv1.ApplyRequest{Resources: shop}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong token: %v", err)
+	}
+	if _, err := anon.Apply(withToken(readToken), &adminv1.ApplyRequest{Resources: shop}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("read token applies: %v", err)
+	}
+	if _, err := anon.Apply(withToken(opToken), &adminv1.ApplyRequest{Resources: shop}); err != nil {
+		t.Errorf("operate token applies: %v", err)
+	}
+	if _, err := anon.Audit(withToken(opToken), &adminv1.AuditRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("operate token reads audit: %v", err)
+	}
+	if v, err := admin.VerifyAudit(context.Background(), &adminv1.VerifyAuditRequest{}); err != nil || v.GetEntries() == 0 {
+		t.Errorf("mTLS admin verifies audit: %v %v", v, err)
+	}
+	if _, err := stranger.Status(context.Background(), &adminv1.StatusRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("certificate not in policy: %v", err)
+	}
+	// A plaintext client cannot talk to a TLS seed at all.
+	plain, _ := grpc.NewClient(srv.GRPCAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer plain.Close()
+	if _, err := adminv1.NewAdminServiceClient(plain).Status(withToken(opToken), &adminv1.StatusRequest{}); err == nil {
+		t.Error("plaintext call to a TLS seed succeeded")
+	}
+
+	// REST over the same TLS, same policy.
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
+	do := func(method, path, token string, body []byte) (int, []byte) {
+		req, _ := http.NewRequest(method, "https://"+srv.HTTPAddr.String()+path, bytes.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := do("GET", "/healthz", "", nil); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	ts.waitPublished(t, 1)
+	if code, b := do("GET", "/readyz", "", nil); code != 200 || !strings.Contains(string(b), `"ready":true`) {
+		t.Errorf("/readyz = %d %s", code, b)
+	}
+	if code, b := do("GET", "/metrics", "", nil); code != 200 || !strings.Contains(string(b), "meshkit_seed_version 1") || !strings.Contains(string(b), "meshkit_seed_publish_latency_seconds") {
+		t.Errorf("/metrics = %d, missing seed metrics:\n%s", code, b)
+	}
+	if code, _ := do("GET", "/v1/resources?kind=Route", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("anonymous REST list = %d", code)
+	}
+	code, b := do("GET", "/v1/resources/Route/shop/checkout", readToken, nil)
+	var got adminv1.GetResponse
+	if code != 200 || protojson.Unmarshal(b, &got) != nil || got.GetResource().GetRoute().GetRetryPolicy() != "idempotent-fast" {
+		t.Errorf("REST get = %d %s", code, b)
+	}
+	bad, _ := protojson.Marshal(&adminv1.ApplyRequest{Resources: resources(t, "apiVersion: meshkit.dev/v1alpha1\nkind: Route\nmetadata: {name: x, namespace: shop}\nspec: {match: {hosts: [x.example.com]}, cluster: nope}\n")})
+	code, b = do("POST", "/v1/apply", opToken, bad)
+	var e map[string]string
+	json.Unmarshal(b, &e)
+	if code != http.StatusBadRequest || e["code"] != "InvalidArgument" || !strings.Contains(e["message"], `Cluster "nope" does not exist`) {
+		t.Errorf("REST invalid apply = %d %s", code, b)
+	}
+	if code, _ := do("DELETE", "/v1/resources/Route/shop/checkout", readToken, nil); code != http.StatusForbidden {
+		t.Errorf("REST delete with read token = %d", code)
+	}
+	if code, b := do("GET", "/v1/bundle", readToken, nil); code != 200 {
+		t.Errorf("REST bundle = %d %s", code, b)
+	} else if _, err := verifierFor(t, "prod").Verify(b); err != nil {
+		t.Errorf("bundle served over REST does not verify: %v", err)
+	}
+}
+
+func TestPolicyFileValidation(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := dir + "/p.yaml"
+		if err := writeFile(p, s); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := seed.LoadPolicy(write("principals:\n  - name: a\n    tokenSHA256: abc\n    scopes: [mesh.root]\n    tenants: ['*']\n")); err == nil ||
+		!strings.Contains(err.Error(), "64 hex") || !strings.Contains(err.Error(), `unknown scope "mesh.root"`) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := seed.LoadPolicy(write("principals:\n  - name: a\n    token: plaintext\n")); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+	p, err := seed.LoadPolicy(write("principals:\n  - name: ci\n    tokenSHA256: " + seed.HashToken("t") + "\n    scopes: [mesh.read, mesh.operate]\n    tenants: [acme]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := p.Authenticate("t", nil)
+	if err != nil || pr.Scope != seed.ScopeOperate || pr.Name != "ci" {
+		t.Fatalf("principal %+v, %v", pr, err)
+	}
+	if _, err := p.Authenticate("", nil); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("anonymous without dev mode: %v", err)
+	}
+	p.AllowAnonymous = true
+	if pr, err := p.Authenticate("", nil); err != nil || pr.Scope != seed.ScopeAdmin {
+		t.Fatalf("dev mode anonymous: %+v %v", pr, err)
+	}
+	if _, err := p.Authenticate("wrong", nil); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a wrong token in dev mode must still be refused: %v", err)
+	}
+}
