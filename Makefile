@@ -69,9 +69,10 @@ fuzz:
 		done; \
 	done
 
-## bench: the trust benchmarks, BENCHCOUNT runs each (compare with benchstat)
+## bench: the trust and seed benchmarks, BENCHCOUNT runs each (medians with benchstat)
 bench:
 	$(GO) test ./trust -run '^$$' -bench . -benchmem -count $(BENCHCOUNT)
+	$(GO) test ./seed -run '^$$' -bench . -benchtime 10x -count $(BENCHCOUNT)
 
 ## demo: the README's run command
 demo:

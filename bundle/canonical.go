@@ -52,20 +52,40 @@ func Canonicalize(b *bundlev1.Bundle) {
 		h.RequiredCapabilities = slices.Compact(h.RequiredCapabilities)
 	}
 	for _, l := range resourceLists(b, true) {
-		list := l.list
-		items := make([]protoreflect.Message, list.Len())
-		for i := range items {
-			items[i] = list.Get(i).Message()
-		}
-		for _, m := range items {
-			slices.SortFunc(metadataOf(m).GetLabels(), func(a, b *bundlev1.Label) int { return cmp.Compare(a.GetKey(), b.GetKey()) })
-		}
-		slices.SortStableFunc(items, func(a, b protoreflect.Message) int { return compareMeta(metadataOf(a), metadataOf(b)) })
-		for i, m := range items {
-			list.Set(i, protoreflect.ValueOfMessage(m))
-		}
+		sortList(l.list)
 	}
 }
+
+// sortList sorts one resource list by (namespace, name) and each item's labels by key.
+// Keys are read once per item (reflection inside a comparator would run n·log n times),
+// and a list already in order, as the seed's usually are, is left untouched.
+func sortList(list protoreflect.List) {
+	type item struct {
+		md *bundlev1.Metadata
+		m  protoreflect.Message
+	}
+	items := make([]item, list.Len())
+	sorted := true
+	for i := range items {
+		m := list.Get(i).Message()
+		items[i] = item{md: metadataOf(m), m: m}
+		if labels := items[i].md.GetLabels(); !slices.IsSortedFunc(labels, compareLabels) {
+			slices.SortFunc(labels, compareLabels)
+		}
+		if i > 0 && compareMeta(items[i-1].md, items[i].md) > 0 {
+			sorted = false
+		}
+	}
+	if sorted {
+		return
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return compareMeta(a.md, b.md) })
+	for i, it := range items {
+		list.Set(i, protoreflect.ValueOfMessage(it.m))
+	}
+}
+
+func compareLabels(a, b *bundlev1.Label) int { return cmp.Compare(a.GetKey(), b.GetKey()) }
 
 func compareMeta(a, b *bundlev1.Metadata) int {
 	return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
@@ -104,8 +124,24 @@ func resourceLists(b *bundlev1.Bundle, mutable bool) []kindList {
 
 var metadataName = (&bundlev1.Metadata{}).ProtoReflect().Descriptor().FullName()
 
-// metadataOf returns field 1 (Metadata) of a resource message.
+// metadataOf returns field 1 (Metadata) of a resource message. The known kinds take a
+// type switch (this runs for every resource on every compile and delta); reflection
+// covers any other message with Metadata as field 1.
 func metadataOf(m protoreflect.Message) *bundlev1.Metadata {
+	switch r := m.Interface().(type) {
+	case *bundlev1.Route:
+		return r.GetMetadata()
+	case *bundlev1.Cluster:
+		return r.GetMetadata()
+	case *bundlev1.AuthzPolicy:
+		return r.GetMetadata()
+	case *bundlev1.RetryPolicy:
+		return r.GetMetadata()
+	case *bundlev1.ExtensionBinding:
+		return r.GetMetadata()
+	case *bundlev1.KillSwitch:
+		return r.GetMetadata()
+	}
 	fd := m.Descriptor().Fields().ByNumber(1)
 	if fd == nil || fd.Message() == nil || fd.Message().FullName() != metadataName {
 		return nil

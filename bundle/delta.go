@@ -72,8 +72,10 @@ func NewDelta(basePayload, targetPayload []byte) (*bundlev1.BundleDelta, error) 
 	return DeltaBetween(base, Hash(basePayload), target, Hash(targetPayload))
 }
 
-// DeltaBetween computes the delta between two decoded bundles whose encodings hash to bh
-// and th, without decoding anything again (a seed keeps its last published bundles).
+// DeltaBetween computes the delta between two canonical bundles whose encodings hash to
+// bh and th, without decoding anything again (a seed keeps its last published bundles).
+// It merge-joins the sorted resource lists, kind by kind in name order, so upserts and
+// removals come out sorted by (kind, namespace, name) with no maps and no re-sorting.
 func DeltaBetween(base *bundlev1.Bundle, bh Digest, target *bundlev1.Bundle, th Digest) (*bundlev1.BundleDelta, error) {
 	d := &bundlev1.BundleDelta{
 		Header:      target.GetHeader(),
@@ -82,23 +84,74 @@ func DeltaBetween(base *bundlev1.Bundle, bh Digest, target *bundlev1.Bundle, th 
 		BaseHash:    bh[:],
 		TargetHash:  th[:],
 	}
-	bi, ti := index(base), index(target)
-	for _, k := range slices.SortedFunc(maps.Keys(ti), compareKeys) {
-		if old, ok := bi[k]; ok && proto.Equal(old.Interface(), ti[k].Interface()) {
-			continue
-		}
-		r, err := wrap(ti[k])
-		if err != nil {
-			return nil, err
-		}
-		d.Upserts = append(d.Upserts, r)
-	}
-	for _, k := range slices.SortedFunc(maps.Keys(bi), compareKeys) {
-		if _, ok := ti[k]; !ok {
-			d.Removals = append(d.Removals, &bundlev1.ResourceKey{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name})
+	bl, tl := sortedKinds(base), sortedKinds(target)
+	for k := range bl {
+		old, cur := bl[k].list, tl[k].list
+		i, j := 0, 0
+		for i < old.Len() || j < cur.Len() {
+			var c int
+			switch {
+			case i == old.Len():
+				c = 1
+			case j == cur.Len():
+				c = -1
+			default:
+				c = compareMeta(metadataOf(old.Get(i).Message()), metadataOf(cur.Get(j).Message()))
+			}
+			switch {
+			case c < 0: // only in base
+				md := metadataOf(old.Get(i).Message())
+				d.Removals = append(d.Removals, &bundlev1.ResourceKey{Kind: bl[k].kind, Namespace: md.GetNamespace(), Name: md.GetName()})
+				i++
+			case c > 0: // only in target
+				r, err := wrap(cur.Get(j).Message())
+				if err != nil {
+					return nil, err
+				}
+				d.Upserts = append(d.Upserts, r)
+				j++
+			default:
+				if !sameResource(old.Get(i).Message(), cur.Get(j).Message()) {
+					r, err := wrap(cur.Get(j).Message())
+					if err != nil {
+						return nil, err
+					}
+					d.Upserts = append(d.Upserts, r)
+				}
+				i, j = i+1, j+1
+			}
 		}
 	}
 	return d, nil
+}
+
+// sortedKinds returns b's resource lists ordered by kind name.
+func sortedKinds(b *bundlev1.Bundle) []kindList {
+	ls := resourceLists(b, false)
+	slices.SortFunc(ls, func(x, y kindList) int { return cmp.Compare(x.kind, y.kind) })
+	return ls
+}
+
+// sameResource reports whether two resources are equal. Bundles compiled from the same
+// stored objects share their metadata and spec messages, so comparing those pointers
+// settles most pairs without walking them; anything else falls back to proto.Equal.
+func sameResource(a, b protoreflect.Message) bool {
+	fields := a.Descriptor().Fields()
+	shared := true
+	for i := 0; i < fields.Len() && shared; i++ {
+		fd := fields.Get(i)
+		if fd.Message() == nil || fd.IsList() || fd.IsMap() {
+			shared = false
+			break
+		}
+		if a.Has(fd) != b.Has(fd) {
+			return false
+		}
+		if a.Has(fd) && a.Get(fd).Message().Interface() != b.Get(fd).Message().Interface() {
+			shared = false
+		}
+	}
+	return shared || proto.Equal(a.Interface(), b.Interface())
 }
 
 // EncodeDelta encodes d deterministically.

@@ -23,8 +23,13 @@ var featureOf = map[bundlev1.ExtensionKind]string{
 // extension features drops fail-open bindings that need them and makes the routes of
 // fail-closed ones refuse traffic with an explicit reason. Every variant's
 // required_capabilities differ, so each is its own verification stream.
+//
+// The variants share the stored objects' messages; whatever compilation changes (a route
+// that must refuse traffic, a retry reference to a killed policy) is copied first, so the
+// stored state is never modified and unchanged resources keep their identity from one
+// compilation to the next, which lets deltas skip comparing them field by field.
 func Compile(h bundle.Header, objs []bundle.Object) []*bundlev1.Bundle {
-	full := proto.Clone(bundle.Assemble(h, objs)).(*bundlev1.Bundle)
+	full := bundle.Assemble(h, objs)
 	applyKillSwitches(full)
 	var features []string
 	for _, eb := range full.GetExtensionBindings() {
@@ -42,7 +47,7 @@ func Compile(h bundle.Header, objs []bundle.Object) []*bundlev1.Bundle {
 				missing = append(missing, f)
 			}
 		}
-		v := proto.Clone(full).(*bundlev1.Bundle)
+		v := shallowCopy(full)
 		downLevel(v, missing)
 		v.Header.RequiredCapabilities = append(slices.Clone(h.RequiredCapabilities), bundle.RequiredCapabilities(v)...)
 		bundle.Canonicalize(v)
@@ -72,9 +77,11 @@ func downLevel(b *bundlev1.Bundle, missing []string) {
 		}
 	}
 	b.ExtensionBindings = kept
-	for _, r := range b.GetRoutes() {
+	for i, r := range b.GetRoutes() {
 		if reason, ok := refuse[r.GetMetadata().GetNamespace()+"/"+r.GetMetadata().GetName()]; ok {
+			r = withSpecCopy(r)
 			r.Spec.Refuse, r.Spec.RefuseReason = true, reason
+			b.Routes[i] = r
 		}
 	}
 }
@@ -112,11 +119,31 @@ func applyKillSwitches(b *bundlev1.Bundle) {
 	b.RetryPolicies = slices.DeleteFunc(b.RetryPolicies, func(p *bundlev1.RetryPolicy) bool {
 		return is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY, p.GetMetadata().GetNamespace(), p.GetMetadata().GetName())
 	})
-	for _, r := range b.GetRoutes() {
+	for i, r := range b.GetRoutes() {
 		if rp := r.GetSpec().GetRetryPolicy(); rp != "" && is(bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY, r.GetMetadata().GetNamespace(), rp) {
+			r = withSpecCopy(r)
 			r.Spec.RetryPolicy = ""
+			b.Routes[i] = r
 		}
 	}
+}
+
+// shallowCopy copies the header and the resource lists, sharing the resources.
+func shallowCopy(b *bundlev1.Bundle) *bundlev1.Bundle {
+	return &bundlev1.Bundle{
+		Header:            proto.Clone(b.GetHeader()).(*bundlev1.BundleHeader),
+		Clusters:          slices.Clone(b.GetClusters()),
+		Routes:            slices.Clone(b.GetRoutes()),
+		AuthzPolicies:     slices.Clone(b.GetAuthzPolicies()),
+		RetryPolicies:     slices.Clone(b.GetRetryPolicies()),
+		ExtensionBindings: slices.Clone(b.GetExtensionBindings()),
+		KillSwitches:      slices.Clone(b.GetKillSwitches()),
+	}
+}
+
+// withSpecCopy returns a route whose spec may be changed without touching r's.
+func withSpecCopy(r *bundlev1.Route) *bundlev1.Route {
+	return &bundlev1.Route{Metadata: r.GetMetadata(), Spec: proto.Clone(r.GetSpec()).(*bundlev1.RouteSpec)}
 }
 
 // variantKey is the verifier's key for a bundle's capability variant.

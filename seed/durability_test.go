@@ -167,3 +167,32 @@ func TestCommitWithoutAuditIsRefused(t *testing.T) {
 		t.Fatal("audit entry out of sequence accepted")
 	}
 }
+
+// failingPublisher fails its first n calls.
+type failingPublisher struct {
+	mem *seed.MemPublisher
+	n   int
+}
+
+func (f *failingPublisher) Publish(ctx context.Context, p *seed.Publication) error {
+	if f.n > 0 {
+		f.n--
+		return errors.New("network down")
+	}
+	return f.mem.Publish(ctx, p)
+}
+
+func TestPublisherFailureIsRetriedUntilDelivered(t *testing.T) {
+	fp := &failingPublisher{mem: seed.NewMemPublisher(10), n: 2}
+	ts := open(t, "", func(c *seed.Config) { c.Publisher = fp })
+	ts.apply(t, resources(t, "../examples/shop"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := fp.mem.WaitVersion(ctx, 1)
+	if err != nil {
+		t.Fatalf("never delivered after publisher failures: %v (status %v)", err, ts.Status())
+	}
+	if len(p.Variants) != 1 || ts.Status().GetLastError() != "" {
+		t.Fatalf("delivered %v; status %v", p.Info, ts.Status())
+	}
+}

@@ -158,12 +158,12 @@ func (s *Seed) debounce(ctx context.Context) bool {
 // Compilation and signing run without the write lock, on a memdb snapshot, so the admin
 // API is never blocked by a publish; only the durable record takes the lock.
 func (s *Seed) publishOnce(ctx context.Context, force bool) error {
-	recs := s.snapshot().records()
-	hash := stateHash(recs)
-	s.mu.Lock()
+	s.mu.Lock() // the snapshot and its hash must match: writers update both under mu
+	snap, hash := s.snapshot(), s.stateHash
 	meta, prev, pendingSince := s.meta, s.compiled, s.pending
 	unchanged := hash == s.pubHash && meta.Version > 0
 	s.mu.Unlock()
+	recs := snap.records()
 	if unchanged && !force {
 		s.mu.Lock()
 		if s.stateHash == hash {
@@ -215,26 +215,41 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	if len(s.history) > 100 {
 		s.history = s.history[len(s.history)-100:]
 	}
+	s.mu.Unlock()
+
+	// Pending clears only once the publisher has the publication, so Status never reports
+	// as published what no agent could have received yet.
+	if err := s.pub.Publish(ctx, pub); err != nil {
+		s.mu.Lock()
+		s.pubHash = "" // recorded but not delivered: the retry must publish again
+		s.mu.Unlock()
+		return fmt.Errorf("seed: publisher: %w", err)
+	}
+	s.mu.Lock()
 	if s.stateHash == hash {
 		s.pending = time.Time{}
 	} else {
 		s.signal() // changes arrived while compiling: publish again
 	}
 	s.mu.Unlock()
-
 	if !pendingSince.IsZero() {
 		s.metrics.publishLatency.Observe(time.Since(pendingSince).Seconds())
 	}
 	s.metrics.version.Set(float64(version))
 	s.metrics.publishes.Inc()
 	s.log.Info("published", "domain", s.cfg.Domain, "epoch", s.cfg.Epoch, "version", version, "variants", len(variants), "state", hash)
-	return s.pub.Publish(ctx, pub)
+	return nil
 }
 
 // signVariant encodes and signs a variant and, when the previous version had the same
 // variant, the delta from it.
 func (s *Seed) signVariant(v *bundlev1.Bundle, prev *compiledVariant) (PublishedVariant, *compiledVariant, error) {
-	payload, err := bundle.Encode(v)
+	enc := s.encoders[variantKey(v)]
+	if enc == nil {
+		enc = &bundle.Encoder{}
+		s.encoders[variantKey(v)] = enc
+	}
+	payload, err := enc.Encode(v)
 	if err != nil {
 		return PublishedVariant{}, nil, err
 	}

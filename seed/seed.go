@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	"meshkit.dev/meshkit/trust"
@@ -119,6 +120,8 @@ type Seed struct {
 	pubAt     time.Time
 	lastErr   error
 	history   []*adminv1.Publication // oldest first
+
+	encoders map[string]*bundle.Encoder // by variant key; owned by the publish loop goroutine
 }
 
 type compiledVariant struct {
@@ -144,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	s := &Seed{
 		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
-		compiled: map[string]*compiledVariant{},
+		compiled: map[string]*compiledVariant{}, encoders: map[string]*bundle.Encoder{},
 	}
 	s.meta.Domain = cfg.Domain
 	if s.metrics, err = newMetrics(cfg.Registry); err != nil {

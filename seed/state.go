@@ -3,11 +3,16 @@ package seed
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hashicorp/go-memdb"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
 // record is one resource as the in-memory state indexes it.
@@ -41,7 +46,13 @@ func schema() *memdb.DBSchema {
 	}}
 }
 
+// newRecord indexes a resource. Labels are put in canonical order here, once, so that
+// compilation (which shares these messages) never has to modify them.
 func newRecord(r *adminv1.Resource) (*record, error) {
+	if labels := r.GetMetadata().GetLabels(); !slices.IsSortedFunc(labels, func(a, b *bundlev1.Label) int { return strings.Compare(a.GetKey(), b.GetKey()) }) {
+		r = proto.Clone(r).(*adminv1.Resource)
+		slices.SortFunc(r.Metadata.Labels, func(a, b *bundlev1.Label) int { return strings.Compare(a.GetKey(), b.GetKey()) })
+	}
 	o, err := ObjectFromResource(r)
 	if err != nil {
 		return nil, err
@@ -97,7 +108,10 @@ func (s snapshot) referrers(id string) []string {
 func stateHash(recs []*record) string {
 	h := sha256.New()
 	for _, r := range recs {
-		fmt.Fprintf(h, "%s %s\n", r.ID, r.Hash)
+		h.Write([]byte(r.ID))
+		h.Write([]byte{' '})
+		h.Write([]byte(r.Hash))
+		h.Write([]byte{'\n'})
 	}
 	return fmt.Sprintf("sha256:%x", h.Sum(nil))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ const (
 
 // app carries what every command needs; tests build one with their own writers and clock.
 type app struct {
+	ctx            context.Context // ends long-running commands (tests cancel it; main never does)
 	stdout, stderr io.Writer
 	now            func() time.Time
 }
@@ -39,7 +41,7 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, now: time.Now}
+	a := &app{ctx: context.Background(), stdout: stdout, stderr: stderr, now: time.Now}
 	return a.main(args)
 }
 
@@ -60,7 +62,16 @@ func (a *app) commands() []command {
 			{name: "verify", summary: "verify a signed bundle against a root", run: (*app).bundleVerify},
 			{name: "inspect", summary: "show a bundle", run: (*app).bundleInspect},
 			{name: "diff", summary: "show what changed between two bundles", run: (*app).bundleDiff},
+			{name: "fetch", summary: "fetch the newest signed bundle from a seed", run: (*app).bundleFetch},
 		}},
+		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
+		{name: "apply", summary: "validate and store resources on a seed (--dry-run: show the diff)", run: (*app).apply},
+		{name: "diff", summary: "show what applying resources would change", run: (*app).diff},
+		{name: "get", summary: "show resources stored on a seed", run: (*app).get},
+		{name: "delete", summary: "delete a resource on a seed", run: (*app).del},
+		{name: "history", summary: "list a seed's publications", run: (*app).history},
+		{name: "status", summary: "show a seed's publish state", run: (*app).status},
+		{name: "audit", summary: "list the audit log, or 'audit verify' the chain", run: (*app).audit},
 		{name: "demo", summary: "build, sign and verify the example bundle end to end", run: (*app).demo},
 		{name: "version", summary: "print the version", run: (*app).version},
 	}

@@ -71,7 +71,7 @@ func (a *app) demo(args []string) error {
 		}
 		fmt.Fprintf(a.stdout, "$ meshkit %s\n", strings.ReplaceAll(strings.Join(s.args, " "), *dir+string(filepath.Separator), ""))
 		var out bytes.Buffer
-		sub := &app{stdout: &out, stderr: &out, now: a.now}
+		sub := &app{ctx: a.ctx, stdout: &out, stderr: &out, now: a.now}
 		code := sub.main(s.args)
 		fmt.Fprint(a.stdout, strings.ReplaceAll(out.String(), *dir+string(filepath.Separator), ""))
 		if code != s.wantExit || !strings.Contains(out.String(), s.expect) {

@@ -1,0 +1,492 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/atomicfile"
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/seed/boltstore"
+)
+
+// clientFlags say how to reach a seed's admin API.
+type clientFlags struct {
+	addr, tokenFile, ca, cert, key, output string
+	timeout                                time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
+	fs.StringVar(&c.addr, "seed", cmpOr(os.Getenv("MESHKIT_SEED"), "127.0.0.1:17400"), "seed admin gRPC address (env MESHKIT_SEED)")
+	fs.StringVar(&c.tokenFile, "token-file", os.Getenv("MESHKIT_TOKEN_FILE"), "file holding a bearer token (env MESHKIT_TOKEN_FILE; or the token itself in MESHKIT_TOKEN)")
+	fs.StringVar(&c.ca, "tls-ca", "", "verify the seed's TLS certificate against this CA (enables TLS)")
+	fs.StringVar(&c.cert, "tls-cert", "", "client certificate for mTLS")
+	fs.StringVar(&c.key, "tls-key", "", "private key of --tls-cert")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the seed")
+	if outputs != "" {
+		fs.StringVar(&c.output, "output", "text", "output format: "+outputs)
+	}
+}
+
+// dial connects and returns a client and a context carrying the token.
+func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(), error) {
+	creds := insecure.NewCredentials()
+	if c.ca != "" || c.cert != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.ca != "" {
+			pem, err := os.ReadFile(c.ca)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, nil, nil, fmt.Errorf("%s holds no PEM certificates", c.ca)
+			}
+		}
+		if c.cert != "" {
+			cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("client certificate: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(seed.MaxRequestBytes), grpc.MaxCallSendMsgSize(seed.MaxRequestBytes)))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	token := strings.TrimSpace(os.Getenv("MESHKIT_TOKEN"))
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			cancel()
+			conn.Close()
+			return nil, nil, nil, err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// rpcError renders a gRPC error as the seed's message.
+func rpcError(err error) error {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	}
+	return err
+}
+
+func (c *clientFlags) checkOutput(allowed ...string) error {
+	for _, a := range allowed {
+		if c.output == a {
+			return nil
+		}
+	}
+	return usagef("--output must be one of %s", strings.Join(allowed, ", "))
+}
+
+func (a *app) printJSON(m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var out json.RawMessage = b
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func loadResources(path string) ([]*adminv1.Resource, error) {
+	objs, err := bundle.LoadPath(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*adminv1.Resource, len(objs))
+	for i, o := range objs {
+		if out[i], err = seed.ResourceFromObject(o); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (a *app) printChanges(changes []*adminv1.Change) {
+	if len(changes) == 0 {
+		fmt.Fprintln(a.stdout, "no changes")
+	}
+	for _, c := range changes {
+		fmt.Fprintf(a.stdout, "%s %s %s/%s\n", c.GetOp(), c.GetKind(), c.GetNamespace(), c.GetName())
+		if c.GetDiff() != "" {
+			fmt.Fprint(a.stdout, indent(c.GetDiff()))
+		}
+	}
+}
+
+func (a *app) apply(args []string) error {
+	fs := a.newFlags("apply", "apply -f FILE_OR_DIR [--dry-run] [--seed ADDR] [--token-file F]")
+	from := fs.String("f", "", "YAML resource file or directory")
+	dry := fs.Bool("dry-run", false, "validate and show the bundle diff without storing")
+	var c clientFlags
+	c.register(fs, "text, json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(required("f", *from), c.checkOutput("text", "json")); err != nil {
+		return usagef("%v", err)
+	}
+	rs, err := loadResources(*from)
+	if err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.Apply(ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: *dry})
+	if err != nil {
+		return rpcError(err)
+	}
+	if c.output == "json" {
+		return a.printJSON(resp)
+	}
+	a.printChanges(resp.GetChanges())
+	if *dry {
+		fmt.Fprintf(a.stdout, "dry run: nothing stored (%d resource(s) valid)\n", len(rs))
+	} else if resp.GetAuditSeq() > 0 {
+		fmt.Fprintf(a.stdout, "applied %d resource(s); state %s; audit entry %d\n", len(rs), resp.GetStateHash(), resp.GetAuditSeq())
+	}
+	return nil
+}
+
+func (a *app) diff(args []string) error {
+	fs := a.newFlags("diff", "diff -f FILE_OR_DIR")
+	from := fs.String("f", "", "YAML resource file or directory")
+	var c clientFlags
+	c.register(fs, "text, json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(required("f", *from), c.checkOutput("text", "json")); err != nil {
+		return usagef("%v", err)
+	}
+	rs, err := loadResources(*from)
+	if err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.Diff(ctx, &adminv1.DiffRequest{Resources: rs})
+	if err != nil {
+		return rpcError(err)
+	}
+	if c.output == "json" {
+		return a.printJSON(resp)
+	}
+	a.printChanges(resp.GetChanges())
+	return nil
+}
+
+func (a *app) get(args []string) error {
+	fs := a.newFlags("get", "get KIND [NAME] [--namespace NS] [--tenant T] [--output text|json|yaml]")
+	ns := fs.String("namespace", "", "namespace (default: all for a list, \"default\" for one name)")
+	tenant := fs.String("tenant", "", "only this tenant's resources")
+	var c clientFlags
+	c.register(fs, "text, json, yaml")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return usagef("want KIND [NAME]; kinds: %s", strings.Join(bundle.Kinds(), ", "))
+	}
+	if err := c.checkOutput("text", "json", "yaml"); err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	var rs []*adminv1.Resource
+	if len(pos) == 2 {
+		resp, err := cl.Get(ctx, &adminv1.GetRequest{Kind: pos[0], Namespace: *ns, Name: pos[1]})
+		if err != nil {
+			return rpcError(err)
+		}
+		rs = []*adminv1.Resource{resp.GetResource()}
+	} else {
+		resp, err := cl.List(ctx, &adminv1.ListRequest{Kind: pos[0], Namespace: *ns, Tenant: *tenant})
+		if err != nil {
+			return rpcError(err)
+		}
+		rs = resp.GetResources()
+	}
+	switch c.output {
+	case "json":
+		return a.printJSON(&adminv1.ListResponse{Resources: rs})
+	case "yaml":
+		return a.printYAML(rs)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tTENANT\tREGION")
+	for _, r := range rs {
+		o, err := seed.ObjectFromResource(r)
+		if err != nil {
+			return err
+		}
+		md := o.Metadata
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Kind, md.GetNamespace(), md.GetName(), md.GetTenant(), md.GetRegion())
+	}
+	return tw.Flush()
+}
+
+// printYAML writes resources in the same apiVersion/kind/metadata/spec form apply reads,
+// so `meshkit get … --output yaml` round-trips into a GitOps repository.
+func (a *app) printYAML(rs []*adminv1.Resource) error {
+	enc := yaml.NewEncoder(a.stdout)
+	enc.SetIndent(2)
+	for _, r := range rs {
+		o, err := seed.ObjectFromResource(r)
+		if err != nil {
+			return err
+		}
+		var md, spec any
+		for _, p := range []struct {
+			m   proto.Message
+			out *any
+		}{{o.Metadata, &md}, {o.Spec, &spec}} {
+			b, err := protojson.Marshal(p.m)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, p.out); err != nil {
+				return err
+			}
+		}
+		doc := yaml.Node{}
+		if err := doc.Encode(map[string]any{"apiVersion": bundle.APIVersion, "kind": o.Kind, "metadata": md, "spec": spec}); err != nil {
+			return err
+		}
+		if err := enc.Encode(&doc); err != nil {
+			return err
+		}
+	}
+	return enc.Close()
+}
+
+func (a *app) del(args []string) error {
+	fs := a.newFlags("delete", "delete KIND NAME [--namespace NS] [--dry-run]")
+	ns := fs.String("namespace", "", "namespace (default \"default\")")
+	dry := fs.Bool("dry-run", false, "check without deleting")
+	var c clientFlags
+	c.register(fs, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("want KIND NAME")
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.Delete(ctx, &adminv1.DeleteRequest{Kind: pos[0], Namespace: *ns, Name: pos[1], DryRun: *dry})
+	if err != nil {
+		return rpcError(err)
+	}
+	a.printChanges(resp.GetChanges())
+	return nil
+}
+
+func (a *app) history(args []string) error {
+	fs := a.newFlags("history", "history [--limit N] [--output text|json]")
+	limit := fs.Uint("limit", 20, "how many publications")
+	var c clientFlags
+	c.register(fs, "text, json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.checkOutput("text", "json"); err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.History(ctx, &adminv1.HistoryRequest{Limit: uint32(*limit)})
+	if err != nil {
+		return rpcError(err)
+	}
+	if c.output == "json" {
+		return a.printJSON(resp)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tEPOCH\tPUBLISHED\tVARIANTS\tSNAPSHOT BYTES\tDELTA BYTES\tAUDIT")
+	for _, p := range resp.GetPublications() {
+		var snap, delta uint64
+		for _, v := range p.GetVariants() {
+			snap, delta = snap+v.GetSnapshotBytes(), delta+v.GetDeltaBytes()
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\t%d\n", p.GetVersion(), p.GetEpoch(), p.GetPublishedAt().AsTime().Format(time.RFC3339), len(p.GetVariants()), snap, delta, p.GetAuditSeq())
+	}
+	return tw.Flush()
+}
+
+func (a *app) status(args []string) error {
+	fs := a.newFlags("status", "status [--output text|json]")
+	var c clientFlags
+	c.register(fs, "text, json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.checkOutput("text", "json"); err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := cl.Status(ctx, &adminv1.StatusRequest{})
+	if err != nil {
+		return rpcError(err)
+	}
+	if c.output == "json" {
+		return a.printJSON(st)
+	}
+	fmt.Fprintf(a.stdout, "domain %s epoch %d version %d resources %d pending %t\nstate %s\n", st.GetDomain(), st.GetEpoch(), st.GetVersion(), st.GetResources(), st.GetPending(), st.GetStateHash())
+	if st.GetLastError() != "" {
+		fmt.Fprintf(a.stdout, "last publish error: %s\n", st.GetLastError())
+	}
+	return nil
+}
+
+func (a *app) audit(args []string) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return a.auditVerify(args[1:])
+	}
+	fs := a.newFlags("audit", "audit [--after N] [--limit N] [--output text|json] | audit verify [--data DIR]")
+	after := fs.Uint64("after", 0, "entries after this sequence number")
+	limit := fs.Uint("limit", 100, "how many entries")
+	var c clientFlags
+	c.register(fs, "text, json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := c.checkOutput("text", "json"); err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.Audit(ctx, &adminv1.AuditRequest{AfterSeq: *after, Limit: uint32(*limit)})
+	if err != nil {
+		return rpcError(err)
+	}
+	if c.output == "json" {
+		return a.printJSON(resp)
+	}
+	for _, e := range resp.GetEntries() {
+		subj := strings.Join(e.GetSubjects(), ", ")
+		if e.GetAction() == "publish" {
+			subj = fmt.Sprintf("version %d (%d variant(s))", e.GetVersion(), len(e.GetSubjects()))
+		}
+		fmt.Fprintf(a.stdout, "%d %s %-7s by %s: %s\n", e.GetSeq(), e.GetTime().AsTime().Format(time.RFC3339), e.GetAction(), e.GetActor(), subj)
+	}
+	return nil
+}
+
+func (a *app) auditVerify(args []string) error {
+	fs := a.newFlags("audit verify", "audit verify [--data DIR] [--seed ADDR]")
+	data := fs.String("data", "", "verify a stopped seed's data directory directly")
+	var c clientFlags
+	c.register(fs, "")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	var resp *adminv1.VerifyAuditResponse
+	if *data != "" {
+		st, err := boltstore.Open(*data, time.Second)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if resp, err = seed.VerifyStore(context.Background(), st); err != nil {
+			return err
+		}
+	} else {
+		cl, ctx, done, err := c.dial()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if resp, err = cl.VerifyAudit(ctx, &adminv1.VerifyAuditRequest{}); err != nil {
+			return rpcError(err)
+		}
+	}
+	fmt.Fprintf(a.stdout, "OK audit chain of %d entries verifies; head %s; stored state %s matches it\n", resp.GetEntries(), resp.GetHeadHash(), resp.GetStateHash())
+	return nil
+}
+
+func (a *app) bundleFetch(args []string) error {
+	fs := a.newFlags("bundle fetch", "bundle fetch --out FILE [--capabilities a,b] [--delta]")
+	out := fs.String("out", "", "file to write the signed envelope to")
+	var caps listFlag
+	fs.Var(&caps, "capabilities", "capabilities of the node (default: the full variant)")
+	delta := fs.Bool("delta", false, "fetch the delta from the previous version")
+	var c clientFlags
+	c.register(fs, "")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required("out", *out); err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := cl.GetBundle(ctx, &adminv1.GetBundleRequest{Capabilities: caps, Delta: *delta})
+	if err != nil {
+		return rpcError(err)
+	}
+	if err := atomicfile.WriteFile(*out, resp.GetEnvelope(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "wrote %s: epoch %d version %d requires %s (%d bytes)\n", *out, resp.GetEpoch(), resp.GetVersion(), strings.Join(resp.GetRequiredCapabilities(), ","), len(resp.GetEnvelope()))
+	return nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startSeed runs `meshkit seed` in-process until the test ends.
+func startSeed(t *testing.T, data string, extra ...string) (grpcAddr string) {
+	t.Helper()
+	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	a := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
+	done := make(chan int)
+	go func() {
+		done <- a.main(append([]string{"seed", "--data", data, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--debounce", "10ms"}, extra...))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("seed exited %d:\n%s", code, out.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "serving admin gRPC") {
+		if time.Now().After(deadline) {
+			t.Fatalf("seed did not start:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return grpcAddr
+}
+
+func TestSeedApplyFetchVerify(t *testing.T) {
+	data := t.TempDir()
+	addr := startSeed(t, data)
+	tok := filepath.Join(data, "admin.token")
+	st, _ := os.Stat(tok)
+	if st == nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file missing or not 0600: %v", st)
+	}
+	c := func(args ...string) []string { return append(args, "--seed", addr, "--token-file", tok) }
+
+	out := mustCLI(t, c("apply", "-f", "../../examples/shop")...)
+	if !strings.Contains(out, "applied 13 resource(s)") {
+		t.Fatalf("apply: %s", out)
+	}
+	if code, out := cli(t, "get", "Route", "--seed", addr); code != exitFail || !strings.Contains(out, "Unauthenticated") {
+		t.Fatalf("get without a token: exit %d %s", code, out)
+	}
+	// get --output yaml round-trips: applying it back changes nothing.
+	yml := mustCLI(t, c("get", "Route", "--namespace", "shop", "--output", "yaml")...)
+	os.WriteFile(filepath.Join(data, "routes.yaml"), []byte(yml), 0o644)
+	if out := mustCLI(t, c("apply", "-f", filepath.Join(data, "routes.yaml"))...); !strings.Contains(out, "no changes") {
+		t.Fatalf("re-applying get's YAML changed something:\n%s\n%s", yml, out)
+	}
+	// Published, fetched and verified with the seed's root.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := cli(t, c("bundle", "fetch", "--out", filepath.Join(data, "v1.bundle"))...)
+		if code == exitOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing was published")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := mustCLI(t, "bundle", "verify", "--root", filepath.Join(data, "trust", "root.json"), filepath.Join(data, "v1.bundle")); !strings.Contains(out, "OK bundle domain=dev") {
+		t.Fatalf("verify: %s", out)
+	}
+	var hist struct {
+		Publications []struct {
+			Version string `json:"version"`
+		} `json:"publications"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, c("history", "--output", "json")...)), &hist); err != nil || len(hist.Publications) == 0 {
+		t.Fatalf("history: %v %+v", err, hist)
+	}
+	if code, out := cli(t, c("delete", "Cluster", "inventory", "--namespace", "shop")...); code != exitFail || !strings.Contains(out, "still referenced") {
+		t.Fatalf("delete of a referenced cluster: exit %d %s", code, out)
+	}
+	if code, out := cli(t, c("apply", "-f", "../../bundle/testdata/does-not-exist")...); code != exitFail {
+		t.Fatalf("apply of a missing path: exit %d %s", code, out)
+	}
+	if out := mustCLI(t, c("audit", "verify")...); !strings.Contains(out, "OK audit chain") {
+		t.Fatalf("audit verify: %s", out)
+	}
+	if out := mustCLI(t, c("audit")...); !strings.Contains(out, "apply   by admin-token") {
+		t.Fatalf("audit: %s", out)
+	}
+}
+
+func TestSeedRefusesAKeyTheRootDoesNotDelegate(t *testing.T) {
+	dir := t.TempDir()
+	mustCLI(t, "key", "gen", "--out", filepath.Join(dir, "root.key"))
+	mustCLI(t, "key", "gen", "--out", filepath.Join(dir, "seed.key"))
+	mustCLI(t, "key", "gen", "--out", filepath.Join(dir, "other.key"))
+	mustCLI(t, "root", "init", "--domain", "prod", "--root-key", filepath.Join(dir, "root.key"), "--seed-key", filepath.Join(dir, "seed.key.pub"), "--out", filepath.Join(dir, "root.json"))
+	code, out := cli(t, "seed", "--data", filepath.Join(dir, "data"), "--key", filepath.Join(dir, "other.key"), "--root", filepath.Join(dir, "root.json"))
+	if code != exitFail || !strings.Contains(out, "is not in the seed role") {
+		t.Fatalf("exit %d %s", code, out)
+	}
+	if code, out := cli(t, "seed", "--data", dir, "--dev", "--grpc-addr", "0.0.0.0:17400"); code != exitUsage || !strings.Contains(out, "loopback") {
+		t.Fatalf("--dev on a public address: exit %d %s", code, out)
+	}
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"meshkit.dev/meshkit/internal/atomicfile"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
+	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/seed/boltstore"
+	"meshkit.dev/meshkit/trust"
+)
+
+func (a *app) seed(args []string) error {
+	fs := a.newFlags("seed", "seed --data DIR [--domain D --key seed.key --root root.json] [flags]")
+	data := fs.String("data", "", "data directory (created if missing)")
+	domain := fs.String("domain", "", "control domain (default: the root's, or \"dev\" with generated dev trust)")
+	keyPath := fs.String("key", "", "seed private key (default: generate dev trust material in DATA/trust)")
+	rootPath := fs.String("root", "", "domain root (root.json) whose seed role holds --key")
+	epoch := fs.Uint64("epoch", 1, "this seed's term; bundles carry it")
+	grpcAddr := fs.String("grpc-addr", "127.0.0.1:17400", "admin gRPC listen address")
+	httpAddr := fs.String("http-addr", "127.0.0.1:17480", "REST, /healthz, /readyz and /metrics listen address")
+	policyPath := fs.String("policy", "", "RBAC policy file (default: an admin token in DATA/admin.token)")
+	dev := fs.Bool("dev", false, "embedded dev mode: anonymous callers are admins; loopback addresses only")
+	tlsCert := fs.String("tls-cert", "", "serve TLS with this certificate (PEM)")
+	tlsKey := fs.String("tls-key", "", "private key of --tls-cert")
+	clientCA := fs.String("client-ca", "", "verify client certificates against these CAs (mTLS)")
+	debounce := fs.Duration("debounce", 100*time.Millisecond, "publish after this long without changes")
+	ttl := fs.Duration("bundle-ttl", 24*time.Hour, "bundle validity; republished after half of it")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required("data", *data); err != nil {
+		return err
+	}
+	if (*keyPath == "") != (*rootPath == "") {
+		return usagef("give both --key and --root, or neither for generated dev trust material")
+	}
+	if *dev {
+		for _, addr := range []string{*grpcAddr, *httpAddr} {
+			if !loopback(addr) {
+				return usagef("--dev allows anonymous admins, so it only listens on loopback; %s is not", addr)
+			}
+		}
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(a.stderr, nil))
+	if *keyPath == "" {
+		var err error
+		if *keyPath, *rootPath, err = a.devTrust(*data, cmpOr(*domain, "dev")); err != nil {
+			return err
+		}
+	}
+	signer, root, err := loadSeedTrust(*keyPath, *rootPath)
+	if err != nil {
+		return err
+	}
+	if *domain != "" && *domain != root.Domain() {
+		return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
+	}
+	pol, err := a.policy(*data, *policyPath)
+	if err != nil {
+		return err
+	}
+	pol.AllowAnonymous = *dev
+	tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *clientCA)
+	if err != nil {
+		return err
+	}
+	st, err := boltstore.Open(*data, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
+	cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
+	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s, err := seed.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "seed for domain %q (epoch %d) serving admin gRPC on %s and HTTP on %s\n", root.Domain(), *epoch, srv.GRPCAddr, srv.HTTPAddr)
+	<-ctx.Done()
+	fmt.Fprintln(a.stdout, "shutting down")
+	return srv.Close()
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// devTrust creates (once) a root key, a seed key and a root for domain in DATA/trust.
+func (a *app) devTrust(data, domain string) (keyPath, rootPath string, err error) {
+	dir := filepath.Join(data, "trust")
+	keyPath, rootPath = filepath.Join(dir, "seed.key"), filepath.Join(dir, "root.json")
+	if _, err := os.Stat(rootPath); err == nil {
+		return keyPath, rootPath, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	rootKey, err := trust.GenerateKey(nil)
+	if err != nil {
+		return "", "", err
+	}
+	seedKey, err := trust.GenerateKey(nil)
+	if err != nil {
+		return "", "", err
+	}
+	for p, k := range map[string]*trust.PrivateKey{filepath.Join(dir, "root.key"): rootKey, keyPath: seedKey} {
+		if err := trust.WriteKeyFiles(p, k); err != nil {
+			return "", "", err
+		}
+	}
+	now := a.now()
+	msg, err := trust.BuildRoot(trust.RootSpec{Domain: domain, Version: 1, IssuedAt: now, ExpiresAt: now.Add(365 * 24 * time.Hour),
+		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{seedKey.Public()}, SeedThreshold: 1})
+	if err != nil {
+		return "", "", err
+	}
+	env, err := trust.RootEnvelope(msg)
+	if err != nil {
+		return "", "", err
+	}
+	if err := trust.Sign(env, rootKey); err != nil {
+		return "", "", err
+	}
+	if err := writeEnvelopeJSON(rootPath, env, false); err != nil {
+		return "", "", err
+	}
+	fmt.Fprintf(a.stdout, "generated dev trust material for domain %q in %s (root.json, root.key, seed.key); use real keys in production\n", domain, dir)
+	return keyPath, rootPath, nil
+}
+
+// loadSeedTrust loads the seed key and the root, refusing a key the root does not
+// delegate bundles to: the seed would publish bundles every agent refuses.
+func loadSeedTrust(keyPath, rootPath string) (trust.Signer, *trust.Root, error) {
+	kf, err := trust.LoadKeyFile(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if kf.Private == nil {
+		return nil, nil, fmt.Errorf("%s is a public key; the seed needs its private key", keyPath)
+	}
+	rb, err := readFile(rootPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := trust.VerifyRoot(rb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", rootPath, err)
+	}
+	for _, role := range root.Roles(trustv1.RoleType_ROLE_TYPE_SEED) {
+		if slices.Contains(role.GetKeyIds(), kf.Private.KeyID()) {
+			return kf.Private, root, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("seed key %s is not in the seed role of %s: agents would refuse every bundle", kf.Private.KeyID()[:12], rootPath)
+}
+
+// policy loads the RBAC policy, or creates DATA/admin.token (0600) once and grants it admin.
+func (a *app) policy(data, path string) (*seed.Policy, error) {
+	if path != "" {
+		return seed.LoadPolicy(path)
+	}
+	tokPath := filepath.Join(data, "admin.token")
+	tok, err := os.ReadFile(tokPath)
+	if errors.Is(err, os.ErrNotExist) {
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			return nil, err
+		}
+		tok = []byte(hex.EncodeToString(raw))
+		if err := atomicfile.WriteFile(tokPath, append(tok, '\n'), 0o600); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(a.stdout, "created an admin token in %s (use --token-file %s)\n", tokPath, tokPath)
+	} else if err != nil {
+		return nil, err
+	}
+	return &seed.Policy{Principals: []seed.PolicyEntry{{
+		Name: "admin-token", TokenSHA256: seed.HashToken(strings.TrimSpace(string(tok))), Scopes: []string{"mesh.admin"}, Tenants: []string{"*"},
+	}}}, nil
+}
+
+func serverTLS(certPath, keyPath, caPath string) (*tls.Config, error) {
+	if certPath == "" && keyPath == "" {
+		if caPath != "" {
+			return nil, usagef("--client-ca needs --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caPath != "" {
+		pem, err := os.ReadFile(caPath)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificates", caPath)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return cfg, nil
+}
