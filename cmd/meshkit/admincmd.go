@@ -147,45 +147,41 @@ func (a *app) printChanges(changes []*adminv1.Change) {
 }
 
 func (a *app) apply(args []string) error {
-	fs := a.newFlags("apply", "apply -f FILE_OR_DIR [--dry-run] [--seed ADDR] [--token-file F]")
-	from := fs.String("f", "", "YAML resource file or directory")
-	dry := fs.Bool("dry-run", false, "validate and show the bundle diff without storing")
-	var c clientFlags
-	c.register(fs, "text, json")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := errors.Join(required("f", *from), c.checkOutput("text", "json")); err != nil {
-		return usagef("%v", err)
-	}
-	rs, err := loadResources(*from)
-	if err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := cl.Apply(ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: *dry})
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(resp)
-	}
-	a.printChanges(resp.GetChanges())
-	if *dry {
-		fmt.Fprintf(a.stdout, "dry run: nothing stored (%d resource(s) valid)\n", len(rs))
-	} else if resp.GetAuditSeq() > 0 {
-		fmt.Fprintf(a.stdout, "applied %d resource(s); state %s; audit entry %d\n", len(rs), resp.GetStateHash(), resp.GetAuditSeq())
-	}
-	return nil
+	return a.sendResources(args, "apply", true, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, dry bool) (proto.Message, []*adminv1.Change, string, error) {
+		resp, err := cl.Apply(ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: dry})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		summary := ""
+		if dry {
+			summary = fmt.Sprintf("dry run: nothing stored (%d resource(s) valid)", len(rs))
+		} else if resp.GetAuditSeq() > 0 {
+			summary = fmt.Sprintf("applied %d resource(s); state %s; audit entry %d", len(rs), resp.GetStateHash(), resp.GetAuditSeq())
+		}
+		return resp, resp.GetChanges(), summary, nil
+	})
 }
 
 func (a *app) diff(args []string) error {
-	fs := a.newFlags("diff", "diff -f FILE_OR_DIR")
+	return a.sendResources(args, "diff", false, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, _ bool) (proto.Message, []*adminv1.Change, string, error) {
+		resp, err := cl.Diff(ctx, &adminv1.DiffRequest{Resources: rs})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return resp, resp.GetChanges(), "", nil
+	})
+}
+
+// sendResources is apply and diff: read -f, dial, call, then print the changes and the
+// call's summary line, or the response as JSON.
+func (a *app) sendResources(args []string, name string, withDryRun bool,
+	call func(context.Context, adminv1.AdminServiceClient, []*adminv1.Resource, bool) (proto.Message, []*adminv1.Change, string, error)) error {
+	fs := a.newFlags(name, name+" -f FILE_OR_DIR [--seed ADDR] [--token-file F]")
 	from := fs.String("f", "", "YAML resource file or directory")
+	dry := new(bool)
+	if withDryRun {
+		dry = fs.Bool("dry-run", false, "validate and show the bundle diff without storing")
+	}
 	var c clientFlags
 	c.register(fs, "text, json")
 	if _, err := parse(fs, args); err != nil {
@@ -203,14 +199,17 @@ func (a *app) diff(args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := cl.Diff(ctx, &adminv1.DiffRequest{Resources: rs})
+	resp, changes, summary, err := call(ctx, cl, rs, *dry)
 	if err != nil {
 		return rpcError(err)
 	}
 	if c.output == "json" {
 		return a.printJSON(resp)
 	}
-	a.printChanges(resp.GetChanges())
+	a.printChanges(changes)
+	if summary != "" {
+		fmt.Fprintln(a.stdout, summary)
+	}
 	return nil
 }
 
