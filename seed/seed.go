@@ -112,6 +112,7 @@ type Seed struct {
 	mu        sync.Mutex // guards the following; held by writers for a whole write
 	auditHead *adminv1.AuditEntry
 	stateHash string
+	count     int // resources in the desired state
 	meta      Meta
 	latest    map[string]Published
 	compiled  map[string]*compiledVariant // newest published bundles by variant, for deltas
@@ -174,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	txn.Commit()
 	recs := s.snapshot().records()
-	s.stateHash = stateHash(recs)
+	s.stateHash, s.count = stateHash(recs), len(recs)
 	if err := s.checkAuditHead(); err != nil {
 		return nil, err
 	}

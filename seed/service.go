@@ -218,7 +218,7 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		}
 	}
 	txn.Commit()
-	s.auditHead, s.stateHash = entry, after
+	s.auditHead, s.stateHash, s.count = entry, after, len(candidate)
 	if s.pending.IsZero() {
 		s.pending = s.cfg.Clock.Now()
 	}
@@ -344,7 +344,7 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 	defer s.mu.Unlock()
 	resp := &adminv1.StatusResponse{
 		Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: s.meta.Version, Pending: !s.pending.IsZero(),
-		Resources: uint64(len(s.snapshot().records())), StateHash: s.stateHash,
+		Resources: uint64(s.count), StateHash: s.stateHash,
 	}
 	if !s.pubAt.IsZero() {
 		resp.LastPublishedAt = timestamppb.New(s.pubAt)
