@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -90,6 +89,32 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// session is an open connection to a seed's admin API.
+type session struct {
+	adminv1.AdminServiceClient
+	ctx   context.Context
+	close func()
+}
+
+// open parses args, checks --output against outputs (when the command has one), dials,
+// and returns the positional arguments. The caller defers s.close().
+func (c *clientFlags) open(fs *flag.FlagSet, args []string, outputs ...string) ([]string, *session, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(outputs) > 0 {
+		if err := c.checkOutput(outputs...); err != nil {
+			return nil, nil, err
+		}
+	}
+	cl, ctx, done, err := c.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, &session{AdminServiceClient: cl, ctx: ctx, close: done}, nil
 }
 
 // rpcError renders a gRPC error as the seed's message.
@@ -184,22 +209,19 @@ func (a *app) sendResources(args []string, name string, withDryRun bool,
 	}
 	var c clientFlags
 	c.register(fs, "text, json")
-	if _, err := parse(fs, args); err != nil {
+	_, s, err := c.open(fs, args, "text", "json")
+	if err != nil {
 		return err
 	}
-	if err := errors.Join(required("f", *from), c.checkOutput("text", "json")); err != nil {
-		return usagef("%v", err)
+	defer s.close()
+	if err := required("f", *from); err != nil {
+		return err
 	}
 	rs, err := loadResources(*from)
 	if err != nil {
 		return err
 	}
-	cl, ctx, done, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, changes, summary, err := call(ctx, cl, rs, *dry)
+	resp, changes, summary, err := call(s.ctx, s, rs, *dry)
 	if err != nil {
 		return rpcError(err)
 	}
@@ -219,30 +241,23 @@ func (a *app) get(args []string) error {
 	tenant := fs.String("tenant", "", "only this tenant's resources")
 	var c clientFlags
 	c.register(fs, "text, json, yaml")
-	pos, err := parse(fs, args)
+	pos, s, err := c.open(fs, args, "text", "json", "yaml")
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	if len(pos) < 1 || len(pos) > 2 {
 		return usagef("want KIND [NAME]; kinds: %s", strings.Join(bundle.Kinds(), ", "))
 	}
-	if err := c.checkOutput("text", "json", "yaml"); err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
 	var rs []*adminv1.Resource
 	if len(pos) == 2 {
-		resp, err := cl.Get(ctx, &adminv1.GetRequest{Kind: pos[0], Namespace: *ns, Name: pos[1]})
+		resp, err := s.Get(s.ctx, &adminv1.GetRequest{Kind: pos[0], Namespace: *ns, Name: pos[1]})
 		if err != nil {
 			return rpcError(err)
 		}
 		rs = []*adminv1.Resource{resp.GetResource()}
 	} else {
-		resp, err := cl.List(ctx, &adminv1.ListRequest{Kind: pos[0], Namespace: *ns, Tenant: *tenant})
+		resp, err := s.List(s.ctx, &adminv1.ListRequest{Kind: pos[0], Namespace: *ns, Tenant: *tenant})
 		if err != nil {
 			return rpcError(err)
 		}
@@ -307,19 +322,15 @@ func (a *app) del(args []string) error {
 	dry := fs.Bool("dry-run", false, "check without deleting")
 	var c clientFlags
 	c.register(fs, "")
-	pos, err := parse(fs, args)
+	pos, s, err := c.open(fs, args)
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	if len(pos) != 2 {
 		return usagef("want KIND NAME")
 	}
-	cl, ctx, done, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := cl.Delete(ctx, &adminv1.DeleteRequest{Kind: pos[0], Namespace: *ns, Name: pos[1], DryRun: *dry})
+	resp, err := s.Delete(s.ctx, &adminv1.DeleteRequest{Kind: pos[0], Namespace: *ns, Name: pos[1], DryRun: *dry})
 	if err != nil {
 		return rpcError(err)
 	}
@@ -332,18 +343,12 @@ func (a *app) history(args []string) error {
 	limit := fs.Uint("limit", 20, "how many publications")
 	var c clientFlags
 	c.register(fs, "text, json")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := c.checkOutput("text", "json"); err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
+	_, s, err := c.open(fs, args, "text", "json")
 	if err != nil {
 		return err
 	}
-	defer done()
-	resp, err := cl.History(ctx, &adminv1.HistoryRequest{Limit: uint32(*limit)})
+	defer s.close()
+	resp, err := s.History(s.ctx, &adminv1.HistoryRequest{Limit: uint32(*limit)})
 	if err != nil {
 		return rpcError(err)
 	}
@@ -366,18 +371,12 @@ func (a *app) status(args []string) error {
 	fs := a.newFlags("status", "status [--output text|json]")
 	var c clientFlags
 	c.register(fs, "text, json")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := c.checkOutput("text", "json"); err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
+	_, s, err := c.open(fs, args, "text", "json")
 	if err != nil {
 		return err
 	}
-	defer done()
-	st, err := cl.Status(ctx, &adminv1.StatusRequest{})
+	defer s.close()
+	st, err := s.Status(s.ctx, &adminv1.StatusRequest{})
 	if err != nil {
 		return rpcError(err)
 	}
@@ -400,18 +399,12 @@ func (a *app) audit(args []string) error {
 	limit := fs.Uint("limit", 100, "how many entries")
 	var c clientFlags
 	c.register(fs, "text, json")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := c.checkOutput("text", "json"); err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
+	_, s, err := c.open(fs, args, "text", "json")
 	if err != nil {
 		return err
 	}
-	defer done()
-	resp, err := cl.Audit(ctx, &adminv1.AuditRequest{AfterSeq: *after, Limit: uint32(*limit)})
+	defer s.close()
+	resp, err := s.Audit(s.ctx, &adminv1.AuditRequest{AfterSeq: *after, Limit: uint32(*limit)})
 	if err != nil {
 		return rpcError(err)
 	}
@@ -468,18 +461,15 @@ func (a *app) bundleFetch(args []string) error {
 	delta := fs.Bool("delta", false, "fetch the delta from the previous version")
 	var c clientFlags
 	c.register(fs, "")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required("out", *out); err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.dial()
+	_, s, err := c.open(fs, args)
 	if err != nil {
 		return err
 	}
-	defer done()
-	resp, err := cl.GetBundle(ctx, &adminv1.GetBundleRequest{Capabilities: caps, Delta: *delta})
+	defer s.close()
+	if err := required("out", *out); err != nil {
+		return err
+	}
+	resp, err := s.GetBundle(s.ctx, &adminv1.GetBundleRequest{Capabilities: caps, Delta: *delta})
 	if err != nil {
 		return rpcError(err)
 	}
