@@ -190,7 +190,11 @@ func parseDuration(s string) (time.Duration, error) {
 
 func required(name, value string) error {
 	if value == "" {
-		return usagef("--%s is required", name)
+		dash := "--"
+		if len(name) == 1 {
+			dash = "-"
+		}
+		return usagef("%s%s is required", dash, name)
 	}
 	return nil
 }
