@@ -21,6 +21,8 @@ const (
 	PayloadRoot   = "application/vnd.meshkit.root.v1+protobuf"
 	PayloadBundle = "application/vnd.meshkit.bundle.v1+protobuf"
 	PayloadDelta  = "application/vnd.meshkit.delta.v1+protobuf"
+	// PayloadAnnounce names a bundle by hash, for bundles too large to flood.
+	PayloadAnnounce = "application/vnd.meshkit.announce.v1+protobuf"
 )
 
 // Limits on envelopes, checked before anything else is parsed.

@@ -24,6 +24,7 @@ var (
 	ErrRootExpired  = errors.New("trust: root expired")
 	ErrRootVersion  = errors.New("trust: root version out of order")
 	ErrBaseMismatch = errors.New("trust: delta base does not match held bundle")
+	ErrHashMismatch = errors.New("trust: content does not match its signed hash")
 )
 
 // reasons maps each sentinel to a stable label for metrics and status output.
@@ -47,6 +48,7 @@ var reasons = []struct {
 	{ErrRootExpired, "root_expired"},
 	{ErrRootVersion, "root_version"},
 	{ErrBaseMismatch, "base_mismatch"},
+	{ErrHashMismatch, "hash_mismatch"},
 }
 
 // Reason returns the stable label of the sentinel err wraps ("bad_signature",

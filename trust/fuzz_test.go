@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"meshkit.dev/meshkit/internal/fuzzcorpus"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -51,7 +55,16 @@ func corpus(t testing.TB) map[string][][]byte {
 	bridged := seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 3, "billing")), fixedKey(t, "bridge"))
 	pubPEM, _ := f.seed.Public().MarshalPEM()
 	jsonEnv, _ := trust.EnvelopeJSON(decodeEnv(t, bundle))
+	p1, p2 := encode(t, bundleMsg(1, 1, "shop")), encode(t, bundleMsg(1, 2, "shop"))
+	h1, h2 := sha256.Sum256(p1), sha256.Sum256(p2)
+	delta := seal(t, trust.PayloadDelta, encode(t, &bundlev1.BundleDelta{Header: bundleMsg(1, 2, "shop").Header, BaseEpoch: 1, BaseVersion: 1, BaseHash: h1[:], TargetHash: h2[:]}), f.seed)
+	announce := seal(t, trust.PayloadAnnounce, encode(t, &bundlev1.Announce{Header: bundleMsg(1, 2, "shop").Header, SnapshotHash: h2[:], SnapshotSize: uint64(len(p2))}), f.seed)
 	return map[string][][]byte{
+		"FuzzVerifyHeld": {
+			encode(t, &syncv1.HeldBundle{Proof: delta, Payload: p2}),
+			encode(t, &syncv1.HeldBundle{Proof: bundle}),
+			encode(t, &syncv1.HeldBundle{Proof: announce}),
+		},
 		"FuzzDecodeEnvelope": {bundle, jsonEnv, f.rootBytes, {}},
 		"FuzzVerify":         {bundle, bridged, f.rootBytes, []byte("{}")},
 		"FuzzVerifyRoot":     {f.rootBytes, bundle},
@@ -99,6 +112,35 @@ func FuzzVerify(f *testing.F) {
 		}
 		if sha256.Sum256(vb.Payload) != vb.Digest || vb.Header.GetDomain() != "prod" {
 			t.Fatalf("accepted inconsistent input: domain %q", vb.Header.GetDomain())
+		}
+	})
+}
+
+// FuzzVerifyHeld decodes the input as the sync protocol's HeldBundle and verifies it, and
+// verifies the proof as an announce: whatever is accepted must match its signed hash.
+func FuzzVerifyHeld(f *testing.F) {
+	fx := newFuzzFixture(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		held := &syncv1.HeldBundle{}
+		if err := proto.Unmarshal(data, held); err != nil {
+			return
+		}
+		proof, payload := held.GetProof(), held.GetPayload()
+		v, err := trust.NewVerifier(trust.Config{Root: fx.root, Clock: &clock{now: t0}, MaxEnvelopeBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vb, err := v.VerifyHeld(proof, payload); err == nil {
+			if sha256.Sum256(vb.Payload) != vb.Held || vb.PayloadType != trust.PayloadBundle {
+				t.Fatalf("held bundle accepted with payload hash %x, held %s", sha256.Sum256(vb.Payload), vb.Held)
+			}
+		} else if trust.Reason(err) == "other" {
+			t.Fatalf("refusal without a reason: %v", err)
+		}
+		if vb, err := v.VerifyAnnounce(proof); err == nil && vb.Announce == nil {
+			t.Fatal("announce accepted without its body")
+		} else if err != nil && trust.Reason(err) == "other" {
+			t.Fatalf("refusal without a reason: %v", err)
 		}
 	})
 }

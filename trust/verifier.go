@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type Config struct {
 	ClockSkew time.Duration
 	// State is the high-water marks to start from (as saved from State()); may be empty.
 	State State
+	// AllowExpired accepts bundles whose validity or root has expired and flags them
+	// (Verified.Expired). Only for re-verifying a last-known-good copy on load: an agent
+	// keeps serving an expired LKG, reported stale, rather than nothing.
+	AllowExpired bool
 }
 
 func (c *Config) validate() error {
@@ -99,15 +104,20 @@ type Verified struct {
 	Role *trustv1.Role
 	// Delta is set when PayloadType is PayloadDelta.
 	Delta *bundlev1.BundleDelta
+	// Announce is set when PayloadType is PayloadAnnounce; Held is then its snapshot hash.
+	Announce *bundlev1.Announce
+	// Expired is set when the bundle or the root has expired (only with AllowExpired).
+	Expired bool
 }
 
 // Verifier decides whether envelopes of one domain may be used. It holds the domain's
 // state: the trusted root and the newest (epoch, version) accepted per capability variant.
 // It is safe for concurrent use.
 type Verifier struct {
-	clock    Clock
-	maxBytes int
-	skew     time.Duration
+	clock        Clock
+	maxBytes     int
+	skew         time.Duration
+	allowExpired bool
 
 	mu    sync.Mutex // guards the following
 	root  *Root
@@ -120,11 +130,12 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 	v := &Verifier{
-		clock:    cfg.Clock,
-		maxBytes: cfg.MaxEnvelopeBytes,
-		skew:     cfg.ClockSkew,
-		root:     cfg.Root,
-		marks:    maps.Clone(cfg.State.Marks),
+		clock:        cfg.Clock,
+		maxBytes:     cfg.MaxEnvelopeBytes,
+		skew:         cfg.ClockSkew,
+		allowExpired: cfg.AllowExpired,
+		root:         cfg.Root,
+		marks:        maps.Clone(cfg.State.Marks),
 	}
 	if v.clock == nil {
 		v.clock = systemClock{}
@@ -202,6 +213,61 @@ func publishingKeys(r *Root) keySet {
 // order: size, encoding, payload type, signatures (key, role, threshold), header, domain,
 // root expiry, validity window, (epoch, version) order, and for deltas the base.
 func (v *Verifier) Verify(b []byte) (*Verified, error) {
+	return v.verify(b, modeApply)
+}
+
+// VerifyAnnounce checks a signed announce as Verify checks a bundle: signatures, header,
+// domain, validity and order against the marks held. Verified.Announce says what to fetch;
+// the fetched bundle must still pass Verify or VerifyHeld, and the hashes must match.
+// An announce is never committed.
+func (v *Verifier) VerifyAnnounce(b []byte) (*Verified, error) {
+	return v.verify(b, modeAnnounce)
+}
+
+// VerifyHeld checks a bundle held by a peer or on disk: proof is either the signed bundle
+// envelope (payload then nil) or a signed delta envelope whose target_hash must be the
+// SHA-256 of payload. The delta's base is not checked: the delta is only the signed
+// statement that payload is the bundle at its (epoch, version). The result is a snapshot
+// (PayloadType PayloadBundle, Payload the bundle) that Commit accepts as Verify's.
+func (v *Verifier) VerifyHeld(proof, payload []byte) (*Verified, error) {
+	vb, err := v.verify(proof, modeHeld)
+	if err != nil {
+		return nil, err
+	}
+	if vb.PayloadType == PayloadBundle {
+		if payload != nil && !bytes.Equal(payload, vb.Payload) {
+			return nil, refuse(ErrHashMismatch, "a bundle envelope proves only its own payload")
+		}
+		return vb, nil
+	}
+	if got := Digest(sha256.Sum256(payload)); got != vb.Held {
+		return nil, refuse(ErrHashMismatch, "payload hashes to %s, the signed delta's target is %s", got, vb.Held)
+	}
+	view := &bundlev1.HeaderView{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(payload, view); err != nil {
+		return nil, refuse(ErrMalformed, "held bundle header: %v", err)
+	}
+	if !proto.Equal(view.GetHeader(), vb.Header) {
+		return nil, refuse(ErrMalformed, "held bundle header differs from its proof's")
+	}
+	out := &Verified{PayloadType: PayloadBundle, Payload: payload, Header: vb.Header, Digest: vb.Held, Held: vb.Held, Variant: vb.Variant, Role: vb.Role, Expired: vb.Expired}
+	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+		if err := checkNamespaces(out, out.Role); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+type verifyMode int
+
+const (
+	modeApply    verifyMode = iota // bundle, or delta onto the held base
+	modeAnnounce                   // announce only
+	modeHeld                       // bundle, or delta as a proof of its target
+)
+
+func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 	v.mu.Lock()
 	root, marks := v.root, v.marks
 	v.mu.Unlock()
@@ -211,7 +277,10 @@ func (v *Verifier) Verify(b []byte) (*Verified, error) {
 		return nil, err
 	}
 	pt := env.GetPayloadType()
-	if pt != PayloadBundle && pt != PayloadDelta {
+	switch {
+	case mode == modeAnnounce && pt != PayloadAnnounce:
+		return nil, refuse(ErrPayloadType, "%q is not an announce", pt)
+	case mode != modeAnnounce && pt != PayloadBundle && pt != PayloadDelta:
 		return nil, refuse(ErrPayloadType, "%q is neither a bundle nor a delta", pt)
 	}
 	out := &Verified{PayloadType: pt, Payload: env.GetPayload(), Digest: sha256.Sum256(env.GetPayload())}
@@ -233,10 +302,16 @@ func (v *Verifier) Verify(b []byte) (*Verified, error) {
 	}
 	now := v.clock.Now()
 	if now.After(root.ExpiresAt()) {
-		return nil, refuse(ErrRootExpired, "root v%d of %q expired at %s; rotate the root", root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
+		if !v.allowExpired {
+			return nil, refuse(ErrRootExpired, "root v%d of %q expired at %s; rotate the root", root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
+		}
+		out.Expired = true
 	}
 	if exp := h.GetExpiresAt().AsTime(); now.After(exp) {
-		return nil, refuse(ErrExpired, "bundle v%d expired at %s", h.GetVersion(), exp.Format(time.RFC3339))
+		if !v.allowExpired {
+			return nil, refuse(ErrExpired, "bundle v%d expired at %s", h.GetVersion(), exp.Format(time.RFC3339))
+		}
+		out.Expired = true
 	}
 	if iss := h.GetIssuedAt().AsTime(); iss.After(now.Add(v.skew)) {
 		return nil, refuse(ErrNotYetValid, "bundle v%d is issued at %s, more than %s ahead of this clock", h.GetVersion(), iss.Format(time.RFC3339), v.skew)
@@ -246,11 +321,29 @@ func (v *Verifier) Verify(b []byte) (*Verified, error) {
 		return nil, err
 	}
 	out.Held = out.Digest
-	if pt == PayloadDelta {
-		if out.Delta, err = checkDelta(out.Payload, held, have); err != nil {
+	switch pt {
+	case PayloadAnnounce:
+		a := &bundlev1.Announce{}
+		if err := proto.Unmarshal(out.Payload, a); err != nil {
+			return nil, refuse(ErrMalformed, "announce: %v", err)
+		}
+		if len(a.GetSnapshotHash()) != sha256.Size {
+			return nil, refuse(ErrMalformed, "announce snapshot_hash must be %d bytes", sha256.Size)
+		}
+		out.Announce = a
+		out.Held = Digest(a.GetSnapshotHash())
+		return out, nil
+	case PayloadDelta:
+		if mode == modeHeld {
+			held, have = Mark{}, false
+		}
+		if out.Delta, err = checkDelta(out.Payload, held, have, mode == modeApply); err != nil {
 			return nil, err
 		}
 		out.Held = Digest(out.Delta.GetTargetHash())
+		if mode == modeHeld {
+			return out, nil // namespaces are checked on the target bundle by VerifyHeld
+		}
 	}
 	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
 		if err := checkNamespaces(out, out.Role); err != nil {
@@ -263,6 +356,9 @@ func (v *Verifier) Verify(b []byte) (*Verified, error) {
 // Commit advances the mark of vb's variant. It refuses, with ErrReplay or ErrRollback,
 // when another bundle at or above vb's (epoch, version) was committed since Verify.
 func (v *Verifier) Commit(vb *Verified) error {
+	if vb.PayloadType == PayloadAnnounce {
+		return errors.New("trust: an announce is not committed; commit the bundle it announces")
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	held, have := v.marks[vb.Variant]
@@ -338,13 +434,16 @@ func checkHeader(h *bundlev1.BundleHeader) error {
 	return nil
 }
 
-func checkDelta(payload []byte, held Mark, have bool) (*bundlev1.BundleDelta, error) {
+func checkDelta(payload []byte, held Mark, have, checkBase bool) (*bundlev1.BundleDelta, error) {
 	d := &bundlev1.BundleDelta{}
 	if err := proto.Unmarshal(payload, d); err != nil {
 		return nil, refuse(ErrMalformed, "delta: %v", err)
 	}
 	if len(d.GetBaseHash()) != sha256.Size || len(d.GetTargetHash()) != sha256.Size {
 		return nil, refuse(ErrMalformed, "delta base_hash and target_hash must be %d bytes", sha256.Size)
+	}
+	if !checkBase {
+		return d, nil
 	}
 	if !have {
 		return nil, refuse(ErrBaseMismatch, "delta from (epoch %d, version %d) but no bundle of this variant is held; fetch a snapshot", d.GetBaseEpoch(), d.GetBaseVersion())

@@ -2555,6 +2555,73 @@ func (x *KillSwitchSpec) GetReason() string {
 	return ""
 }
 
+// Announce tells peers that a bundle too large to flood exists and where its bytes can be
+// fetched by hash. A seed signs it like a bundle (payload type
+// application/vnd.meshkit.announce.v1+protobuf), so a forged or replayed announce is refused
+// before anything is fetched. header is field 1, as in Bundle, so HeaderView decodes it.
+type Announce struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header of the announced bundle.
+	Header *BundleHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// snapshot_hash is the SHA-256 of the announced bundle's payload bytes.
+	SnapshotHash []byte `protobuf:"bytes,2,opt,name=snapshot_hash,json=snapshotHash,proto3" json:"snapshot_hash,omitempty"`
+	// snapshot_size is the size in bytes of that payload.
+	SnapshotSize  uint64 `protobuf:"varint,3,opt,name=snapshot_size,json=snapshotSize,proto3" json:"snapshot_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Announce) Reset() {
+	*x = Announce{}
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Announce) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Announce) ProtoMessage() {}
+
+func (x *Announce) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Announce.ProtoReflect.Descriptor instead.
+func (*Announce) Descriptor() ([]byte, []int) {
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Announce) GetHeader() *BundleHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *Announce) GetSnapshotHash() []byte {
+	if x != nil {
+		return x.SnapshotHash
+	}
+	return nil
+}
+
+func (x *Announce) GetSnapshotSize() uint64 {
+	if x != nil {
+		return x.SnapshotSize
+	}
+	return 0
+}
+
 var File_meshkit_bundle_v1_bundle_proto protoreflect.FileDescriptor
 
 const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
@@ -2731,7 +2798,11 @@ const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
 	"\x0eKillSwitchSpec\x12;\n" +
 	"\x06target\x18\x01 \x01(\x0e2#.meshkit.bundle.v1.KillSwitchTargetR\x06target\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*\x8c\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\bAnnounce\x127\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.meshkit.bundle.v1.BundleHeaderR\x06header\x12#\n" +
+	"\rsnapshot_hash\x18\x02 \x01(\fR\fsnapshotHash\x12#\n" +
+	"\rsnapshot_size\x18\x03 \x01(\x04R\fsnapshotSize*\x8c\x01\n" +
 	"\bLbPolicy\x12\x19\n" +
 	"\x15LB_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LB_POLICY_ROUND_ROBIN\x10\x01\x12\x1b\n" +
@@ -2776,7 +2847,7 @@ func file_meshkit_bundle_v1_bundle_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_bundle_v1_bundle_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(LbPolicy)(0),                 // 0: meshkit.bundle.v1.LbPolicy
 	(Protocol)(0),                 // 1: meshkit.bundle.v1.Protocol
@@ -2814,12 +2885,13 @@ var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(*ExtensionBinding)(nil),      // 33: meshkit.bundle.v1.ExtensionBinding
 	(*KillSwitch)(nil),            // 34: meshkit.bundle.v1.KillSwitch
 	(*KillSwitchSpec)(nil),        // 35: meshkit.bundle.v1.KillSwitchSpec
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*Announce)(nil),              // 36: meshkit.bundle.v1.Announce
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
 }
 var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
-	36, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
-	36, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
+	37, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 2: meshkit.bundle.v1.HeaderView.header:type_name -> meshkit.bundle.v1.BundleHeader
 	6,  // 3: meshkit.bundle.v1.Bundle.header:type_name -> meshkit.bundle.v1.BundleHeader
 	14, // 4: meshkit.bundle.v1.Bundle.clusters:type_name -> meshkit.bundle.v1.Cluster
@@ -2843,16 +2915,16 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	16, // 22: meshkit.bundle.v1.ClusterSpec.endpoints:type_name -> meshkit.bundle.v1.Endpoint
 	0,  // 23: meshkit.bundle.v1.ClusterSpec.lb_policy:type_name -> meshkit.bundle.v1.LbPolicy
 	1,  // 24: meshkit.bundle.v1.ClusterSpec.protocol:type_name -> meshkit.bundle.v1.Protocol
-	37, // 25: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
+	38, // 25: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
 	17, // 26: meshkit.bundle.v1.ClusterSpec.tls:type_name -> meshkit.bundle.v1.UpstreamTls
 	18, // 27: meshkit.bundle.v1.ClusterSpec.health_check:type_name -> meshkit.bundle.v1.HealthCheck
-	37, // 28: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	37, // 29: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	38, // 28: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	38, // 29: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	12, // 30: meshkit.bundle.v1.Route.metadata:type_name -> meshkit.bundle.v1.Metadata
 	20, // 31: meshkit.bundle.v1.Route.spec:type_name -> meshkit.bundle.v1.RouteSpec
 	21, // 32: meshkit.bundle.v1.RouteSpec.match:type_name -> meshkit.bundle.v1.RouteMatch
 	23, // 33: meshkit.bundle.v1.RouteSpec.weighted_clusters:type_name -> meshkit.bundle.v1.WeightedCluster
-	37, // 34: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
+	38, // 34: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
 	22, // 35: meshkit.bundle.v1.RouteMatch.headers:type_name -> meshkit.bundle.v1.HeaderMatch
 	12, // 36: meshkit.bundle.v1.AuthzPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
 	25, // 37: meshkit.bundle.v1.AuthzPolicy.spec:type_name -> meshkit.bundle.v1.AuthzPolicySpec
@@ -2860,11 +2932,11 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	26, // 39: meshkit.bundle.v1.AuthzPolicySpec.rules:type_name -> meshkit.bundle.v1.AuthzRule
 	12, // 40: meshkit.bundle.v1.RetryPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
 	28, // 41: meshkit.bundle.v1.RetryPolicy.spec:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	37, // 42: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
-	37, // 43: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
-	37, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
+	38, // 42: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
+	38, // 43: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
+	38, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
 	29, // 45: meshkit.bundle.v1.RetryPolicySpec.circuit_breaker:type_name -> meshkit.bundle.v1.CircuitBreaker
-	37, // 46: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
+	38, // 46: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
 	3,  // 47: meshkit.bundle.v1.ExtensionSpec.kind:type_name -> meshkit.bundle.v1.ExtensionKind
 	4,  // 48: meshkit.bundle.v1.ExtensionSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
 	4,  // 49: meshkit.bundle.v1.ExtensionBindingSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
@@ -2875,11 +2947,12 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	12, // 54: meshkit.bundle.v1.KillSwitch.metadata:type_name -> meshkit.bundle.v1.Metadata
 	35, // 55: meshkit.bundle.v1.KillSwitch.spec:type_name -> meshkit.bundle.v1.KillSwitchSpec
 	5,  // 56: meshkit.bundle.v1.KillSwitchSpec.target:type_name -> meshkit.bundle.v1.KillSwitchTarget
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	6,  // 57: meshkit.bundle.v1.Announce.header:type_name -> meshkit.bundle.v1.BundleHeader
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_bundle_v1_bundle_proto_init() }
@@ -2901,7 +2974,7 @@ func file_meshkit_bundle_v1_bundle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_bundle_v1_bundle_proto_rawDesc), len(file_meshkit_bundle_v1_bundle_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
