@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -26,6 +27,9 @@ type PublishedVariant struct {
 	RequiredCapabilities []string
 	Snapshot             []byte // signed bundle envelope
 	Delta                []byte // signed delta envelope from the previous version, or nil
+	// Announce is a signed announce of Snapshot (its header, payload hash and size): what
+	// peers gossip instead of a bundle too large to flood.
+	Announce []byte
 }
 
 // Publisher receives every publication after it is durably recorded. The peer-to-peer
@@ -258,6 +262,14 @@ func (s *Seed) signVariant(v *bundlev1.Bundle, prev *compiledVariant) (Published
 		return PublishedVariant{}, nil, err
 	}
 	pv := PublishedVariant{RequiredCapabilities: v.GetHeader().GetRequiredCapabilities(), Snapshot: snap}
+	ph := bundle.Hash(payload)
+	ap, err := proto.MarshalOptions{Deterministic: true}.Marshal(&bundlev1.Announce{Header: v.GetHeader(), SnapshotHash: ph[:], SnapshotSize: uint64(len(payload))})
+	if err != nil {
+		return PublishedVariant{}, nil, err
+	}
+	if pv.Announce, err = s.seal(trust.PayloadAnnounce, ap); err != nil {
+		return PublishedVariant{}, nil, err
+	}
 	if prev != nil {
 		d, err := bundle.DeltaBetween(prev.bundle, bundle.Hash(prev.payload), v, bundle.Hash(payload))
 		if err != nil {

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -191,6 +194,9 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	s.metrics.resources.Set(float64(len(recs)))
 	s.metrics.version.Set(float64(s.meta.Version))
+	if r, ok := s.pub.(Restorer); ok && len(s.latest) > 0 && len(s.history) > 0 {
+		r.Restore(s.restoredPublication())
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.publishLoop(loopCtx)
@@ -246,3 +252,17 @@ func (s *Seed) signal() {
 
 // MemPublisher returns the in-memory publisher when no Publisher was configured.
 func (s *Seed) MemPublisher() *MemPublisher { return s.mem }
+
+// restoredPublication is the newest publication as the store kept it (without announces).
+func (s *Seed) restoredPublication() *Publication {
+	p := &Publication{Info: s.history[len(s.history)-1]}
+	for _, key := range slices.Sorted(maps.Keys(s.latest)) {
+		l := s.latest[key]
+		var caps []string
+		if key != "" {
+			caps = strings.Split(key, ",")
+		}
+		p.Variants = append(p.Variants, PublishedVariant{RequiredCapabilities: caps, Snapshot: l.Snapshot, Delta: l.Delta})
+	}
+	return p
+}

@@ -1,0 +1,663 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/p2p"
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	"meshkit.dev/meshkit/trust"
+)
+
+// Defaults of Config.
+const (
+	DefaultStaleAfter    = time.Hour
+	DefaultSyncInterval  = 30 * time.Second
+	DefaultCheckInterval = 5 * time.Second
+	// maxHeadsPerPeer bounds what one sync answer can make the agent consider.
+	maxHeadsPerPeer = 64
+	// syncPeers is how many peers one anti-entropy round asks.
+	syncPeers = 4
+	// fetchPeers is how many peers an announced bundle is fetched from before giving up.
+	fetchPeers = 4
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Root is the domain's trusted root. Required; its domain is the agent's.
+	Root *trust.Root
+	// DataDir holds the last-known-good bundles (DataDir/lkg). Required.
+	DataDir string
+	// Host is the libp2p host (p2p.NewHost; a mocknet host in tests). Required. The agent
+	// does not own it: close it after the agent.
+	Host host.Host
+	// Bootstrap peers (seeds, or any agents) to join through.
+	Bootstrap []peer.AddrInfo
+	// Capabilities of the local data plane. The agent serves the richest variant whose
+	// required capabilities it has; nil means every capability (the full variant).
+	Capabilities []string
+	// StaleAfter: with no new bundle for this long the agent reports stale. 0 means DefaultStaleAfter.
+	StaleAfter time.Duration
+	// SyncInterval is the period of anti-entropy rounds. 0 means DefaultSyncInterval.
+	SyncInterval time.Duration
+	// CheckInterval is how often staleness is evaluated. 0 means DefaultCheckInterval.
+	CheckInterval time.Duration
+	Clock         trust.Clock
+	Logger        *slog.Logger
+	// Registry receives the agent's metrics; nil means a private registry.
+	Registry *prometheus.Registry
+	// TuneP2P, when set, adjusts the p2p configuration (simulations, tests).
+	TuneP2P func(*p2p.Config)
+}
+
+// heldBundle is the newest verified bundle of one variant.
+type heldBundle struct {
+	vb *trust.Verified // PayloadType is always PayloadBundle; Payload is the bundle
+	// proof is the signed envelope: the bundle envelope itself, or the delta whose target
+	// is vb.Payload (payload is then vb.Payload, sent alongside).
+	proof     []byte
+	withBody  bool
+	at        time.Time // when it was accepted (or the LKG file was written)
+	fromCache bool      // loaded from disk at start
+}
+
+func (h *heldBundle) wire() *syncv1.HeldBundle {
+	hb := &syncv1.HeldBundle{Proof: h.proof}
+	if h.withBody {
+		hb.Payload = h.vb.Payload
+	}
+	return hb
+}
+
+// Agent is the per-host member of a domain: it verifies bundles from gossip and sync,
+// keeps the newest of each variant, persists them as last-known-good, serves them to
+// peers, and exposes health, metrics and status.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    trust.Clock
+	verifier *trust.Verifier
+	lkg      *lkgStore
+	node     *p2p.Node
+	metrics  *metrics
+	registry *prometheus.Registry
+	started  time.Time
+
+	mu          sync.Mutex // guards the following; Verify+apply+Commit run under it
+	held        map[string]*heldBundle
+	dirty       map[string]bool
+	changed     chan struct{} // closed and replaced on every change
+	stale       string        // why the agent is stale, "" when fresh
+	lastAccept  time.Time
+	lastPersist error
+
+	persistKick chan struct{}
+	syncKick    chan struct{}
+	notifiee    *network.NotifyBundle
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// New starts an agent. It serves its last-known-good bundles from the first moment,
+// before any peer answers, then joins the domain's mesh and syncs with its peers.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	switch {
+	case cfg.Root == nil:
+		return nil, errors.New("node: Config.Root is required")
+	case cfg.DataDir == "":
+		return nil, errors.New("node: Config.DataDir is required")
+	case cfg.Host == nil:
+		return nil, errors.New("node: Config.Host is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StaleAfter == 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = DefaultSyncInterval
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
+		held: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
+		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
+	}
+	var err error
+	if a.verifier, err = trust.NewVerifier(trust.Config{Root: cfg.Root, Clock: cfg.Clock}); err != nil {
+		return nil, err
+	}
+	if a.lkg, err = newLKGStore(filepath.Join(cfg.DataDir, "lkg")); err != nil {
+		return nil, err
+	}
+	if a.metrics, err = newMetrics(cfg.Registry, a); err != nil {
+		return nil, err
+	}
+	if err := a.loadLKG(); err != nil {
+		return nil, err
+	}
+	a.evaluateStale()
+
+	pcfg := p2p.Config{
+		Domain: cfg.Root.Domain(), Host: cfg.Host, Role: p2p.RoleAgent, Validator: a, Source: a,
+		Bootstrap: cfg.Bootstrap, Logger: cfg.Logger,
+	}
+	if cfg.TuneP2P != nil {
+		cfg.TuneP2P(&pcfg)
+	}
+	if a.node, err = p2p.New(ctx, pcfg); err != nil {
+		return nil, err
+	}
+	// A new connection may bring a newer head: sync with it.
+	a.notifiee = &network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { a.kickSync() }}
+	cfg.Host.Network().Notify(a.notifiee)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(3)
+	go a.persistLoop(runCtx)
+	go a.syncLoop(runCtx)
+	go a.checkLoop(runCtx)
+	a.kickSync()
+	return a, nil
+}
+
+// loadLKG verifies and adopts the bundles on disk. Expired ones are served (stale), as
+// nothing newer is known; corrupt or forged ones are reported and never served.
+func (a *Agent) loadLKG() error {
+	lenient, err := trust.NewVerifier(trust.Config{Root: a.cfg.Root, Clock: a.clock, AllowExpired: true})
+	if err != nil {
+		return err
+	}
+	items, rep, err := a.lkg.load(lenient)
+	if err != nil {
+		return err
+	}
+	for _, r := range rep.Refused {
+		a.log.Error("last-known-good file refused", "file", r)
+		a.metrics.lkgRefused.Inc()
+	}
+	for _, v := range rep.Fallback {
+		a.log.Warn("newest last-known-good copy refused; serving the previous one", "variant", v)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, l := range items {
+		if err := a.verifier.Commit(l.vb); err != nil {
+			return fmt.Errorf("node: adopt last-known-good %s: %w", l.file, err)
+		}
+		a.held[l.vb.Variant] = &heldBundle{vb: l.vb, proof: l.held.GetProof(), withBody: len(l.held.GetPayload()) > 0, at: l.modified, fromCache: true}
+		if l.modified.After(a.lastAccept) {
+			a.lastAccept = l.modified
+		}
+		a.metrics.accepted.WithLabelValues("lkg").Inc()
+		a.log.Info("serving last-known-good", "variant", l.vb.Variant, "epoch", l.vb.Header.GetEpoch(), "version", l.vb.Header.GetVersion(), "expired", l.vb.Expired)
+	}
+	return nil
+}
+
+// Close stops the agent, flushing any bundle not yet persisted. It does not close the host.
+func (a *Agent) Close() error {
+	a.cfg.Host.Network().StopNotify(a.notifiee)
+	err := a.node.Close()
+	a.cancel()
+	a.wg.Wait()
+	return err
+}
+
+// Node is the agent's p2p node.
+func (a *Agent) Node() *p2p.Node { return a.node }
+
+// Changed returns a channel closed at the next change of what the agent holds.
+func (a *Agent) Changed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.changed
+}
+
+// Bundle is a verified bundle the agent serves.
+type Bundle struct {
+	Variant   string
+	Epoch     uint64
+	Version   uint64
+	Hash      trust.Digest
+	Payload   []byte // the encoded bundle: decode with bundle.DecodeBundle
+	ExpiresAt time.Time
+	Expired   bool
+}
+
+// Current returns the bundle the agent serves to its data plane: the richest variant it
+// holds whose required capabilities Config.Capabilities cover. ok is false when it holds
+// none.
+func (a *Agent) Current() (Bundle, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.servingLocked()
+	if h == nil {
+		return Bundle{}, false
+	}
+	hdr := h.vb.Header
+	exp := hdr.GetExpiresAt().AsTime()
+	return Bundle{
+		Variant: h.vb.Variant, Epoch: hdr.GetEpoch(), Version: hdr.GetVersion(), Hash: h.vb.Held,
+		Payload: h.vb.Payload, ExpiresAt: exp, Expired: a.clock.Now().After(exp),
+	}, true
+}
+
+func (a *Agent) servingLocked() *heldBundle {
+	var best *heldBundle
+	for _, h := range a.held {
+		caps := h.vb.Header.GetRequiredCapabilities()
+		if a.cfg.Capabilities != nil && !subset(caps, a.cfg.Capabilities) {
+			continue
+		}
+		if best == nil || len(caps) > len(best.vb.Header.GetRequiredCapabilities()) ||
+			(len(caps) == len(best.vb.Header.GetRequiredCapabilities()) && h.vb.Variant < best.vb.Variant) {
+			best = h
+		}
+	}
+	return best
+}
+
+func subset(need, have []string) bool {
+	for _, c := range need {
+		if !slices.Contains(have, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate implements p2p.Validator: every gossip message is verified before it is used
+// or forwarded. Forged, cross-domain, expired, malformed or oversized messages are
+// rejected (the sender's score drops); stale ones and deltas whose base is missing are
+// ignored (the latter starts a sync).
+func (a *Agent) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
+	if m.Local {
+		return p2p.Accept
+	}
+	env, err := trust.DecodeEnvelope(m.Data, p2p.DefaultMaxGossipBytes)
+	if err != nil {
+		return a.refused(err, m.From, "gossip")
+	}
+	if env.GetPayloadType() == trust.PayloadAnnounce {
+		return a.onAnnounce(ctx, m)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vb, err := a.verifier.Verify(m.Data)
+	if err != nil {
+		return a.refused(err, m.From, "gossip")
+	}
+	if err := a.applyLocked(vb, m.Data); err != nil {
+		return a.refused(err, m.From, "gossip")
+	}
+	a.metrics.accepted.WithLabelValues("gossip").Inc()
+	return p2p.Accept
+}
+
+// onAnnounce verifies the announce, fetches the body from the peer that forwarded it
+// (or others), and accepts the announce for forwarding only once the body is verified and
+// held: whoever receives it from us can fetch the body from us.
+func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message) p2p.Verdict {
+	ann, err := a.verifier.VerifyAnnounce(m.Data)
+	if err != nil {
+		return a.refused(err, m.From, "gossip")
+	}
+	if a.holds(ann.Held) {
+		return p2p.Ignore
+	}
+	peers := []peer.ID{m.From}
+	for _, p := range a.node.Peers() {
+		if p != m.From && len(peers) < fetchPeers {
+			peers = append(peers, p)
+		}
+	}
+	for _, p := range peers {
+		hb, err := a.node.Fetch(ctx, p, ann.Held[:])
+		if err != nil {
+			a.log.Debug("announced bundle not fetched", "peer", p, "err", err)
+			continue
+		}
+		if err := a.acceptHeld(hb, ann, "gossip"); err != nil {
+			if errors.Is(err, trust.ErrReplay) && a.holds(ann.Held) {
+				return p2p.Ignore // fetched meanwhile by another path
+			}
+			a.log.Warn("announced bundle refused", "peer", p, "reason", trust.Reason(err), "err", err)
+			continue
+		}
+		return p2p.Accept
+	}
+	return p2p.Ignore
+}
+
+func (a *Agent) holds(d trust.Digest) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, h := range a.held {
+		if h.vb.Held == d {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptHeld verifies and adopts a bundle fetched from a peer; when ann is set the bundle
+// must be the announced one.
+func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vb, err := a.verifier.VerifyHeld(hb.GetProof(), hb.GetPayload())
+	if err != nil {
+		a.metrics.rejected.WithLabelValues(source, trust.Reason(err)).Inc()
+		return err
+	}
+	if ann != nil && (vb.Held != ann.Held || vb.Header.GetVersion() != ann.Header.GetVersion() || vb.Header.GetEpoch() != ann.Header.GetEpoch()) {
+		err := fmt.Errorf("%w: fetched bundle %s (v%d) is not the announced %s (v%d)", trust.ErrHashMismatch, vb.Held, vb.Header.GetVersion(), ann.Held, ann.Header.GetVersion())
+		a.metrics.rejected.WithLabelValues(source, trust.Reason(err)).Inc()
+		return err
+	}
+	h := &heldBundle{vb: vb, proof: hb.GetProof(), withBody: len(hb.GetPayload()) > 0}
+	if err := a.adoptLocked(vb, h); err != nil {
+		return err
+	}
+	a.metrics.accepted.WithLabelValues(source).Inc()
+	return nil
+}
+
+// applyLocked adopts a verified snapshot, or applies a verified delta to the held base.
+func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
+	if vb.PayloadType == trust.PayloadBundle {
+		return a.adoptLocked(vb, &heldBundle{vb: vb, proof: envelope})
+	}
+	base := a.held[vb.Variant]
+	if base == nil {
+		return fmt.Errorf("%w: no bundle of variant %q held", trust.ErrBaseMismatch, vb.Variant)
+	}
+	payload, _, err := bundle.ApplyDelta(base.vb.Payload, vb.Delta)
+	if err != nil {
+		return fmt.Errorf("%w: %v", trust.ErrBaseMismatch, err)
+	}
+	target := &trust.Verified{
+		PayloadType: trust.PayloadBundle, Payload: payload, Header: vb.Header, Digest: vb.Held, Held: vb.Held,
+		Variant: vb.Variant, Role: vb.Role,
+	}
+	if err := a.verifier.Commit(vb); err != nil {
+		return err
+	}
+	a.installLocked(target, &heldBundle{vb: target, proof: envelope, withBody: true})
+	return nil
+}
+
+func (a *Agent) adoptLocked(commit *trust.Verified, h *heldBundle) error {
+	if err := a.verifier.Commit(commit); err != nil {
+		return err
+	}
+	a.installLocked(commit, h)
+	return nil
+}
+
+func (a *Agent) installLocked(vb *trust.Verified, h *heldBundle) {
+	now := a.clock.Now()
+	h.at = now
+	a.held[vb.Variant] = h
+	a.lastAccept = now
+	a.dirty[vb.Variant] = true
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.log.Info("bundle accepted", "variant", vb.Variant, "epoch", vb.Header.GetEpoch(), "version", vb.Header.GetVersion(), "hash", vb.Held.String())
+	select {
+	case a.persistKick <- struct{}{}:
+	default:
+	}
+}
+
+// refused counts a refusal and maps it to a gossip verdict.
+func (a *Agent) refused(err error, from peer.ID, source string) p2p.Verdict {
+	reason := trust.Reason(err)
+	a.metrics.rejected.WithLabelValues(source, reason).Inc()
+	switch {
+	case errors.Is(err, trust.ErrReplay), errors.Is(err, trust.ErrRollback):
+		return p2p.Ignore // stale but valid: honest peers race
+	case errors.Is(err, trust.ErrBaseMismatch):
+		a.kickSync() // a gap: fetch the newest snapshot from a peer
+		return p2p.Ignore
+	case errors.Is(err, trust.ErrNotYetValid), errors.Is(err, trust.ErrRootExpired):
+		return p2p.Ignore // a matter of this host's clock or root, not of the sender
+	}
+	a.log.Warn("gossip refused", "peer", from, "reason", reason, "err", err)
+	return p2p.Reject
+}
+
+// Heads implements p2p.Source.
+func (a *Agent) Heads() []*syncv1.Head {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*syncv1.Head, 0, len(a.held))
+	for _, k := range slices.Sorted(maps.Keys(a.held)) {
+		h := a.held[k]
+		out = append(out, &syncv1.Head{
+			RequiredCapabilities: h.vb.Header.GetRequiredCapabilities(), Epoch: h.vb.Header.GetEpoch(), Version: h.vb.Header.GetVersion(),
+			Hash: h.vb.Held[:], Size: uint64(len(h.vb.Payload)),
+		})
+	}
+	return out
+}
+
+// Held implements p2p.Source.
+func (a *Agent) Held(hash []byte) *syncv1.HeldBundle {
+	if len(hash) != len(trust.Digest{}) {
+		return nil
+	}
+	d := trust.Digest(hash)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, h := range a.held {
+		if h.vb.Held == d {
+			return h.wire()
+		}
+	}
+	return nil
+}
+
+func (a *Agent) kickSync() {
+	select {
+	case a.syncKick <- struct{}{}:
+	default:
+	}
+}
+
+// syncLoop runs anti-entropy: at start, on every new connection, on a gap, and every
+// SyncInterval.
+func (a *Agent) syncLoop(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTimer(a.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.syncKick:
+		case <-t.C:
+		}
+		a.SyncOnce(ctx)
+		t.Reset(a.cfg.SyncInterval + time.Duration(rand.Int64N(int64(a.cfg.SyncInterval/4)+1)))
+	}
+}
+
+// SyncOnce asks up to four peers for their heads and fetches every newer bundle. It
+// returns how many bundles it adopted.
+func (a *Agent) SyncOnce(ctx context.Context) int {
+	peers := a.node.Peers()
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	peers = peers[:min(len(peers), syncPeers)]
+	type cand struct {
+		from peer.ID
+		head *syncv1.Head
+	}
+	best := map[string]cand{}
+	marks := a.verifier.State().Marks
+	for _, p := range peers {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		heads, err := a.node.Heads(qctx, p)
+		cancel()
+		if err != nil {
+			a.log.Debug("sync: heads", "peer", p, "err", err)
+			continue
+		}
+		for _, h := range heads[:min(len(heads), maxHeadsPerPeer)] {
+			v := strings.Join(h.GetRequiredCapabilities(), ",")
+			m, have := marks[v]
+			if have && !newer(h.GetEpoch(), h.GetVersion(), m.Epoch, m.Version) {
+				continue
+			}
+			if c, ok := best[v]; ok && !newer(h.GetEpoch(), h.GetVersion(), c.head.GetEpoch(), c.head.GetVersion()) {
+				continue
+			}
+			best[v] = cand{from: p, head: h}
+		}
+	}
+	adopted := 0
+	for _, v := range slices.Sorted(maps.Keys(best)) {
+		c := best[v]
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		hb, err := a.node.Fetch(fctx, c.from, c.head.GetHash())
+		cancel()
+		if err != nil {
+			a.log.Debug("sync: fetch", "peer", c.from, "err", err)
+			continue
+		}
+		if err := a.acceptHeld(hb, nil, "sync"); err != nil {
+			if !errors.Is(err, trust.ErrReplay) && !errors.Is(err, trust.ErrRollback) {
+				a.log.Warn("sync: bundle refused", "peer", c.from, "reason", trust.Reason(err), "err", err)
+			}
+			continue
+		}
+		adopted++
+	}
+	return adopted
+}
+
+func newer(e, v, he, hv uint64) bool { return e > he || (e == he && v > hv) }
+
+// persistLoop writes changed variants to the LKG store; on Close it flushes what is left.
+func (a *Agent) persistLoop(ctx context.Context) {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			a.persist()
+			return
+		case <-a.persistKick:
+			a.persist()
+		}
+	}
+}
+
+func (a *Agent) persist() {
+	a.mu.Lock()
+	todo := map[string]*syncv1.HeldBundle{}
+	for v := range a.dirty {
+		todo[v] = a.held[v].wire()
+	}
+	clear(a.dirty)
+	a.mu.Unlock()
+	var errs []error
+	for v, hb := range todo {
+		if err := a.lkg.save(v, hb); err != nil {
+			errs = append(errs, err)
+			a.log.Error("last-known-good not saved", "variant", v, "err", err)
+			a.mu.Lock()
+			a.dirty[v] = true // retried with the next change
+			a.mu.Unlock()
+		}
+	}
+	a.mu.Lock()
+	a.lastPersist = errors.Join(errs...)
+	a.mu.Unlock()
+}
+
+// checkLoop evaluates staleness and logs its transitions once.
+func (a *Agent) checkLoop(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.evaluateStale()
+		}
+	}
+}
+
+func (a *Agent) evaluateStale() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	reason := a.staleReasonLocked()
+	if reason != a.stale {
+		switch {
+		case reason != "" && a.stale == "":
+			a.log.Warn("agent is stale; serving last-known-good", "reason", reason)
+		case reason == "":
+			a.log.Info("agent is fresh again")
+		}
+		a.stale = reason
+	}
+}
+
+func (a *Agent) staleReasonLocked() string {
+	h := a.servingLocked()
+	now := a.clock.Now()
+	switch {
+	case h == nil:
+		return "no bundle held"
+	case now.After(h.vb.Header.GetExpiresAt().AsTime()):
+		return fmt.Sprintf("bundle v%d expired at %s", h.vb.Header.GetVersion(), h.vb.Header.GetExpiresAt().AsTime().UTC().Format(time.RFC3339))
+	case now.Sub(a.lastAccept) > a.cfg.StaleAfter:
+		return fmt.Sprintf("no new bundle for %s (stale after %s)", now.Sub(a.lastAccept).Truncate(time.Second), a.cfg.StaleAfter)
+	}
+	return ""
+}
+
+// addrStrings lists the host's dialable addresses with its peer ID, as bootstrap flags take them.
+func addrStrings(h host.Host) []string {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out
+}

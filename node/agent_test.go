@@ -1,0 +1,199 @@
+package node_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/node"
+	"meshkit.dev/meshkit/trust"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		crashChild()
+		return
+	}
+	goleak.VerifyTestMain(m,
+		// libp2p's and gossipsub's process-wide helpers outlive any one host.
+		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
+	)
+}
+
+// TestBundlesReachEveryAgentInEveryForm: a snapshot, a delta and an announced (large)
+// bundle each reach every agent, which ends up holding byte-identical, verified content.
+func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 6)
+	p1 := d.payload(t, 1, 3)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, m.agents...)
+
+	p2 := d.payload(t, 2, 4)
+	m.seed.offer(t, d, 2, p2)
+	m.seed.publish(t, d.delta(t, p1, p2))
+	waitVersion(t, 2, m.agents...)
+
+	p3 := d.payload(t, 3, 2000) // ~94 KiB: above the 64 KiB gossip limit
+	if len(p3) <= 64<<10 {
+		t.Fatalf("fixture bundle is %d bytes; the test needs one above the gossip limit", len(p3))
+	}
+	m.seed.offer(t, d, 3, p3)
+	m.seed.publish(t, d.announce(t, p3))
+	waitVersion(t, 3, m.agents...)
+
+	for i, a := range m.agents {
+		b, _ := a.Current()
+		if b.Hash != trust.Digest(bundle.Hash(p3)) || string(b.Payload) != string(p3) {
+			t.Fatalf("agent %d holds %s, want %s", i, b.Hash, bundle.Hash(p3))
+		}
+	}
+}
+
+// TestAgentServesLKGBeforeAnyPeer: restarted with no network at all, an agent serves the
+// bundle it held (a delta's result, proved by the delta's signature) immediately.
+func TestAgentServesLKGBeforeAnyPeer(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 2)
+	p1, p2 := d.payload(t, 1, 3), d.payload(t, 2, 5)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, m.agents...)
+	m.seed.offer(t, d, 2, p2)
+	m.seed.publish(t, d.delta(t, p1, p2))
+	waitVersion(t, 2, m.agents...)
+	if err := m.agents[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.mn.UnlinkPeers(m.hosts[0].ID(), m.seed.node.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.mn.UnlinkPeers(m.hosts[0].ID(), m.hosts[1].ID())
+
+	h, err := m.mn.GenPeer() // a fresh host with no links: no peer can answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: m.dirs[0], Host: h, Clock: d.clock, Bootstrap: []peer.AddrInfo{m.seedInfo()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, ok := a.Current()
+	if !ok || b.Version != 2 || b.Hash != trust.Digest(bundle.Hash(p2)) {
+		t.Fatalf("after restart serves v%d %s (ok=%v), want v2 %s", b.Version, b.Hash, ok, bundle.Hash(p2))
+	}
+	st := a.Status()
+	if !st.Serving.FromLKG || st.Stale {
+		t.Fatalf("status %+v: want serving from LKG, fresh", st)
+	}
+	rr := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rr.Code != http.StatusOK {
+		t.Fatalf("/readyz = %d with an LKG held", rr.Code)
+	}
+}
+
+// TestCorruptLKGIsNeverServed: a truncated newest file falls back to the previous copy;
+// with both corrupt the agent serves nothing and says why.
+func TestCorruptLKGIsNeverServed(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 1)
+	p1, p2 := d.payload(t, 1, 3), d.payload(t, 2, 5)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, m.agents...)
+	m.seed.publish(t, m.seed.offer(t, d, 2, p2))
+	waitVersion(t, 2, m.agents...)
+	if err := m.agents[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(m.dirs[0], "lkg", "*.bundle"))
+	if len(files) != 1 {
+		t.Fatalf("lkg files %v, want one variant", files)
+	}
+	cur := files[0]
+	b, _ := os.ReadFile(cur)
+	if err := os.WriteFile(cur, b[:len(b)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restart := func() *node.Agent {
+		h, err := m.mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: m.dirs[0], Host: h, Clock: d.clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	}
+	a := restart()
+	if b, ok := a.Current(); !ok || b.Version != 1 {
+		t.Fatalf("with the newest copy truncated: serves v%d (ok=%v), want the previous v1", b.Version, ok)
+	}
+	_ = a.Close()
+
+	// Flip one byte of the signed content in both copies: signatures no longer verify.
+	for _, f := range []string{cur, cur + ".prev"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-3] ^= 0x01
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a = restart()
+	if b, ok := a.Current(); ok {
+		t.Fatalf("with both copies tampered the agent serves v%d", b.Version)
+	}
+	st := a.Status()
+	if !st.Stale || !strings.Contains(st.StaleReason, "no bundle") {
+		t.Fatalf("status %+v: want stale with no bundle", st)
+	}
+	rr := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rr.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d with nothing held, want 503", rr.Code)
+	}
+}
+
+// TestStalenessIsReportedOnceAndServingContinues: an expired bundle keeps being served,
+// reported stale in status and metrics.
+func TestStalenessIsReportedOnceAndServingContinues(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 1)
+	m.seed.publish(t, m.seed.offer(t, d, 1, d.payload(t, 1, 3)))
+	waitVersion(t, 1, m.agents...)
+	a := m.agents[0]
+	if st := a.Status(); st.Stale {
+		t.Fatalf("fresh bundle reported stale: %s", st.StaleReason)
+	}
+	d.clock.Advance(2 * time.Hour) // past StaleAfter (1h), before expiry (24h)
+	if st := a.Status(); !st.Stale || !strings.Contains(st.StaleReason, "no new bundle") {
+		t.Fatalf("after 2h without a bundle: %+v", st)
+	}
+	d.clock.Advance(24 * time.Hour)
+	st := a.Status()
+	if !st.Stale || !strings.Contains(st.StaleReason, "expired") || st.Serving.Version != 1 {
+		t.Fatalf("after expiry: %+v; want stale (expired) and still serving v1", st)
+	}
+	rr := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if !strings.Contains(rr.Body.String(), "meshkit_agent_stale 1") || !strings.Contains(rr.Body.String(), "meshkit_agent_bundle_version 1") {
+		t.Fatalf("metrics do not report stale v1:\n%s", rr.Body.String())
+	}
+}

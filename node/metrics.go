@@ -1,0 +1,53 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	accepted   *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	lkgRefused prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
+	m := &metrics{
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshkit_agent_bundles_accepted_total", Help: "Bundles verified and adopted, by source (gossip, sync, lkg).",
+		}, []string{"source"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshkit_agent_bundles_rejected_total", Help: "Bundles, deltas and announces refused, by source and reason (bad_signature, rollback, replay, expired, ...).",
+		}, []string{"source", "reason"}),
+		lkgRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_lkg_refused_total", Help: "Last-known-good files refused at start (corrupt, truncated or forged).",
+		}),
+	}
+	gauge := func(name, help string, f func(s Status) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(a.Status()) })
+	}
+	counter := func(name, help string, f func(s Status) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(a.Status()) })
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	cs := []prometheus.Collector{
+		m.accepted, m.rejected, m.lkgRefused,
+		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
+		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
+		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),
+		gauge("meshkit_agent_stale", "1 when the agent serves a stale (expired or old) bundle or none.", func(s Status) float64 { return b2f(s.Stale) }),
+		gauge("meshkit_agent_peers", "Connected peers.", func(s Status) float64 { return float64(s.Peers) }),
+		counter("meshkit_agent_bytes_received_total", "Bytes received over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesIn) }),
+		counter("meshkit_agent_bytes_sent_total", "Bytes sent over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesOut) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

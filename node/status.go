@@ -1,0 +1,104 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is what `meshkit agent status` prints.
+type Status struct {
+	Domain string   `json:"domain"`
+	PeerID string   `json:"peer_id"`
+	Addrs  []string `json:"addrs,omitempty"`
+	Peers  int      `json:"peers"`
+	// Serving is the bundle handed to the data plane (zero when none is held).
+	Serving HeadStatus `json:"serving"`
+	// Held lists the newest bundle of every variant the agent keeps and relays.
+	Held        []HeadStatus `json:"held"`
+	Stale       bool         `json:"stale"`
+	StaleReason string       `json:"stale_reason,omitempty"`
+	LastAccept  time.Time    `json:"last_accept,omitzero"`
+	AgeSeconds  float64      `json:"age_seconds"`
+	BytesIn     uint64       `json:"bytes_in"`
+	BytesOut    uint64       `json:"bytes_out"`
+	PersistErr  string       `json:"persist_error,omitempty"`
+}
+
+// HeadStatus describes one held bundle.
+type HeadStatus struct {
+	Variant   string    `json:"variant"`
+	Epoch     uint64    `json:"epoch"`
+	Version   uint64    `json:"version"`
+	Hash      string    `json:"hash,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	FromLKG   bool      `json:"from_lkg,omitempty"`
+}
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	s := Status{Domain: a.cfg.Root.Domain(), LastAccept: a.lastAccept, StaleReason: a.staleReasonLocked()}
+	s.Stale = s.StaleReason != ""
+	if !a.lastAccept.IsZero() {
+		s.AgeSeconds = a.clock.Now().Sub(a.lastAccept).Seconds()
+	}
+	if a.lastPersist != nil {
+		s.PersistErr = a.lastPersist.Error()
+	}
+	for _, h := range a.held {
+		s.Held = append(s.Held, headStatus(h))
+	}
+	if h := a.servingLocked(); h != nil {
+		s.Serving = headStatus(h)
+	}
+	a.mu.Unlock()
+	slices.SortFunc(s.Held, func(x, y HeadStatus) int { return strings.Compare(x.Variant, y.Variant) })
+	if a.node != nil {
+		s.PeerID = a.node.ID().String()
+		s.Addrs = addrStrings(a.cfg.Host)
+		s.Peers = len(a.node.Peers())
+		t := a.node.Traffic()
+		s.BytesIn, s.BytesOut = t.BytesIn, t.BytesOut
+	}
+	return s
+}
+
+func headStatus(h *heldBundle) HeadStatus {
+	hdr := h.vb.Header
+	return HeadStatus{
+		Variant: h.vb.Variant, Epoch: hdr.GetEpoch(), Version: hdr.GetVersion(), Hash: h.vb.Held.String(),
+		ExpiresAt: hdr.GetExpiresAt().AsTime().UTC(), FromLKG: h.fromCache,
+	}
+}
+
+// Handler serves /healthz (the process runs), /readyz (a verified bundle is held and
+// served; 503 before that), /status (JSON) and /metrics (Prometheus).
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		s := a.Status()
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"ready": s.Serving.Version > 0, "stale": s.Stale, "stale_reason": s.StaleReason, "version": s.Serving.Version}
+		if s.Serving.Version == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,404 @@
+package p2p
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+)
+
+// Verdict is a validator's decision on one gossip message.
+type Verdict int
+
+const (
+	// Accept delivers the message and forwards it to the mesh.
+	Accept Verdict = iota
+	// Ignore drops it without penalty: valid but stale, or not decidable here.
+	Ignore
+	// Reject drops it and counts an invalid delivery against the peer that sent it.
+	Reject
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Ignore:
+		return "ignore"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// Message is one gossip message to validate.
+type Message struct {
+	// From is the peer that forwarded it (not necessarily its author).
+	From peer.ID
+	Data []byte
+	// Local is set for the node's own publications.
+	Local bool
+}
+
+// Validator decides on every gossip message before it is delivered or forwarded: nothing
+// is relayed unless it returns Accept. It is called concurrently.
+type Validator interface {
+	Validate(ctx context.Context, m Message) Verdict
+}
+
+// Source is what a node serves over the sync protocol.
+type Source interface {
+	// Heads lists the newest bundle held of each capability variant.
+	Heads() []*syncv1.Head
+	// Held returns the bundle whose payload hashes to hash, or nil.
+	Held(hash []byte) *syncv1.HeldBundle
+}
+
+// Role selects gossipsub parameters.
+type Role int
+
+const (
+	// RoleAgent is an ordinary member of the domain's mesh.
+	RoleAgent Role = iota
+	// RoleSeed publishes: it keeps a small mesh and never flood-publishes, so its upload
+	// per publish stays bounded whatever the number of agents that bootstrap through it.
+	RoleSeed
+)
+
+// Defaults.
+const (
+	// DefaultMaxGossipBytes bounds one gossip message: larger bundles travel as announces
+	// and are fetched by hash.
+	DefaultMaxGossipBytes = 64 << 10
+	// DefaultMaxFetchBytes bounds one sync response.
+	DefaultMaxFetchBytes = 64 << 20
+	// DefaultTargetPeers is how many connections the node maintains.
+	DefaultTargetPeers = 8
+)
+
+// BundlesTopic is the gossipsub topic of a domain's bundles.
+func BundlesTopic(domain string) string { return "/meshkit/" + domain + "/bundles/1" }
+
+// SyncProtocol is the libp2p protocol of a domain's anti-entropy sync.
+func SyncProtocol(domain string) protocol.ID { return protocol.ID("/meshkit/" + domain + "/sync/1") }
+
+// Config configures a Node.
+type Config struct {
+	// Domain names the topics and protocols. Required.
+	Domain string
+	// Host is the libp2p host (NewHost, or a mocknet host in tests). The Node does not
+	// own it: close the host after the Node.
+	Host host.Host
+	Role Role
+	// Validator decides on gossip. Required.
+	Validator Validator
+	// Source serves sync requests. Required.
+	Source Source
+	// Bootstrap peers are dialled at start and whenever the node has too few peers; the
+	// connection manager protects them. Seeds are bootstrap peers.
+	Bootstrap []peer.AddrInfo
+	Logger    *slog.Logger
+	// MaxGossipBytes: larger gossip is rejected before validation. 0 means DefaultMaxGossipBytes.
+	MaxGossipBytes int
+	// MaxFetchBytes bounds a sync response read. 0 means DefaultMaxFetchBytes.
+	MaxFetchBytes int
+	// TargetPeers is the number of connections the maintenance loop keeps. 0 means DefaultTargetPeers.
+	TargetPeers int
+	// MaintainInterval is how often connectivity is checked. 0 means 10 s.
+	MaintainInterval time.Duration
+	// ScoreInspectInterval is how often peer scores are sampled for Scores. 0 means 5 s.
+	ScoreInspectInterval time.Duration
+	// Gossip overrides the role's gossipsub parameters (simulations).
+	Gossip *pubsub.GossipSubParams
+}
+
+// Node is a member of one domain's gossip mesh and sync protocol.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	host  host.Host
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+
+	scores              atomic.Pointer[map[peer.ID]float64]
+	bytesIn, bytesOut   atomic.Uint64
+	gossipIn, gossipOut atomic.Uint64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New joins the domain: it starts gossipsub with peer scoring, registers the validator,
+// serves the sync protocol and starts the connectivity loop. Close stops all of it.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	switch {
+	case cfg.Domain == "":
+		return nil, errors.New("p2p: Config.Domain is required")
+	case cfg.Host == nil:
+		return nil, errors.New("p2p: Config.Host is required")
+	case cfg.Validator == nil || cfg.Source == nil:
+		return nil, errors.New("p2p: Config.Validator and Config.Source are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxGossipBytes == 0 {
+		cfg.MaxGossipBytes = DefaultMaxGossipBytes
+	}
+	if cfg.MaxFetchBytes == 0 {
+		cfg.MaxFetchBytes = DefaultMaxFetchBytes
+	}
+	if cfg.TargetPeers == 0 {
+		cfg.TargetPeers = DefaultTargetPeers
+	}
+	if cfg.MaintainInterval == 0 {
+		cfg.MaintainInterval = 10 * time.Second
+	}
+	if cfg.ScoreInspectInterval == 0 {
+		cfg.ScoreInspectInterval = 5 * time.Second
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host}
+	empty := map[peer.ID]float64{}
+	n.scores.Store(&empty)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	topic := BundlesTopic(cfg.Domain)
+	params, thresholds := ScoreParams(topic)
+	gs := cfg.Gossip
+	if gs == nil {
+		p := GossipParams(cfg.Role)
+		gs = &p
+	}
+	for _, pi := range cfg.Bootstrap {
+		cfg.Host.Peerstore().AddAddrs(pi.ID, pi.Addrs, time.Hour)
+		cfg.Host.ConnManager().Protect(pi.ID, "meshkit-bootstrap")
+	}
+	ps, err := pubsub.NewGossipSub(runCtx, cfg.Host,
+		pubsub.WithGossipSubParams(*gs),
+		pubsub.WithPeerScore(params, thresholds),
+		pubsub.WithPeerScoreInspect(n.inspectScores, cfg.ScoreInspectInterval),
+		pubsub.WithFloodPublish(false),
+		pubsub.WithPeerExchange(cfg.Role == RoleSeed),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID),
+		pubsub.WithMaxMessageSize(cfg.MaxGossipBytes+(16<<10)),
+		pubsub.WithRawTracer(byteCounter{n}),
+		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(topic)),
+		pubsub.WithLogger(cfg.Logger),
+	)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: gossipsub: %w", err)
+	}
+	n.ps = ps
+	if err := ps.RegisterTopicValidator(topic, n.validate,
+		pubsub.WithValidatorTimeout(30*time.Second), pubsub.WithValidatorConcurrency(256)); err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: validator: %w", err)
+	}
+	if n.topic, err = ps.Join(topic); err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: join %s: %w", topic, err)
+	}
+	if n.sub, err = n.topic.Subscribe(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: subscribe %s: %w", topic, err)
+	}
+	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Domain), n.serveSync)
+
+	n.wg.Add(2)
+	go n.drain(runCtx)
+	go n.maintain(runCtx)
+	return n, nil
+}
+
+// messageID is content-addressed: the same envelope published twice (a seed's retry, an
+// agent re-announcing after sync) is one message.
+func messageID(m *pb.Message) string {
+	h := sha256.Sum256(m.Data)
+	return hex.EncodeToString(h[:20])
+}
+
+func (n *Node) validate(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	local := m.Local || from == n.host.ID()
+	if len(m.Data) > n.cfg.MaxGossipBytes && !local {
+		n.log.Warn("gossip refused", "peer", from, "reason", "oversized", "bytes", len(m.Data), "max", n.cfg.MaxGossipBytes)
+		return pubsub.ValidationReject
+	}
+	switch n.cfg.Validator.Validate(ctx, Message{From: from, Data: m.Data, Local: local}) {
+	case Accept:
+		return pubsub.ValidationAccept
+	case Reject:
+		return pubsub.ValidationReject
+	}
+	return pubsub.ValidationIgnore
+}
+
+// drain consumes delivered messages: the validator has already acted on them.
+func (n *Node) drain(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		if _, err := n.sub.Next(ctx); err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) inspectScores(s map[peer.ID]float64) {
+	n.scores.Store(&s)
+}
+
+// Publish floods data on the domain's bundles topic. The node's own validator sees it
+// first (with Local set).
+func (n *Node) Publish(ctx context.Context, data []byte) error {
+	return n.topic.Publish(ctx, data)
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Peers lists the peers connected now.
+func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
+
+// MeshPeers lists the peers in the node's mesh of the bundles topic.
+func (n *Node) MeshPeers() []peer.ID { return n.topic.ListPeers() }
+
+// Scores returns the latest sample of every known peer's gossipsub score.
+func (n *Node) Scores() map[peer.ID]float64 { return *n.scores.Load() }
+
+// Traffic is what a node sent and received: gossipsub RPCs and sync streams, counted at
+// the message layer (without transport framing).
+type Traffic struct {
+	BytesIn, BytesOut   uint64
+	GossipIn, GossipOut uint64 // the gossipsub part
+}
+
+// Traffic returns the totals since New.
+func (n *Node) Traffic() Traffic {
+	return Traffic{BytesIn: n.bytesIn.Load(), BytesOut: n.bytesOut.Load(), GossipIn: n.gossipIn.Load(), GossipOut: n.gossipOut.Load()}
+}
+
+// Close leaves the mesh and stops the node's goroutines. It does not close the host.
+func (n *Node) Close() error {
+	n.host.RemoveStreamHandler(SyncProtocol(n.cfg.Domain))
+	n.sub.Cancel()
+	err := n.topic.Close()
+	n.cancel()
+	n.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("p2p: close topic: %w", err)
+	}
+	return nil
+}
+
+// maintain keeps the node connected: bootstrap peers first, then peers learned by peer
+// exchange from the peers it has, until it holds TargetPeers connections.
+func (n *Node) maintain(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.connect(ctx)
+		jitter := time.Duration(rand.Int64N(int64(n.cfg.MaintainInterval / 4)))
+		t.Reset(n.cfg.MaintainInterval + jitter)
+	}
+}
+
+func (n *Node) connect(ctx context.Context) {
+	net := n.host.Network()
+	if len(net.Peers()) >= n.cfg.TargetPeers {
+		return
+	}
+	for _, pi := range n.cfg.Bootstrap {
+		if net.Connectedness(pi.ID) != network.Connected {
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := n.host.Connect(dctx, pi); err != nil {
+				n.log.Debug("bootstrap peer unreachable", "peer", pi.ID, "err", err)
+			}
+			cancel()
+		}
+	}
+	peers := net.Peers()
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	for _, p := range peers {
+		if len(net.Peers()) >= n.cfg.TargetPeers || ctx.Err() != nil {
+			return
+		}
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		found, err := n.ExchangePeers(qctx, p, uint32(n.cfg.TargetPeers))
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, pi := range found {
+			if pi.ID == n.host.ID() || net.Connectedness(pi.ID) == network.Connected {
+				continue
+			}
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = n.host.Connect(dctx, pi)
+			cancel()
+			if len(net.Peers()) >= n.cfg.TargetPeers {
+				return
+			}
+		}
+	}
+}
+
+// byteCounter counts gossipsub traffic.
+type byteCounter struct{ n *Node }
+
+func (b byteCounter) RecvRPC(rpc *pubsub.RPC) {
+	s := uint64(proto.Size(&rpc.RPC))
+	b.n.bytesIn.Add(s)
+	b.n.gossipIn.Add(s)
+}
+
+func (b byteCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
+	s := uint64(proto.Size(&rpc.RPC))
+	b.n.bytesOut.Add(s)
+	b.n.gossipOut.Add(s)
+}
+
+func (byteCounter) AddPeer(peer.ID, protocol.ID)                         {}
+func (byteCounter) RemovePeer(peer.ID)                                   {}
+func (byteCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (byteCounter) OnClosedOutboundStream(peer.ID)                       {}
+func (byteCounter) Join(string)                                          {}
+func (byteCounter) Leave(string)                                         {}
+func (byteCounter) Graft(peer.ID, string)                                {}
+func (byteCounter) Prune(peer.ID, string)                                {}
+func (byteCounter) ValidateMessage(*pubsub.Message)                      {}
+func (byteCounter) DeliverMessage(*pubsub.Message)                       {}
+func (byteCounter) RejectMessage(*pubsub.Message, string)                {}
+func (byteCounter) DuplicateMessage(*pubsub.Message)                     {}
+func (byteCounter) ThrottlePeer(peer.ID)                                 {}
+func (byteCounter) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (byteCounter) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (byteCounter) UndeliverableMessage(*pubsub.Message)                 {}

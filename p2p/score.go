@@ -1,0 +1,79 @@
+package p2p
+
+import (
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Score thresholds (see docs/p2p.md#peer-scoring for the reasoning).
+const (
+	// GossipThreshold: below it a peer gets no gossip (IHAVE/IWANT) from us and its gossip is ignored.
+	GossipThreshold = -10
+	// PublishThreshold: below it we do not publish to the peer.
+	PublishThreshold = -50
+	// GraylistThreshold: below it every RPC from the peer is dropped.
+	GraylistThreshold = -80
+	// InvalidMessageWeight is the score cost of the first invalid message (it grows with
+	// the square of the count): one forged bundle is enough to graylist a peer.
+	InvalidMessageWeight = -100
+)
+
+// ScoreParams returns the peer-scoring parameters for a domain's bundles topic.
+//
+// Bundles are rare (one per change, or per refresh) and every one is signed, so the score
+// is built on what cannot happen honestly: an invalid message (a forged, cross-domain,
+// expired or oversized bundle) costs more than the graylist threshold at once. Delivery
+// rates are not scored (MeshMessageDeliveries is off): a quiet domain would otherwise
+// penalise honest peers for the seed's silence. First deliveries and time in the mesh earn
+// a small, capped credit, so a peer that relays well is kept when the mesh is pruned,
+// without ever outweighing one invalid message.
+func ScoreParams(topic string) (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+	p := &pubsub.PeerScoreParams{
+		Topics: map[string]*pubsub.TopicScoreParams{
+			topic: {
+				TopicWeight:                    1,
+				TimeInMeshWeight:               0.01,
+				TimeInMeshQuantum:              time.Second,
+				TimeInMeshCap:                  300, // ≤ +3 after 5 minutes in the mesh
+				FirstMessageDeliveriesWeight:   1,
+				FirstMessageDeliveriesDecay:    pubsub.ScoreParameterDecay(time.Hour),
+				FirstMessageDeliveriesCap:      5,
+				InvalidMessageDeliveriesWeight: InvalidMessageWeight,
+				InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(time.Hour),
+			},
+		},
+		TopicScoreCap:     10,
+		AppSpecificScore:  func(peer.ID) float64 { return 0 },
+		AppSpecificWeight: 1,
+		// Agents of one site may share an egress address (NAT); admission is the
+		// domain's network key, so co-location is not penalised.
+		IPColocationFactorWeight:  0,
+		BehaviourPenaltyWeight:    -10,
+		BehaviourPenaltyThreshold: 6,
+		BehaviourPenaltyDecay:     pubsub.ScoreParameterDecay(10 * time.Minute),
+		DecayInterval:             time.Second,
+		DecayToZero:               0.01,
+		RetainScore:               time.Hour,
+	}
+	t := &pubsub.PeerScoreThresholds{
+		GossipThreshold:             GossipThreshold,
+		PublishThreshold:            PublishThreshold,
+		GraylistThreshold:           GraylistThreshold,
+		AcceptPXThreshold:           1,
+		OpportunisticGraftThreshold: 2,
+	}
+	return p, t
+}
+
+// GossipParams returns gossipsub's parameters for a role. Agents use the defaults
+// (D=6, Dlo=5, Dhi=12). A seed keeps a mesh of at most 8, so that what it uploads per
+// publish is bounded by the mesh, not by the number of agents connected to it.
+func GossipParams(r Role) pubsub.GossipSubParams {
+	p := pubsub.DefaultGossipSubParams()
+	if r == RoleSeed {
+		p.D, p.Dlo, p.Dhi, p.Dout, p.Dlazy = 6, 4, 8, 2, 6
+	}
+	return p
+}

@@ -1,0 +1,209 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+)
+
+const (
+	maxSyncRequestBytes = 4 << 10
+	syncStreamTimeout   = 30 * time.Second
+	maxExchangedPeers   = 32
+)
+
+// ErrNotFound is returned by Fetch when the peer does not hold the bundle.
+var ErrNotFound = errors.New("p2p: peer does not hold the bundle")
+
+// Heads asks p for the newest bundle it holds of each variant.
+func (n *Node) Heads(ctx context.Context, p peer.ID) ([]*syncv1.Head, error) {
+	resp, err := n.request(ctx, p, &syncv1.SyncRequest{Op: &syncv1.SyncRequest_Heads{Heads: &syncv1.HeadsRequest{}}})
+	if err != nil {
+		return nil, err
+	}
+	h := resp.GetHeads()
+	if h == nil {
+		return nil, fmt.Errorf("p2p: heads from %s: %s", p, describe(resp))
+	}
+	return h.GetHeads(), nil
+}
+
+// Fetch asks p for the bundle whose payload hashes to hash. The answer is untrusted:
+// verify it (trust.Verifier.VerifyHeld) before use.
+func (n *Node) Fetch(ctx context.Context, p peer.ID, hash []byte) (*syncv1.HeldBundle, error) {
+	resp, err := n.request(ctx, p, &syncv1.SyncRequest{Op: &syncv1.SyncRequest_Fetch{Fetch: &syncv1.FetchRequest{Hash: hash}}})
+	if err != nil {
+		return nil, err
+	}
+	b := resp.GetBundle()
+	if b == nil {
+		if resp.GetError() == errNotHeld {
+			return nil, fmt.Errorf("%w (%s)", ErrNotFound, p)
+		}
+		return nil, fmt.Errorf("p2p: fetch from %s: %s", p, describe(resp))
+	}
+	return b, nil
+}
+
+// ExchangePeers asks p for up to limit other peers of the domain.
+func (n *Node) ExchangePeers(ctx context.Context, p peer.ID, limit uint32) ([]peer.AddrInfo, error) {
+	resp, err := n.request(ctx, p, &syncv1.SyncRequest{Op: &syncv1.SyncRequest_Peers{Peers: &syncv1.PeersRequest{Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	pr := resp.GetPeers()
+	if pr == nil {
+		return nil, fmt.Errorf("p2p: peers from %s: %s", p, describe(resp))
+	}
+	var out []peer.AddrInfo
+	for _, pa := range pr.GetPeers() {
+		id, err := peer.IDFromBytes(pa.GetId())
+		if err != nil {
+			continue // a malformed entry is skipped, not trusted
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, b := range pa.GetAddrs() {
+			if a, err := ma.NewMultiaddrBytes(b); err == nil {
+				ai.Addrs = append(ai.Addrs, a)
+			}
+		}
+		if len(ai.Addrs) > 0 {
+			out = append(out, ai)
+		}
+	}
+	return out, nil
+}
+
+func describe(resp *syncv1.SyncResponse) string {
+	if e := resp.GetError(); e != "" {
+		return e
+	}
+	return "unexpected answer"
+}
+
+const errNotHeld = "not held"
+
+func (n *Node) request(ctx context.Context, p peer.ID, req *syncv1.SyncRequest) (*syncv1.SyncResponse, error) {
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, SyncProtocol(n.cfg.Domain))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: open sync stream to %s: %w", p, err)
+	}
+	defer func() { _ = s.Close() }()
+	deadline := time.Now().Add(syncStreamTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = s.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+
+	w := &countingWriter{w: s, n: n}
+	if _, err := protodelim.MarshalTo(w, req); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("p2p: sync request to %s: %w", p, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("p2p: sync request to %s: %w", p, err)
+	}
+	resp := &syncv1.SyncResponse{}
+	r := bufio.NewReader(&countingReader{r: s, n: n})
+	if err := (protodelim.UnmarshalOptions{MaxSize: int64(n.cfg.MaxFetchBytes)}).UnmarshalFrom(r, resp); err != nil {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("p2p: sync answer from %s: %w", p, err)
+	}
+	return resp, nil
+}
+
+func (n *Node) serveSync(s network.Stream) {
+	defer func() { _ = s.Close() }()
+	_ = s.SetDeadline(time.Now().Add(syncStreamTimeout))
+	req := &syncv1.SyncRequest{}
+	r := bufio.NewReader(&countingReader{r: s, n: n})
+	if err := (protodelim.UnmarshalOptions{MaxSize: maxSyncRequestBytes}).UnmarshalFrom(r, req); err != nil {
+		n.log.Debug("sync request refused", "peer", s.Conn().RemotePeer(), "err", err)
+		_ = s.Reset()
+		return
+	}
+	resp := n.answer(s.Conn().RemotePeer(), req)
+	if _, err := protodelim.MarshalTo(&countingWriter{w: s, n: n}, resp); err != nil {
+		_ = s.Reset()
+	}
+}
+
+func (n *Node) answer(from peer.ID, req *syncv1.SyncRequest) *syncv1.SyncResponse {
+	fail := func(msg string) *syncv1.SyncResponse {
+		return &syncv1.SyncResponse{Result: &syncv1.SyncResponse_Error{Error: msg}}
+	}
+	switch op := req.GetOp().(type) {
+	case *syncv1.SyncRequest_Heads:
+		return &syncv1.SyncResponse{Result: &syncv1.SyncResponse_Heads{Heads: &syncv1.HeadsResponse{Heads: n.cfg.Source.Heads()}}}
+	case *syncv1.SyncRequest_Fetch:
+		if len(op.Fetch.GetHash()) != 32 {
+			return fail("malformed: hash must be 32 bytes")
+		}
+		b := n.cfg.Source.Held(op.Fetch.GetHash())
+		if b == nil {
+			return fail(errNotHeld)
+		}
+		return &syncv1.SyncResponse{Result: &syncv1.SyncResponse_Bundle{Bundle: b}}
+	case *syncv1.SyncRequest_Peers:
+		limit := min(int(op.Peers.GetLimit()), maxExchangedPeers)
+		peers := n.host.Network().Peers()
+		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+		out := &syncv1.PeersResponse{}
+		for _, p := range peers {
+			if len(out.Peers) >= limit {
+				break
+			}
+			if p == from {
+				continue
+			}
+			pa := &syncv1.PeerAddrs{Id: []byte(p)}
+			for _, a := range n.host.Peerstore().Addrs(p) {
+				pa.Addrs = append(pa.Addrs, a.Bytes())
+			}
+			if len(pa.Addrs) > 0 {
+				out.Peers = append(out.Peers, pa)
+			}
+		}
+		return &syncv1.SyncResponse{Result: &syncv1.SyncResponse_Peers{Peers: out}}
+	}
+	return fail("malformed: unknown request")
+}
+
+type countingReader struct {
+	r io.Reader
+	n *Node
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.bytesIn.Add(uint64(k))
+	return k, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *Node
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n.bytesOut.Add(uint64(k))
+	return k, err
+}

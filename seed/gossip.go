@@ -1,0 +1,155 @@
+package seed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/p2p"
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	"meshkit.dev/meshkit/trust"
+)
+
+// DefaultInlineMax is the largest envelope a seed floods on gossip. Above it the seed
+// gossips the signed announce and peers fetch the body by hash, once each.
+const DefaultInlineMax = 32 << 10
+
+// Restorer is implemented by publishers that must know the newest publication the seed
+// held before a restart (to serve it to peers) without publishing it again.
+type Restorer interface {
+	Restore(p *Publication)
+}
+
+// Gossip publishes a seed's bundles on its domain's gossipsub topic and serves them over
+// the sync protocol. It is the seed's Publisher in production.
+type Gossip struct {
+	node      *p2p.Node
+	inlineMax int
+
+	mu    sync.Mutex                          // guards held and heads
+	held  map[trust.Digest]*syncv1.HeldBundle // by payload hash; the newest two versions
+	heads []*syncv1.Head
+	prev  map[trust.Digest]bool
+}
+
+var (
+	_ Publisher     = (*Gossip)(nil)
+	_ Restorer      = (*Gossip)(nil)
+	_ p2p.Source    = (*Gossip)(nil)
+	_ p2p.Validator = (*Gossip)(nil)
+)
+
+// NewGossip joins the domain as a seed: cfg.Role, cfg.Validator and cfg.Source are set
+// here. inlineMax 0 means DefaultInlineMax.
+func NewGossip(ctx context.Context, cfg p2p.Config, inlineMax int) (*Gossip, error) {
+	if inlineMax == 0 {
+		inlineMax = DefaultInlineMax
+	}
+	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]*syncv1.HeldBundle{}}
+	cfg.Role, cfg.Validator, cfg.Source = p2p.RoleSeed, g, g
+	n, err := p2p.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.node = n
+	return g, nil
+}
+
+// Node is the seed's p2p node.
+func (g *Gossip) Node() *p2p.Node { return g.node }
+
+// Close leaves the mesh; it does not close the host.
+func (g *Gossip) Close() error { return g.node.Close() }
+
+// Publish gossips each variant of p: the delta when it is small enough, else the snapshot
+// when that is, else the signed announce (peers then fetch the snapshot by hash from
+// whoever forwarded the announce). The snapshots are served over sync from now on.
+func (g *Gossip) Publish(ctx context.Context, p *Publication) error {
+	if err := g.remember(p); err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range p.Variants {
+		msg := v.Announce
+		switch {
+		case v.Delta != nil && len(v.Delta) <= g.inlineMax:
+			msg = v.Delta
+		case len(v.Snapshot) <= g.inlineMax:
+			msg = v.Snapshot
+		}
+		if msg == nil {
+			errs = append(errs, fmt.Errorf("seed: variant %v has no announce to gossip", v.RequiredCapabilities))
+			continue
+		}
+		if err := g.node.Publish(ctx, msg); err != nil {
+			errs = append(errs, fmt.Errorf("seed: gossip variant %v: %w", v.RequiredCapabilities, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Restore serves p's snapshots over sync without gossiping them.
+func (g *Gossip) Restore(p *Publication) { _ = g.remember(p) }
+
+func (g *Gossip) remember(p *Publication) error {
+	held := map[trust.Digest]*syncv1.HeldBundle{}
+	var heads []*syncv1.Head
+	for _, v := range p.Variants {
+		env, err := trust.DecodeEnvelope(v.Snapshot, 0)
+		if err != nil {
+			return fmt.Errorf("seed: own snapshot: %w", err)
+		}
+		h := bundle.Hash(env.GetPayload())
+		held[trust.Digest(h)] = &syncv1.HeldBundle{Proof: v.Snapshot}
+		heads = append(heads, &syncv1.Head{
+			RequiredCapabilities: slices.Clone(v.RequiredCapabilities), Epoch: p.Info.GetEpoch(), Version: p.Info.GetVersion(),
+			Hash: h[:], Size: uint64(len(env.GetPayload())),
+		})
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Keep the previous version too: a peer may still be fetching what it was announced.
+	for d := range g.prev {
+		if _, ok := held[d]; !ok {
+			delete(g.held, d)
+		}
+	}
+	g.prev = map[trust.Digest]bool{}
+	for d := range g.held {
+		g.prev[d] = true
+	}
+	for d, b := range held {
+		g.held[d] = b
+	}
+	g.heads = heads
+	return nil
+}
+
+// Heads implements p2p.Source.
+func (g *Gossip) Heads() []*syncv1.Head {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.heads)
+}
+
+// Held implements p2p.Source.
+func (g *Gossip) Held(hash []byte) *syncv1.HeldBundle {
+	if len(hash) != len(trust.Digest{}) {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held[trust.Digest(hash)]
+}
+
+// Validate implements p2p.Validator: a seed relays only what it publishes. What agents
+// gossip back is theirs to verify; the seed neither applies nor forwards it.
+func (g *Gossip) Validate(_ context.Context, m p2p.Message) p2p.Verdict {
+	if m.Local {
+		return p2p.Accept
+	}
+	return p2p.Ignore
+}
