@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +18,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/p2p"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -105,6 +109,9 @@ type Agent struct {
 	stale       string        // why the agent is stale, "" when fresh
 	lastAccept  time.Time
 	lastPersist error
+	accepted    map[string]uint64 // by source
+	rejected    map[string]uint64 // by reason, for sync and announce fetches
+	refusals    reasonCounts      // gossip refusals (counted where a.mu may or may not be held)
 
 	persistKick chan struct{}
 	syncKick    chan struct{}
@@ -149,6 +156,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
 		held: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
+		accepted: map[string]uint64{}, rejected: map[string]uint64{},
 		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
 	}
 	var err error
@@ -218,7 +226,7 @@ func (a *Agent) loadLKG() error {
 		if l.modified.After(a.lastAccept) {
 			a.lastAccept = l.modified
 		}
-		a.metrics.accepted.WithLabelValues("lkg").Inc()
+		a.countAcceptLocked("lkg")
 		a.log.Info("serving last-known-good", "variant", l.vb.Variant, "epoch", l.vb.Header.GetEpoch(), "version", l.vb.Header.GetVersion(), "expired", l.vb.Expired)
 	}
 	return nil
@@ -309,31 +317,34 @@ func (a *Agent) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
 		return a.refused(err, m.From, "gossip")
 	}
 	if env.GetPayloadType() == trust.PayloadAnnounce {
-		return a.onAnnounce(ctx, m)
+		return a.onAnnounce(ctx, m, env)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	vb, err := a.verifier.Verify(m.Data)
 	if err != nil {
+		if errors.Is(err, trust.ErrReplay) && a.holdsLocked(namedBundle(env)) {
+			return p2p.Accept // authentic and current: we got it another way; peers still need it
+		}
 		return a.refused(err, m.From, "gossip")
 	}
 	if err := a.applyLocked(vb, m.Data); err != nil {
 		return a.refused(err, m.From, "gossip")
 	}
-	a.metrics.accepted.WithLabelValues("gossip").Inc()
+	a.countAcceptLocked("gossip")
 	return p2p.Accept
 }
 
 // onAnnounce verifies the announce, fetches the body from the peer that forwarded it
 // (or others), and accepts the announce for forwarding only once the body is verified and
 // held: whoever receives it from us can fetch the body from us.
-func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message) p2p.Verdict {
+func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message, env *trustv1.Envelope) p2p.Verdict {
 	ann, err := a.verifier.VerifyAnnounce(m.Data)
 	if err != nil {
+		if errors.Is(err, trust.ErrReplay) && a.holds(namedBundle(env)) {
+			return p2p.Accept // we hold the body, so peers can fetch it from us
+		}
 		return a.refused(err, m.From, "gossip")
-	}
-	if a.holds(ann.Held) {
-		return p2p.Ignore
 	}
 	peers := []peer.ID{m.From}
 	for _, p := range a.node.Peers() {
@@ -362,12 +373,36 @@ func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message) p2p.Verdict {
 func (a *Agent) holds(d trust.Digest) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.holdsLocked(d)
+}
+
+func (a *Agent) holdsLocked(d trust.Digest) bool {
 	for _, h := range a.held {
 		if h.vb.Held == d {
 			return true
 		}
 	}
 	return false
+}
+
+// namedBundle is the hash of the bundle an authenticated envelope names: a snapshot's own
+// payload hash, a delta's target, an announce's snapshot. Zero when it names none.
+func namedBundle(env *trustv1.Envelope) trust.Digest {
+	switch env.GetPayloadType() {
+	case trust.PayloadBundle:
+		return sha256.Sum256(env.GetPayload())
+	case trust.PayloadDelta:
+		d := &bundlev1.BundleDelta{}
+		if proto.Unmarshal(env.GetPayload(), d) == nil && len(d.GetTargetHash()) == sha256.Size {
+			return trust.Digest(d.GetTargetHash())
+		}
+	case trust.PayloadAnnounce:
+		an := &bundlev1.Announce{}
+		if proto.Unmarshal(env.GetPayload(), an) == nil && len(an.GetSnapshotHash()) == sha256.Size {
+			return trust.Digest(an.GetSnapshotHash())
+		}
+	}
+	return trust.Digest{}
 }
 
 // acceptHeld verifies and adopts a bundle fetched from a peer; when ann is set the bundle
@@ -377,20 +412,31 @@ func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source st
 	defer a.mu.Unlock()
 	vb, err := a.verifier.VerifyHeld(hb.GetProof(), hb.GetPayload())
 	if err != nil {
-		a.metrics.rejected.WithLabelValues(source, trust.Reason(err)).Inc()
+		a.countRefusalLocked(source, err)
 		return err
 	}
 	if ann != nil && (vb.Held != ann.Held || vb.Header.GetVersion() != ann.Header.GetVersion() || vb.Header.GetEpoch() != ann.Header.GetEpoch()) {
 		err := fmt.Errorf("%w: fetched bundle %s (v%d) is not the announced %s (v%d)", trust.ErrHashMismatch, vb.Held, vb.Header.GetVersion(), ann.Held, ann.Header.GetVersion())
-		a.metrics.rejected.WithLabelValues(source, trust.Reason(err)).Inc()
+		a.countRefusalLocked(source, err)
 		return err
 	}
 	h := &heldBundle{vb: vb, proof: hb.GetProof(), withBody: len(hb.GetPayload()) > 0}
 	if err := a.adoptLocked(vb, h); err != nil {
 		return err
 	}
-	a.metrics.accepted.WithLabelValues(source).Inc()
+	a.countAcceptLocked(source)
 	return nil
+}
+
+func (a *Agent) countAcceptLocked(source string) {
+	a.accepted[source]++
+	a.metrics.accepted.WithLabelValues(source).Inc()
+}
+
+func (a *Agent) countRefusalLocked(source string, err error) {
+	reason := trust.Reason(err)
+	a.rejected[reason]++
+	a.metrics.rejected.WithLabelValues(source, reason).Inc()
 }
 
 // applyLocked adopts a verified snapshot, or applies a verified delta to the held base.
@@ -440,10 +486,11 @@ func (a *Agent) installLocked(vb *trust.Verified, h *heldBundle) {
 	}
 }
 
-// refused counts a refusal and maps it to a gossip verdict.
+// refused counts a refusal and maps it to a gossip verdict. It may run with or without a.mu.
 func (a *Agent) refused(err error, from peer.ID, source string) p2p.Verdict {
 	reason := trust.Reason(err)
 	a.metrics.rejected.WithLabelValues(source, reason).Inc()
+	a.refusals.Add(reason)
 	switch {
 	case errors.Is(err, trust.ErrReplay), errors.Is(err, trust.ErrRollback):
 		return p2p.Ignore // stale but valid: honest peers race
@@ -660,4 +707,27 @@ func addrStrings(h host.Host) []string {
 		out = append(out, a.String())
 	}
 	return out
+}
+
+// reasonCounts counts refusals by reason, safe for concurrent use.
+type reasonCounts struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+func (r *reasonCounts) Add(reason string) {
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = map[string]uint64{}
+	}
+	r.m[reason]++
+	r.mu.Unlock()
+}
+
+func (r *reasonCounts) snapshot(into map[string]uint64) {
+	r.mu.Lock()
+	for k, v := range r.m {
+		into[k] += v
+	}
+	r.mu.Unlock()
 }

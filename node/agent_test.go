@@ -15,6 +15,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/node"
+	"meshkit.dev/meshkit/p2p"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -34,9 +35,23 @@ func TestMain(m *testing.M) {
 
 // TestBundlesReachEveryAgentInEveryForm: a snapshot, a delta and an announced (large)
 // bundle each reach every agent, which ends up holding byte-identical, verified content.
+//
+// Periodic sync is off, and every agent connects to the seed and two other agents only:
+// what arrives after the mesh formed arrived by gossip, relayed by agents.
 func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMesh(t, d, 6)
+	m := newMeshWith(t, d, 8, func(c *node.Config) {
+		c.SyncInterval = time.Hour
+		c.TuneP2P = func(p *p2p.Config) { p.MaintainInterval = time.Hour } // no new connections, so no sync
+	})
+	for i := range m.agents {
+		for _, j := range []int{(i + 1) % len(m.agents), (i + 3) % len(m.agents)} {
+			if err := m.hosts[i].Connect(context.Background(), peer.AddrInfo{ID: m.hosts[j].ID(), Addrs: m.hosts[j].Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m.waitMesh()
 	p1 := d.payload(t, 1, 3)
 	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
 	waitVersion(t, 1, m.agents...)
@@ -54,11 +69,22 @@ func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
 	m.seed.publish(t, d.announce(t, p3))
 	waitVersion(t, 3, m.agents...)
 
+	// Each new connection also starts a sync round, which can race gossip for a version;
+	// most versions must still have arrived by gossip.
+	var byGossip uint64
 	for i, a := range m.agents {
 		b, _ := a.Current()
 		if b.Hash != trust.Digest(bundle.Hash(p3)) || string(b.Payload) != string(p3) {
 			t.Fatalf("agent %d holds %s, want %s", i, b.Hash, bundle.Hash(p3))
 		}
+		st := a.Status()
+		if st.Accepted["gossip"]+st.Accepted["sync"] != 3 || st.Accepted["gossip"] == 0 {
+			t.Errorf("agent %d accepted %v; want three versions, some by gossip", i, st.Accepted)
+		}
+		byGossip += st.Accepted["gossip"]
+	}
+	if byGossip < uint64(2*len(m.agents)) {
+		t.Errorf("%d of %d acceptances came by gossip", byGossip, 3*len(m.agents))
 	}
 }
 

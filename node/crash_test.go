@@ -142,7 +142,7 @@ func crashChild() {
 	cur, have := a.Current()
 	v := cur.Version
 	prev := cur.Payload
-	fmt.Println("applying")
+	first := true
 	for {
 		v++
 		p := d.payload(tb, v, 50+int(v%7)*40)
@@ -154,6 +154,10 @@ func crashChild() {
 			fail(fmt.Errorf("v%d: %s", v, verdict))
 		}
 		prev, have = p, true
+		if first {
+			fmt.Println("applying") // the parent's random delay starts after one apply
+			first = false
+		}
 	}
 }
 

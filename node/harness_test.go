@@ -209,6 +209,7 @@ type mesh struct {
 	hosts  []host.Host
 	agents []*node.Agent
 	dirs   []string
+	tune   func(*node.Config)
 }
 
 func fastP2P(c *p2p.Config) {
@@ -218,7 +219,13 @@ func fastP2P(c *p2p.Config) {
 
 func newMesh(t *testing.T, d *domain, agents int) *mesh {
 	t.Helper()
-	m := &mesh{t: t, d: d, mn: mocknet.New()}
+	return newMeshWith(t, d, agents, nil)
+}
+
+// newMeshWith starts agents with tune applied to each agent's configuration.
+func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config)) *mesh {
+	t.Helper()
+	m := &mesh{t: t, d: d, mn: mocknet.New(), tune: tune}
 	t.Cleanup(func() { _ = m.mn.Close() })
 	sh, err := m.mn.GenPeer()
 	if err != nil {
@@ -255,10 +262,14 @@ func (m *mesh) seedInfo() peer.AddrInfo {
 
 func (m *mesh) start(i int, bootstrap []peer.AddrInfo) *node.Agent {
 	m.t.Helper()
-	a, err := node.New(context.Background(), node.Config{
+	cfg := node.Config{
 		Root: m.d.root, DataDir: m.dirs[i], Host: m.hosts[i], Bootstrap: bootstrap, Clock: m.d.clock,
 		SyncInterval: 500 * time.Millisecond, CheckInterval: 50 * time.Millisecond, TuneP2P: fastP2P,
-	})
+	}
+	if m.tune != nil {
+		m.tune(&cfg)
+	}
+	a, err := node.New(context.Background(), cfg)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -284,5 +295,24 @@ func waitVersion(t *testing.T, version uint64, agents ...*node.Agent) {
 				t.Fatalf("agent %d serves version %d after 20s, want %d (status %+v)", i, b.Version, version, a.Status())
 			}
 		}
+	}
+}
+
+// waitMesh waits until the seed and every agent have a gossip mesh.
+func (m *mesh) waitMesh() {
+	m.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := len(m.seed.node.MeshPeers()) > 0
+		for _, a := range m.agents {
+			ok = ok && len(a.Node().MeshPeers()) > 0
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatal("no gossip mesh after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -27,6 +28,11 @@ type Status struct {
 	BytesIn     uint64       `json:"bytes_in"`
 	BytesOut    uint64       `json:"bytes_out"`
 	PersistErr  string       `json:"persist_error,omitempty"`
+	// Accepted counts adopted bundles by source (gossip, sync, lkg).
+	Accepted map[string]uint64 `json:"accepted"`
+	// Rejected counts refused bundles, deltas and announces by reason (replay, rollback,
+	// bad_signature, expired, oversized, ...).
+	Rejected map[string]uint64 `json:"rejected"`
 }
 
 // HeadStatus describes one held bundle.
@@ -50,6 +56,8 @@ func (a *Agent) Status() Status {
 	if a.lastPersist != nil {
 		s.PersistErr = a.lastPersist.Error()
 	}
+	s.Accepted, s.Rejected = maps.Clone(a.accepted), maps.Clone(a.rejected)
+	a.refusals.snapshot(s.Rejected)
 	for _, h := range a.held {
 		s.Held = append(s.Held, headStatus(h))
 	}

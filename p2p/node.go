@@ -57,7 +57,8 @@ type Message struct {
 }
 
 // Validator decides on every gossip message before it is delivered or forwarded: nothing
-// is relayed unless it returns Accept. It is called concurrently.
+// is relayed unless it returns Accept. It is called concurrently, and must reject
+// messages larger than Config.MaxGossipBytes.
 type Validator interface {
 	Validate(ctx context.Context, m Message) Verdict
 }
@@ -114,7 +115,8 @@ type Config struct {
 	// connection manager protects them. Seeds are bootstrap peers.
 	Bootstrap []peer.AddrInfo
 	Logger    *slog.Logger
-	// MaxGossipBytes: larger gossip is rejected before validation. 0 means DefaultMaxGossipBytes.
+	// MaxGossipBytes bounds gossip messages: gossipsub drops RPCs much larger, and the
+	// Validator must reject (and count) messages above it. 0 means DefaultMaxGossipBytes.
 	MaxGossipBytes int
 	// MaxFetchBytes bounds a sync response read. 0 means DefaultMaxFetchBytes.
 	MaxFetchBytes int
@@ -240,10 +242,6 @@ func messageID(m *pb.Message) string {
 
 func (n *Node) validate(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	local := m.Local || from == n.host.ID()
-	if len(m.Data) > n.cfg.MaxGossipBytes && !local {
-		n.log.Warn("gossip refused", "peer", from, "reason", "oversized", "bytes", len(m.Data), "max", n.cfg.MaxGossipBytes)
-		return pubsub.ValidationReject
-	}
 	switch n.cfg.Validator.Validate(ctx, Message{From: from, Data: m.Data, Local: local}) {
 	case Accept:
 		return pubsub.ValidationAccept
@@ -313,8 +311,9 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// maintain keeps the node connected: bootstrap peers first, then peers learned by peer
-// exchange from the peers it has, until it holds TargetPeers connections.
+// maintain keeps the node connected: bootstrap peers first, then peers met before, then
+// peers learned by peer exchange from the peers it has, until it holds TargetPeers
+// connections.
 func (n *Node) maintain(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTimer(0)
@@ -344,6 +343,25 @@ func (n *Node) connect(ctx context.Context) {
 			}
 			cancel()
 		}
+	}
+	// Peers met before (they spoke this domain's sync protocol) come back after a
+	// partition heals or a restart of theirs, even when no bootstrap peer is up.
+	proto := SyncProtocol(n.cfg.Domain)
+	known := n.host.Peerstore().PeersWithAddrs()
+	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
+	for _, p := range known {
+		if len(net.Peers()) >= n.cfg.TargetPeers || ctx.Err() != nil {
+			return
+		}
+		if p == n.host.ID() || net.Connectedness(p) == network.Connected {
+			continue
+		}
+		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err != nil || len(ok) == 0 {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = n.host.Connect(dctx, peer.AddrInfo{ID: p})
+		cancel()
 	}
 	peers := net.Peers()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })

@@ -1,0 +1,139 @@
+package node_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/p2p"
+	"meshkit.dev/meshkit/trust"
+)
+
+// TestMaliciousPeerIsRefusedAndGraylisted: a peer running plain gossipsub (no validator)
+// injects forged, tampered, replayed, rolled-back, cross-domain, expired and oversized
+// messages into agent A. A applies none and forwards none (agent B, reachable only
+// through A, never sees them), keeps serving its bundle, and A's score of the attacker
+// falls below the graylist threshold.
+func TestMaliciousPeerIsRefusedAndGraylisted(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 2)
+	p1, p2, p3 := d.payload(t, 1, 3), d.payload(t, 2, 4), d.payload(t, 3, 5)
+	v1 := m.seed.offer(t, d, 1, p1)
+	m.seed.publish(t, v1)
+	waitVersion(t, 1, m.agents...)
+	v2 := m.seed.offer(t, d, 2, p2)
+	m.seed.publish(t, v2)
+	waitVersion(t, 2, m.agents...)
+	v3 := m.seed.offer(t, d, 3, p3)
+	m.seed.publish(t, v3)
+	waitVersion(t, 3, m.agents...)
+	victim, bystander := m.agents[0], m.agents[1]
+	// Cut the bystander from the seed: whatever reaches it now comes through the victim.
+	_ = m.mn.UnlinkPeers(m.hosts[1].ID(), m.seed.node.ID())
+	_ = m.mn.DisconnectPeers(m.hosts[1].ID(), m.seed.node.ID())
+
+	other := newDomain(t, "staging")
+	tampered := d.seal(t, trust.PayloadBundle, d.payload(t, 10, 3), d.seed)
+	tampered[len(tampered)/2] ^= 0x40
+	attacks := []struct {
+		name, reason string
+		msg          []byte
+		penalised    bool
+	}{
+		{"forged", "unknown_key", d.seal(t, trust.PayloadBundle, d.payload(t, 9, 3), d.strange), true},
+		{"tampered", "bad_signature", tampered, true},
+		{"replayed", "replay", v3, false},
+		{"rolled-back", "rollback", v1, false},
+		{"cross-domain", "unknown_key", other.seal(t, trust.PayloadBundle, other.payload(t, 12, 3), other.seed), true},
+		{"expired", "expired", d.seal(t, trust.PayloadBundle, d.payloadAt(t, 11, t0.Add(-48*time.Hour), t0.Add(-24*time.Hour)), d.seed), true},
+		{"oversized", "oversized", d.seal(t, trust.PayloadBundle, d.payload(t, 13, 1450), d.seed), true},
+		{"garbage", "malformed", []byte("not an envelope at all"), true},
+	}
+	for _, at := range attacks {
+		before := victim.Status().Rejected[at.reason]
+		ah, topic := newAttacker(t, m, 0)
+		if err := topic.Publish(context.Background(), at.msg, pubsub.WithReadiness(pubsub.MinTopicSize(1))); err != nil {
+			t.Fatalf("%s: %v", at.name, err)
+		}
+		waitFor(t, at.name+" refused by the victim", func() bool { return victim.Status().Rejected[at.reason] > before })
+		if at.penalised {
+			waitFor(t, at.name+": attacker graylisted", func() bool { return victim.Node().Scores()[ah.ID()] < p2p.GraylistThreshold })
+		}
+		t.Logf("%-12s refused (%s); attacker score %.1f", at.name, at.reason, victim.Node().Scores()[ah.ID()])
+	}
+	for i, a := range m.agents {
+		b, ok := a.Current()
+		if !ok || b.Version != 3 || b.Hash != trust.Digest(bundle.Hash(p3)) {
+			t.Fatalf("agent %d serves v%d %s after the attacks, want v3 %s", i, b.Version, b.Hash, bundle.Hash(p3))
+		}
+	}
+	if r := bystander.Status().Rejected; len(r) != 0 {
+		t.Fatalf("the bystander refused %v: the victim forwarded attack messages", r)
+	}
+}
+
+// newAttacker is a host running plain gossipsub, without validation, connected to agent i.
+func newAttacker(t *testing.T, m *mesh, i int) (host.Host, *pubsub.Topic) {
+	t.Helper()
+	ah, err := m.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.mn.LinkPeers(ah.ID(), m.hosts[i].ID()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	aps, err := pubsub.NewGossipSub(ctx, ah, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := aps.Join(p2p.BundlesTopic(m.d.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Cancel)
+	if err := ah.Connect(ctx, peer.AddrInfo{ID: m.hosts[i].ID(), Addrs: m.hosts[i].Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "attacker joined the victim's topic", func() bool { return slices.Contains(topic.ListPeers(), m.hosts[i].ID()) })
+	return ah, topic
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *domain) payloadAt(t testing.TB, version uint64, issued, expires time.Time) []byte {
+	t.Helper()
+	b, err := bundle.DecodeBundle(d.payload(t, version, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Header.IssuedAt, b.Header.ExpiresAt = timestamppb.New(issued), timestamppb.New(expires)
+	p, err := bundle.Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

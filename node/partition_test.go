@@ -1,0 +1,71 @@
+package node_test
+
+import (
+	"testing"
+
+	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/trust"
+)
+
+// TestPartitionHealsWithoutTheSeed: half the agents are cut off while the seed publishes
+// v2; they keep serving v1. The seed then dies and the partition heals: the cut-off
+// agents find their old peers again and fetch v2 from agents, not from the seed.
+func TestPartitionHealsWithoutTheSeed(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 6)
+	a, b := m.agents[:3], m.agents[3:]
+	p1, p2 := d.payload(t, 1, 3), d.payload(t, 2, 4)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, m.agents...)
+	waitFor(t, "agents know each other", func() bool {
+		for _, x := range m.agents {
+			if len(x.Node().Peers()) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Partition: group b loses the seed and group a.
+	cut := func() {
+		for i := 3; i < 6; i++ {
+			for _, other := range append([]int{0, 1, 2}, -1) {
+				id := m.seed.node.ID()
+				if other >= 0 {
+					id = m.hosts[other].ID()
+				}
+				_ = m.mn.UnlinkPeers(m.hosts[i].ID(), id)
+				_ = m.mn.DisconnectPeers(m.hosts[i].ID(), id)
+			}
+		}
+	}
+	cut()
+	m.seed.offer(t, d, 2, p2)
+	m.seed.publish(t, d.delta(t, p1, p2))
+	waitVersion(t, 2, a...)
+	for i, x := range b {
+		if cur, ok := x.Current(); !ok || cur.Version != 1 {
+			t.Fatalf("partitioned agent %d serves v%d (ok=%v), want its LKG v1", i+3, cur.Version, ok)
+		}
+	}
+
+	// The seed dies; the partition heals.
+	if err := m.seed.node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.seed.node.Host().Close()
+	for i := 3; i < 6; i++ {
+		for j := range 3 {
+			if _, err := m.mn.LinkPeers(m.hosts[i].ID(), m.hosts[j].ID()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitVersion(t, 2, b...)
+	for i, x := range m.agents {
+		cur, _ := x.Current()
+		if cur.Hash != trust.Digest(bundle.Hash(p2)) {
+			t.Fatalf("agent %d holds %s after healing, want %s", i, cur.Hash, bundle.Hash(p2))
+		}
+	}
+}
