@@ -78,6 +78,7 @@ type heldBundle struct {
 	withBody  bool
 	at        time.Time // when it was accepted (or the LKG file was written)
 	fromCache bool      // loaded from disk at start
+	relayed   bool      // forwarded on gossip (see relayOnce)
 }
 
 func (h *heldBundle) wire() *syncv1.HeldBundle {
@@ -323,14 +324,15 @@ func (a *Agent) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
 	defer a.mu.Unlock()
 	vb, err := a.verifier.Verify(m.Data)
 	if err != nil {
-		if errors.Is(err, trust.ErrReplay) && a.holdsLocked(namedBundle(env)) {
-			return p2p.Accept // authentic and current: we got it another way; peers still need it
+		if errors.Is(err, trust.ErrReplay) && a.relayOnceLocked(namedBundle(env)) {
+			return p2p.Accept // authentic and current, got by sync and never relayed: peers still need it
 		}
 		return a.refused(err, m.From, "gossip")
 	}
 	if err := a.applyLocked(vb, m.Data); err != nil {
 		return a.refused(err, m.From, "gossip")
 	}
+	a.held[vb.Variant].relayed = true
 	a.countAcceptLocked("gossip")
 	return p2p.Accept
 }
@@ -341,7 +343,7 @@ func (a *Agent) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
 func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message, env *trustv1.Envelope) p2p.Verdict {
 	ann, err := a.verifier.VerifyAnnounce(m.Data)
 	if err != nil {
-		if errors.Is(err, trust.ErrReplay) && a.holds(namedBundle(env)) {
+		if errors.Is(err, trust.ErrReplay) && a.relayOnce(namedBundle(env)) {
 			return p2p.Accept // we hold the body, so peers can fetch it from us
 		}
 		return a.refused(err, m.From, "gossip")
@@ -374,6 +376,26 @@ func (a *Agent) holds(d trust.Digest) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.holdsLocked(d)
+}
+
+// relayOnce reports whether the bundle named d is held and was never relayed (it came
+// by sync or from disk), and marks it relayed: an authentic copy of the current bundle is
+// forwarded once, so peers behind us get it, and any later copy is a replay, refused, so
+// an attacker cannot make the domain flood it again.
+func (a *Agent) relayOnce(d trust.Digest) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.relayOnceLocked(d)
+}
+
+func (a *Agent) relayOnceLocked(d trust.Digest) bool {
+	for _, h := range a.held {
+		if h.vb.Held == d && !h.relayed {
+			h.relayed = true
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Agent) holdsLocked(d trust.Digest) bool {
@@ -420,7 +442,7 @@ func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source st
 		a.countRefusalLocked(source, err)
 		return err
 	}
-	h := &heldBundle{vb: vb, proof: hb.GetProof(), withBody: len(hb.GetPayload()) > 0}
+	h := &heldBundle{vb: vb, proof: hb.GetProof(), withBody: len(hb.GetPayload()) > 0, relayed: source == "gossip"}
 	if err := a.adoptLocked(vb, h); err != nil {
 		return err
 	}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +142,8 @@ type Node struct {
 	sub   *pubsub.Subscription
 
 	scores              atomic.Pointer[map[peer.ID]float64]
+	meshMu              sync.Mutex
+	mesh                map[peer.ID]bool // the bundles topic mesh, from GRAFT and PRUNE traces
 	bytesIn, bytesOut   atomic.Uint64
 	gossipIn, gossipOut atomic.Uint64
 
@@ -176,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.ScoreInspectInterval == 0 {
 		cfg.ScoreInspectInterval = 5 * time.Second
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}}
 	empty := map[peer.ID]float64{}
 	n.scores.Store(&empty)
 
@@ -280,8 +284,29 @@ func (n *Node) Host() host.Host { return n.host }
 // Peers lists the peers connected now.
 func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 
-// MeshPeers lists the peers in the node's mesh of the bundles topic.
-func (n *Node) MeshPeers() []peer.ID { return n.topic.ListPeers() }
+// TopicPeers lists the peers known to subscribe to the bundles topic.
+func (n *Node) TopicPeers() []peer.ID { return n.topic.ListPeers() }
+
+// MeshPeers lists the peers in the node's mesh of the bundles topic: those it forwards
+// every message to.
+func (n *Node) MeshPeers() []peer.ID {
+	n.meshMu.Lock()
+	defer n.meshMu.Unlock()
+	return slices.Collect(maps.Keys(n.mesh))
+}
+
+func (n *Node) setMesh(p peer.ID, topic string, in bool) {
+	if topic != BundlesTopic(n.cfg.Domain) {
+		return
+	}
+	n.meshMu.Lock()
+	if in {
+		n.mesh[p] = true
+	} else {
+		delete(n.mesh, p)
+	}
+	n.meshMu.Unlock()
+}
 
 // Scores returns the latest sample of every known peer's gossipsub score.
 func (n *Node) Scores() map[peer.ID]float64 { return *n.scores.Load() }
@@ -405,13 +430,13 @@ func (b byteCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
 }
 
 func (byteCounter) AddPeer(peer.ID, protocol.ID)                         {}
-func (byteCounter) RemovePeer(peer.ID)                                   {}
+func (b byteCounter) RemovePeer(p peer.ID)                               { b.n.setMesh(p, BundlesTopic(b.n.cfg.Domain), false) }
 func (byteCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
 func (byteCounter) OnClosedOutboundStream(peer.ID)                       {}
 func (byteCounter) Join(string)                                          {}
 func (byteCounter) Leave(string)                                         {}
-func (byteCounter) Graft(peer.ID, string)                                {}
-func (byteCounter) Prune(peer.ID, string)                                {}
+func (b byteCounter) Graft(p peer.ID, topic string)                      { b.n.setMesh(p, topic, true) }
+func (b byteCounter) Prune(p peer.ID, topic string)                      { b.n.setMesh(p, topic, false) }
 func (byteCounter) ValidateMessage(*pubsub.Message)                      {}
 func (byteCounter) DeliverMessage(*pubsub.Message)                       {}
 func (byteCounter) RejectMessage(*pubsub.Message, string)                {}
