@@ -65,6 +65,7 @@ func (a *app) commands() []command {
 			{name: "fetch", summary: "fetch the newest signed bundle from a seed", run: (*app).bundleFetch},
 		}},
 		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
+		{name: "agent", summary: "run an agent, or 'agent status': join a domain, verify, relay and keep bundles", run: (*app).agent},
 		{name: "apply", summary: "validate and store resources on a seed (--dry-run: show the diff)", run: (*app).apply},
 		{name: "diff", summary: "show what applying resources would change", run: (*app).diff},
 		{name: "get", summary: "show resources stored on a seed", run: (*app).get},

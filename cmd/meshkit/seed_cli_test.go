@@ -44,7 +44,7 @@ func startSeed(t *testing.T, data string, extra ...string) (grpcAddr string) {
 	a := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
 	done := make(chan int)
 	go func() {
-		done <- a.main(append([]string{"seed", "--data", data, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--debounce", "10ms"}, extra...))
+		done <- a.main(append([]string{"seed", "--data", data, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--debounce", "10ms", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"}, extra...))
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"meshkit.dev/meshkit/internal/atomicfile"
+	"meshkit.dev/meshkit/p2p"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
@@ -40,6 +41,9 @@ func (a *app) seed(args []string) error {
 	clientCA := fs.String("client-ca", "", "verify client certificates against these CAs (mTLS)")
 	debounce := fs.Duration("debounce", 100*time.Millisecond, "publish after this long without changes")
 	ttl := fs.Duration("bundle-ttl", 24*time.Hour, "bundle validity; republished after half of it")
+	var p2pListen listFlag
+	fs.Var(&p2pListen, "p2p-listen", "gossip listen multiaddr, agents bootstrap here (repeatable; default /ip4/127.0.0.1/tcp/17410 with --dev, else /ip4/0.0.0.0/tcp/17410; \"off\" publishes nowhere)")
+	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -92,6 +96,30 @@ func (a *app) seed(args []string) error {
 	cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
 	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(p2pListen) == 0 {
+		p2pListen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
+		if *dev {
+			p2pListen = listFlag{"/ip4/127.0.0.1/tcp/17410"}
+		}
+	}
+	if len(p2pListen) != 1 || p2pListen[0] != "off" {
+		h, err := openHost(*data, root.Domain(), p2pListen, *secretFile, 64, 256)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, 0)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		cfg.Publisher = g
+		ep, err := writeEndpoint(*data, h, "")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "seed p2p (agents bootstrap here): %s\n", strings.Join(ep.Addrs, " "))
+	}
 	s, err := seed.New(ctx, cfg)
 	if err != nil {
 		return err

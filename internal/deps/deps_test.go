@@ -41,6 +41,7 @@ func rules() []rule {
 		{"bridge", func(p string) bool { return under("node")(p) || under("seed")(p) }, "bridge must not import node or seed"},
 		{"trust", onlyProto, "trust imports nothing of ours but proto"},
 		{"wasm", onlyProto, "wasm imports nothing of ours but proto"},
+		{"p2p", func(p string) bool { return ours(p) && !under("proto")(p) && !under("internal")(p) }, "p2p is transport only: it imports nothing of ours but proto and internal"},
 		{"", func(p string) bool { return under("sim")(p) }, "nothing but cmd imports sim"},
 		{"", func(p string) bool { return under("cmd")(p) }, "nothing imports cmd"},
 	}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"meshkit.dev/meshkit/internal/atomicfile"
+	"meshkit.dev/meshkit/node"
+	"meshkit.dev/meshkit/p2p"
+	"meshkit.dev/meshkit/trust"
+)
+
+// openHost builds the libp2p host with the identity kept in DATA/p2p.key.
+func openHost(data, domain string, listen []string, secretFile string, low, high int) (host.Host, error) {
+	key, err := p2p.LoadOrCreateIdentity(filepath.Join(data, "p2p.key"))
+	if err != nil {
+		return nil, err
+	}
+	var secret []byte
+	if secretFile != "" {
+		st, err := os.Stat(secretFile)
+		if err != nil {
+			return nil, err
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("network secret %s has mode %04o; it must not be readable by group or others (chmod 600)", secretFile, st.Mode().Perm())
+		}
+		if secret, err = os.ReadFile(secretFile); err != nil {
+			return nil, err
+		}
+		secret = []byte(strings.TrimSpace(string(secret)))
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("network secret %s is shorter than 16 bytes", secretFile)
+		}
+	}
+	return p2p.NewHost(p2p.HostConfig{Identity: key, ListenAddrs: listen, Domain: domain, NetworkSecret: secret, ConnLow: low, ConnHigh: high})
+}
+
+// parseBootstrap turns "/ip4/…/tcp/…/p2p/<id>" multiaddrs into peers.
+func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, usagef("--bootstrap %q: %v", s, err)
+		}
+		mas = append(mas, m)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, usagef("--bootstrap: %v (each address must end in /p2p/<peer id>)", err)
+	}
+	return infos, nil
+}
+
+// endpoint is what an agent or seed writes to DATA/p2p.json once it listens, so scripts
+// and other processes can find it.
+type endpoint struct {
+	PeerID   string   `json:"peer_id"`
+	Addrs    []string `json:"addrs"`
+	HTTPAddr string   `json:"http_addr,omitempty"`
+}
+
+func writeEndpoint(data string, h host.Host, httpAddr string) (endpoint, error) {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
+	if err != nil {
+		return endpoint{}, err
+	}
+	ep := endpoint{PeerID: h.ID().String(), HTTPAddr: httpAddr}
+	for _, a := range addrs {
+		ep.Addrs = append(ep.Addrs, a.String())
+	}
+	b, err := json.MarshalIndent(ep, "", "  ")
+	if err != nil {
+		return endpoint{}, err
+	}
+	return ep, atomicfile.WriteFile(filepath.Join(data, "p2p.json"), append(b, '\n'), 0o644)
+}
+
+func (a *app) agent(args []string) error {
+	if len(args) > 0 && args[0] == "status" {
+		return a.agentStatus(args[1:])
+	}
+	fs := a.newFlags("agent", "agent --data DIR --root root.json --bootstrap MULTIADDR... [flags]\n       meshkit agent status [--addr HOST:PORT] [--output text|json]")
+	data := fs.String("data", "", "data directory: last-known-good bundles, p2p identity (created if missing)")
+	rootPath := fs.String("root", "", "the domain's root (root.json)")
+	domain := fs.String("domain", "", "control domain (must match the root's; default the root's)")
+	var bootstrap, listen, caps listFlag
+	fs.Var(&bootstrap, "bootstrap", "peer to join through, /ip4/…/tcp/…/p2p/ID (repeatable; seeds and agents alike)")
+	fs.Var(&listen, "listen", "p2p listen multiaddr (repeatable; default /ip4/0.0.0.0/tcp/17410)")
+	fs.Var(&caps, "capabilities", "capabilities of the local data plane (default: all, the full variant)")
+	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
+	httpAddr := fs.String("http-addr", "127.0.0.1:17481", "/healthz, /readyz, /status and /metrics listen address")
+	staleAfter := fs.Duration("stale-after", node.DefaultStaleAfter, "report stale after this long without a new bundle")
+	syncInterval := fs.Duration("sync-interval", node.DefaultSyncInterval, "anti-entropy period")
+	connLow := fs.Int("conn-low", 32, "connection manager low watermark")
+	connHigh := fs.Int("conn-high", 96, "connection manager high watermark")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required("data", *data); err != nil {
+		return err
+	}
+	if err := required("root", *rootPath); err != nil {
+		return err
+	}
+	peers, err := parseBootstrap(bootstrap)
+	if err != nil {
+		return err
+	}
+	rb, err := readFile(*rootPath)
+	if err != nil {
+		return err
+	}
+	root, err := trust.VerifyRoot(rb)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *rootPath, err)
+	}
+	if *domain != "" && *domain != root.Domain() {
+		return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
+	}
+	if len(listen) == 0 {
+		listen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(a.stderr, nil))
+	h, err := openHost(*data, root.Domain(), listen, *secretFile, *connLow, *connHigh)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var capList []string
+	if len(caps) > 0 {
+		capList = caps
+	}
+	ag, err := node.New(ctx, node.Config{
+		Root: root, DataDir: *data, Host: h, Bootstrap: peers, Capabilities: capList,
+		StaleAfter: *staleAfter, SyncInterval: *syncInterval, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer ag.Close()
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: ag.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	ep, err := writeEndpoint(*data, h, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	cur, ok := ag.Current()
+	serving := "nothing yet (waiting for peers)"
+	if ok {
+		serving = fmt.Sprintf("last-known-good v%d (epoch %d)", cur.Version, cur.Epoch)
+	}
+	fmt.Fprintf(a.stdout, "agent %s of domain %q serving %s\n  p2p: %s\n  http: %s\n", ep.PeerID, root.Domain(), serving, strings.Join(ep.Addrs, " "), ep.HTTPAddr)
+	select {
+	case <-ctx.Done():
+	case err := <-done:
+		return fmt.Errorf("http: %w", err)
+	}
+	fmt.Fprintln(a.stdout, "shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+func (a *app) agentStatus(args []string) error {
+	fs := a.newFlags("agent status", "agent status [--addr HOST:PORT] [--output text|json]")
+	addr := fs.String("addr", cmpOr(os.Getenv("MESHKIT_AGENT"), "127.0.0.1:17481"), "the agent's --http-addr (env MESHKIT_AGENT)")
+	output := fs.String("output", "text", "output format: text or json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("--output must be one of text, json")
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+"/status", nil)
+	if err != nil {
+		return usagef("--addr %q: %v", *addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent at %s: %w", *addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent at %s: %s", *addr, resp.Status)
+	}
+	if *output == "json" {
+		_, err := a.stdout.Write(body)
+		return err
+	}
+	var st node.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("agent at %s: %w", *addr, err)
+	}
+	fmt.Fprintf(a.stdout, "domain:   %s\npeer:     %s\npeers:    %d\n", st.Domain, st.PeerID, st.Peers)
+	if st.Serving.Version == 0 {
+		fmt.Fprintln(a.stdout, "serving:  nothing")
+	} else {
+		fmt.Fprintf(a.stdout, "serving:  v%d (epoch %d) %s, expires %s\n", st.Serving.Version, st.Serving.Epoch, st.Serving.Hash, st.Serving.ExpiresAt.Format(time.RFC3339))
+	}
+	state := "fresh"
+	if st.Stale {
+		state = "STALE: " + st.StaleReason
+	}
+	fmt.Fprintf(a.stdout, "state:    %s\naccepted: %v\nrejected: %v\ntraffic:  %d B in, %d B out\n", state, st.Accepted, st.Rejected, st.BytesIn, st.BytesOut)
+	return nil
+}
