@@ -73,6 +73,8 @@ fuzz:
 bench:
 	$(GO) test ./trust -run '^$$' -bench . -benchmem -count $(BENCHCOUNT)
 	$(GO) test ./seed -run '^$$' -bench . -benchtime 10x -count $(BENCHCOUNT)
+	$(GO) test ./node -run '^$$' -bench Propagation -benchtime 20x -timeout 30m
+	$(GO) test ./cmd/meshkit -run '^$$' -bench AgentProcess -benchtime 5x
 
 ## demo: the README's run command
 demo:

@@ -696,7 +696,11 @@ func (a *Agent) evaluateStale() {
 	if reason != a.stale {
 		switch {
 		case reason != "" && a.stale == "":
-			a.log.Warn("agent is stale; serving last-known-good", "reason", reason)
+			serving := "nothing"
+			if h := a.servingLocked(); h != nil {
+				serving = fmt.Sprintf("last-known-good v%d", h.vb.Header.GetVersion())
+			}
+			a.log.Warn("agent is stale", "reason", reason, "serving", serving)
 		case reason == "":
 			a.log.Info("agent is fresh again")
 		}

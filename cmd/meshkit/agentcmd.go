@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -234,6 +236,18 @@ func (a *app) agentStatus(args []string) error {
 	if st.Stale {
 		state = "STALE: " + st.StaleReason
 	}
-	fmt.Fprintf(a.stdout, "state:    %s\naccepted: %v\nrejected: %v\ntraffic:  %d B in, %d B out\n", state, st.Accepted, st.Rejected, st.BytesIn, st.BytesOut)
+	fmt.Fprintf(a.stdout, "state:    %s\naccepted: %s\nrejected: %s\ntraffic:  %d B in, %d B out\n", state, counts(st.Accepted), counts(st.Rejected), st.BytesIn, st.BytesOut)
 	return nil
+}
+
+// counts renders {"gossip": 2, "sync": 1} as "gossip=2 sync=1", or "none".
+func counts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
