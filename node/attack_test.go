@@ -10,6 +10,7 @@ import (
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -101,8 +102,9 @@ func newAttacker(t *testing.T, m *mesh, i int) (host.Host, *pubsub.Topic) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	tr := &peerTracer{added: make(chan peer.ID, 16)}
 	aps, err := pubsub.NewGossipSub(ctx, ah, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }))
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }), pubsub.WithRawTracer(tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +120,45 @@ func newAttacker(t *testing.T, m *mesh, i int) (host.Host, *pubsub.Topic) {
 	if err := ah.Connect(ctx, peer.AddrInfo{ID: m.hosts[i].ID(), Addrs: m.hosts[i].Addrs()}); err != nil {
 		t.Fatal(err)
 	}
+	// Publishing before the router has an outbound stream to the victim loses the
+	// message; once the victim is in the attacker's mesh, it has one.
+	select {
+	case <-tr.added:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the victim never joined the attacker's mesh")
+	}
 	waitFor(t, "attacker joined the victim's topic", func() bool { return slices.Contains(topic.ListPeers(), m.hosts[i].ID()) })
 	return ah, topic
 }
+
+// peerTracer reports when a peer joins the attacker's mesh.
+type peerTracer struct {
+	added chan peer.ID
+}
+
+func (p *peerTracer) AddPeer(peer.ID, protocol.ID)             {}
+func (p *peerTracer) RemovePeer(peer.ID)                       {}
+func (p *peerTracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
+func (p *peerTracer) OnClosedOutboundStream(peer.ID)           {}
+func (p *peerTracer) Join(string)                              {}
+func (p *peerTracer) Leave(string)                             {}
+func (p *peerTracer) Graft(id peer.ID, _ string) {
+	select {
+	case p.added <- id:
+	default:
+	}
+}
+func (p *peerTracer) Prune(peer.ID, string)                                {}
+func (p *peerTracer) ValidateMessage(*pubsub.Message)                      {}
+func (p *peerTracer) DeliverMessage(*pubsub.Message)                       {}
+func (p *peerTracer) RejectMessage(*pubsub.Message, string)                {}
+func (p *peerTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (p *peerTracer) ThrottlePeer(peer.ID)                                 {}
+func (p *peerTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (p *peerTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (p *peerTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (p *peerTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (p *peerTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -31,21 +31,23 @@ func newHost(t *testing.T, domain string, secret []byte) host.Host {
 // TestDomainsCannotConnect: over real TCP, hosts of one domain connect; a host of another
 // domain, or of the same domain without its network secret, cannot even finish a handshake.
 func TestDomainsCannotConnect(t *testing.T) {
+	connect := func(from, to host.Host, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return from.Connect(ctx, peer.AddrInfo{ID: to.ID(), Addrs: to.Addrs()})
+	}
 	prod := newHost(t, "prod", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	info := peer.AddrInfo{ID: prod.ID(), Addrs: prod.Addrs()}
-	if err := newHost(t, "prod", nil).Connect(ctx, info); err != nil {
+	if err := connect(newHost(t, "prod", nil), prod, 20*time.Second); err != nil {
 		t.Fatalf("same domain: %v", err)
 	}
-	if err := newHost(t, "staging", nil).Connect(ctx, info); err == nil {
+	if err := connect(newHost(t, "staging", nil), prod, 3*time.Second); err == nil {
 		t.Fatal("a host of domain staging connected to prod")
 	}
 	secret := newHost(t, "prod", []byte("s3cret"))
-	if err := newHost(t, "prod", nil).Connect(ctx, peer.AddrInfo{ID: secret.ID(), Addrs: secret.Addrs()}); err == nil {
+	if err := connect(newHost(t, "prod", nil), secret, 3*time.Second); err == nil {
 		t.Fatal("a host without the network secret connected")
 	}
-	if err := newHost(t, "prod", []byte("s3cret")).Connect(ctx, peer.AddrInfo{ID: secret.ID(), Addrs: secret.Addrs()}); err != nil {
+	if err := connect(newHost(t, "prod", []byte("s3cret")), secret, 20*time.Second); err != nil {
 		t.Fatalf("same domain and secret: %v", err)
 	}
 }
