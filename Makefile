@@ -69,7 +69,7 @@ fuzz:
 		done; \
 	done
 
-## bench: the trust and seed benchmarks, BENCHCOUNT runs each (medians with benchstat)
+## bench: every benchmark of the README's Measured table (trust and seed BENCHCOUNT runs each, for benchstat)
 bench:
 	$(GO) test ./trust -run '^$$' -bench . -benchmem -count $(BENCHCOUNT)
 	$(GO) test ./seed -run '^$$' -bench . -benchtime 10x -count $(BENCHCOUNT)

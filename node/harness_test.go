@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -61,7 +62,26 @@ func mustKey(t testing.TB) *trust.PrivateKey {
 
 func newDomain(t testing.TB, name string) *domain {
 	t.Helper()
-	d := &domain{name: name, rootKey: mustKey(t), seed: mustKey(t), strange: mustKey(t), clock: &fakeClock{now: t0}}
+	return newDomainWith(t, name, mustKey(t), mustKey(t), mustKey(t))
+}
+
+// newDomainFrom derives the domain's keys from seed, so signed fixtures are reproducible
+// (fuzz corpora).
+func newDomainFrom(t testing.TB, name string, seed byte) *domain {
+	t.Helper()
+	key := func(i byte) *trust.PrivateKey {
+		k, err := trust.GenerateKey(bytes.NewReader(bytes.Repeat([]byte{seed, i}, 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	return newDomainWith(t, name, key(1), key(2), key(3))
+}
+
+func newDomainWith(t testing.TB, name string, rootKey, seedKey, strange *trust.PrivateKey) *domain {
+	t.Helper()
+	d := &domain{name: name, rootKey: rootKey, seed: seedKey, strange: strange, clock: &fakeClock{now: t0}}
 	msg, err := trust.BuildRoot(trust.RootSpec{
 		Domain: name, Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
 		RootKeys: []trust.PublicKey{d.rootKey.Public()}, RootThreshold: 1,

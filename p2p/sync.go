@@ -66,8 +66,17 @@ func (n *Node) ExchangePeers(ctx context.Context, p peer.ID, limit uint32) ([]pe
 	if pr == nil {
 		return nil, fmt.Errorf("p2p: peers from %s: %s", p, describe(resp))
 	}
+	return parsePeers(pr), nil
+}
+
+// parsePeers turns a peer-exchange answer into dialable peers; malformed entries are
+// skipped, and at most maxExchangedPeers are kept.
+func parsePeers(pr *syncv1.PeersResponse) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	for _, pa := range pr.GetPeers() {
+		if len(out) >= maxExchangedPeers {
+			break
+		}
 		id, err := peer.IDFromBytes(pa.GetId())
 		if err != nil {
 			continue // a malformed entry is skipped, not trusted
@@ -82,7 +91,7 @@ func (n *Node) ExchangePeers(ctx context.Context, p peer.ID, limit uint32) ([]pe
 			out = append(out, ai)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func describe(resp *syncv1.SyncResponse) string {
