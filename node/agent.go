@@ -79,6 +79,16 @@ type heldBundle struct {
 	at        time.Time // when it was accepted (or the LKG file was written)
 	fromCache bool      // loaded from disk at start
 	relayed   bool      // forwarded on gossip (see relayOnce)
+
+	decodeOnce sync.Once // decoded lazily, once, for the southbound's per-resource changes
+	bundle     *bundlev1.Bundle
+	decodeErr  error
+}
+
+// decoded returns the held bundle decoded; the result is shared and must not be modified.
+func (h *heldBundle) decoded() (*bundlev1.Bundle, error) {
+	h.decodeOnce.Do(func() { h.bundle, h.decodeErr = bundle.DecodeBundle(h.vb.Payload) })
+	return h.bundle, h.decodeErr
 }
 
 func (h *heldBundle) wire() *syncv1.HeldBundle {
@@ -110,12 +120,14 @@ type Agent struct {
 	stale       string        // why the agent is stale, "" when fresh
 	lastAccept  time.Time
 	lastPersist error
-	accepted    map[string]uint64 // by source
-	rejected    map[string]uint64 // by reason, for sync and announce fetches
-	refusals    reasonCounts      // gossip refusals (counted where a.mu may or may not be held)
+	nacks       map[uint64]*syncv1.VersionNacks // data-plane NACKs by version
+	accepted    map[string]uint64               // by source
+	rejected    map[string]uint64               // by reason, for sync and announce fetches
+	refusals    reasonCounts                    // gossip refusals (counted where a.mu may or may not be held)
 
 	persistKick chan struct{}
 	syncKick    chan struct{}
+	reportKick  chan struct{}
 	notifiee    *network.NotifyBundle
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -157,8 +169,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
 		held: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
-		accepted: map[string]uint64{}, rejected: map[string]uint64{},
-		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
+		accepted: map[string]uint64{}, rejected: map[string]uint64{}, nacks: map[uint64]*syncv1.VersionNacks{},
+		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
 	}
 	var err error
 	if a.verifier, err = trust.NewVerifier(trust.Config{Root: cfg.Root, Clock: cfg.Clock}); err != nil {
@@ -186,15 +198,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	// A new connection may bring a newer head: sync with it.
-	a.notifiee = &network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { a.kickSync() }}
+	a.notifiee = &network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { a.kickSync(); a.kickReport() }}
 	cfg.Host.Network().Notify(a.notifiee)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go a.persistLoop(runCtx)
 	go a.syncLoop(runCtx)
 	go a.checkLoop(runCtx)
+	go a.reportLoop(runCtx)
 	a.kickSync()
 	return a, nil
 }
@@ -756,4 +769,73 @@ func (r *reasonCounts) snapshot(into map[string]uint64) {
 		into[k] += v
 	}
 	r.mu.Unlock()
+}
+
+// maxNackVersions bounds the versions whose NACKs are kept (the newest).
+const maxNackVersions = 32
+
+// recordNack counts a data-plane client's refusal of version.
+func (a *Agent) recordNack(version uint64, nodeID, detail string) {
+	a.mu.Lock()
+	n := a.nacks[version]
+	if n == nil {
+		n = &syncv1.VersionNacks{Version: version}
+		a.nacks[version] = n
+		if len(a.nacks) > maxNackVersions {
+			delete(a.nacks, slices.Min(slices.Collect(maps.Keys(a.nacks))))
+		}
+	}
+	n.Count++
+	if len(detail) > 512 {
+		detail = detail[:512]
+	}
+	n.LastError = detail
+	a.mu.Unlock()
+	a.metrics.nacks.Inc()
+	a.log.Warn("data plane refused a bundle", "node", nodeID, "version", version, "error", detail)
+	a.kickReport()
+}
+
+func (a *Agent) kickReport() {
+	select {
+	case a.reportKick <- struct{}{}:
+	default:
+	}
+}
+
+// reportInterval is how often an agent reports to the seeds it is connected to, besides
+// reporting every new NACK at once.
+const reportInterval = time.Minute
+
+// reportLoop tells the connected seeds what the agent serves and what its data plane
+// refused (NACKs feed rollouts).
+func (a *Agent) reportLoop(ctx context.Context) {
+	defer a.wg.Done()
+	t := time.NewTicker(reportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reportKick:
+		case <-t.C:
+		}
+		r := a.report()
+		for _, p := range a.node.ReportTargets() {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := a.node.Report(rctx, p, r); err != nil {
+				a.log.Debug("report not delivered", "peer", p, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (a *Agent) report() *syncv1.NodeReport {
+	st := a.Status()
+	r := &syncv1.NodeReport{ServingEpoch: st.Serving.Epoch, ServingVersion: st.Serving.Version, Stale: st.Stale}
+	for _, n := range st.Nacks {
+		r.Nacks = append(r.Nacks, &syncv1.VersionNacks{Version: n.Version, Count: n.Count, LastError: n.LastError})
+	}
+	return r
 }

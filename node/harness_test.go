@@ -173,10 +173,11 @@ func (d *domain) announce(t testing.TB, payload []byte) []byte {
 // testSeed publishes signed envelopes and serves snapshots over sync, as the real seed's
 // Gossip publisher does (node must not import seed; cmd/meshkit tests the real one).
 type testSeed struct {
-	node *p2p.Node
-	mu   sync.Mutex
-	held map[trust.Digest]*syncv1.HeldBundle
-	head *syncv1.Head
+	node    *p2p.Node
+	reports chan *syncv1.NodeReport
+	mu      sync.Mutex
+	held    map[trust.Digest]*syncv1.HeldBundle
+	head    *syncv1.Head
 }
 
 func (s *testSeed) Validate(_ context.Context, m p2p.Message) p2p.Verdict {
@@ -251,8 +252,14 @@ func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.seed = &testSeed{held: map[trust.Digest]*syncv1.HeldBundle{}}
-	cfg := p2p.Config{Domain: d.name, Host: sh, Role: p2p.RoleSeed, Validator: m.seed, Source: m.seed}
+	m.seed = &testSeed{held: map[trust.Digest]*syncv1.HeldBundle{}, reports: make(chan *syncv1.NodeReport, 64)}
+	cfg := p2p.Config{Domain: d.name, Host: sh, Role: p2p.RoleSeed, Validator: m.seed, Source: m.seed,
+		OnReport: func(_ peer.ID, r *syncv1.NodeReport) {
+			select {
+			case m.seed.reports <- r:
+			default:
+			}
+		}}
 	fastP2P(&cfg)
 	if m.seed.node, err = p2p.New(context.Background(), cfg); err != nil {
 		t.Fatal(err)

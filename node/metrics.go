@@ -5,9 +5,14 @@ import (
 )
 
 type metrics struct {
-	accepted   *prometheus.CounterVec
-	rejected   *prometheus.CounterVec
-	lkgRefused prometheus.Counter
+	accepted      *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	lkgRefused    prometheus.Counter
+	watchClients  prometheus.Gauge
+	watchRefused  prometheus.Counter
+	watchDelivery prometheus.Histogram
+	unsupported   prometheus.Counter
+	nacks         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
@@ -20,6 +25,22 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		}, []string{"source", "reason"}),
 		lkgRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshkit_agent_lkg_refused_total", Help: "Last-known-good files refused at start (corrupt, truncated or forged).",
+		}),
+		watchClients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshkit_agent_watch_clients", Help: "Open data-plane watch streams (OmniRelay and MeshKit).",
+		}),
+		watchRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_watch_refused_total", Help: "Watch streams refused because the agent was at its stream limit.",
+		}),
+		watchDelivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshkit_agent_watch_delivery_seconds", Help: "Time from a bundle's acceptance to its delivery on a watch stream (the lag of slow clients shows here).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		unsupported: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_watch_unsupported_total", Help: "Watches and snapshots refused with control.unsupported_capability.",
+		}),
+		nacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_watch_nacks_total", Help: "Bundles data-plane clients NACKed.",
 		}),
 	}
 	gauge := func(name, help string, f func(s Status) float64) prometheus.Collector {
@@ -35,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		return 0
 	}
 	cs := []prometheus.Collector{
-		m.accepted, m.rejected, m.lkgRefused,
+		m.accepted, m.rejected, m.lkgRefused, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks,
 		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
 		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),

@@ -33,6 +33,15 @@ type Status struct {
 	// Rejected counts refused bundles, deltas and announces by reason (replay, rollback,
 	// bad_signature, expired, oversized, ...).
 	Rejected map[string]uint64 `json:"rejected"`
+	// Nacks counts, per version, the data-plane clients that refused it.
+	Nacks []NackStatus `json:"nacks,omitempty"`
+}
+
+// NackStatus is how often one version was NACKed by data-plane clients.
+type NackStatus struct {
+	Version   uint64 `json:"version"`
+	Count     uint64 `json:"count"`
+	LastError string `json:"last_error"`
 }
 
 // HeadStatus describes one held bundle.
@@ -57,6 +66,10 @@ func (a *Agent) Status() Status {
 		s.PersistErr = a.lastPersist.Error()
 	}
 	s.Accepted, s.Rejected = maps.Clone(a.accepted), maps.Clone(a.rejected)
+	for _, v := range slices.Sorted(maps.Keys(a.nacks)) {
+		n := a.nacks[v]
+		s.Nacks = append(s.Nacks, NackStatus{Version: n.GetVersion(), Count: n.GetCount(), LastError: n.GetLastError()})
+	}
 	a.refusals.snapshot(s.Rejected)
 	for _, h := range a.held {
 		s.Held = append(s.Held, headStatus(h))

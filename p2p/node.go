@@ -130,6 +130,9 @@ type Config struct {
 	ScoreInspectInterval time.Duration
 	// Gossip overrides the role's gossipsub parameters (simulations).
 	Gossip *pubsub.GossipSubParams
+	// OnReport, when set, serves the report protocol (seeds): it receives every agent's
+	// report with the agent's authenticated peer ID.
+	OnReport func(from peer.ID, r *syncv1.NodeReport)
 }
 
 // Node is a member of one domain's gossip mesh and sync protocol.
@@ -230,6 +233,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p: subscribe %s: %w", topic, err)
 	}
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Domain), n.serveSync)
+	if cfg.OnReport != nil {
+		cfg.Host.SetStreamHandler(ReportProtocol(cfg.Domain), n.serveReport)
+	}
 
 	n.wg.Add(2)
 	go n.drain(runCtx)
@@ -326,6 +332,7 @@ func (n *Node) Traffic() Traffic {
 // Close leaves the mesh and stops the node's goroutines. It does not close the host.
 func (n *Node) Close() error {
 	n.host.RemoveStreamHandler(SyncProtocol(n.cfg.Domain))
+	n.host.RemoveStreamHandler(ReportProtocol(n.cfg.Domain))
 	n.sub.Cancel()
 	err := n.topic.Close()
 	n.cancel()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protodelim"
 
@@ -215,4 +216,50 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	k, err := c.w.Write(p)
 	c.n.bytesOut.Add(uint64(k))
 	return k, err
+}
+
+// ReportProtocol is the libp2p protocol agents report their state to seeds with.
+func ReportProtocol(domain string) protocol.ID {
+	return protocol.ID("/meshkit/" + domain + "/report/1")
+}
+
+const maxReportBytes = 16 << 10
+
+// Report sends r to p (a seed). Peers that do not serve the report protocol refuse it.
+func (n *Node) Report(ctx context.Context, p peer.ID, r *syncv1.NodeReport) error {
+	s, err := n.host.NewStream(ctx, p, ReportProtocol(n.cfg.Domain))
+	if err != nil {
+		return fmt.Errorf("p2p: report to %s: %w", p, err)
+	}
+	defer func() { _ = s.Close() }()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := protodelim.MarshalTo(&countingWriter{w: s, n: n}, r); err != nil {
+		_ = s.Reset()
+		return fmt.Errorf("p2p: report to %s: %w", p, err)
+	}
+	return s.CloseWrite()
+}
+
+// ReportTargets lists the connected peers that accept reports (seeds).
+func (n *Node) ReportTargets() []peer.ID {
+	proto := ReportProtocol(n.cfg.Domain)
+	var out []peer.ID
+	for _, p := range n.host.Network().Peers() {
+		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err == nil && len(ok) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (n *Node) serveReport(s network.Stream) {
+	defer func() { _ = s.Close() }()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	r := &syncv1.NodeReport{}
+	if err := (protodelim.UnmarshalOptions{MaxSize: maxReportBytes}).UnmarshalFrom(bufio.NewReader(&countingReader{r: s, n: n}), r); err != nil {
+		n.log.Debug("report refused", "peer", s.Conn().RemotePeer(), "err", err)
+		_ = s.Reset()
+		return
+	}
+	n.cfg.OnReport(s.Conn().RemotePeer(), r)
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/p2p"
@@ -29,10 +33,11 @@ type Gossip struct {
 	node      *p2p.Node
 	inlineMax int
 
-	mu    sync.Mutex                          // guards held and heads
-	held  map[trust.Digest]*syncv1.HeldBundle // by payload hash; the newest two versions
-	heads []*syncv1.Head
-	prev  map[trust.Digest]bool
+	mu      sync.Mutex                          // guards the following
+	held    map[trust.Digest]*syncv1.HeldBundle // by payload hash; the newest two versions
+	heads   []*syncv1.Head
+	prev    map[trust.Digest]bool
+	reports map[peer.ID]nodeReport // the newest report of each agent
 }
 
 var (
@@ -48,8 +53,8 @@ func NewGossip(ctx context.Context, cfg p2p.Config, inlineMax int) (*Gossip, err
 	if inlineMax == 0 {
 		inlineMax = DefaultInlineMax
 	}
-	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]*syncv1.HeldBundle{}}
-	cfg.Role, cfg.Validator, cfg.Source = p2p.RoleSeed, g, g
+	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]*syncv1.HeldBundle{}, reports: map[peer.ID]nodeReport{}}
+	cfg.Role, cfg.Validator, cfg.Source, cfg.OnReport = p2p.RoleSeed, g, g, g.onReport
 	n, err := p2p.New(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -152,4 +157,61 @@ func (g *Gossip) Validate(_ context.Context, m p2p.Message) p2p.Verdict {
 		return p2p.Accept
 	}
 	return p2p.Ignore
+}
+
+// NodeReporter is implemented by publishers that hear from agents (Gossip).
+type NodeReporter interface {
+	// NodeReports returns how many agents reported recently and their NACKs per version.
+	NodeReports(now time.Time) (nodes uint32, nacks []*syncv1.VersionNacks)
+}
+
+var _ NodeReporter = (*Gossip)(nil)
+
+type nodeReport struct {
+	at time.Time
+	r  *syncv1.NodeReport
+}
+
+// Reports older than reportTTL are forgotten; at most maxReports agents are remembered.
+const (
+	reportTTL  = 10 * time.Minute
+	maxReports = 100_000
+)
+
+func (g *Gossip) onReport(from peer.ID, r *syncv1.NodeReport) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.reports[from]; !ok && len(g.reports) >= maxReports {
+		return
+	}
+	g.reports[from] = nodeReport{at: time.Now(), r: r}
+}
+
+// NodeReports implements NodeReporter.
+func (g *Gossip) NodeReports(now time.Time) (uint32, []*syncv1.VersionNacks) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byVersion := map[uint64]*syncv1.VersionNacks{}
+	var nodes uint32
+	for p, nr := range g.reports {
+		if now.Sub(nr.at) > reportTTL {
+			delete(g.reports, p)
+			continue
+		}
+		nodes++
+		for _, n := range nr.r.GetNacks() {
+			agg := byVersion[n.GetVersion()]
+			if agg == nil {
+				agg = &syncv1.VersionNacks{Version: n.GetVersion()}
+				byVersion[n.GetVersion()] = agg
+			}
+			agg.Count += n.GetCount()
+			agg.LastError = n.GetLastError()
+		}
+	}
+	var out []*syncv1.VersionNacks
+	for _, v := range slices.Sorted(maps.Keys(byVersion)) {
+		out = append(out, byVersion[v])
+	}
+	return nodes, out
 }

@@ -352,6 +352,9 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 	if s.lastErr != nil {
 		resp.LastError = s.lastErr.Error()
 	}
+	if r, ok := s.pub.(NodeReporter); ok {
+		resp.ReportingNodes, resp.Nacks = r.NodeReports(s.cfg.Clock.Now())
+	}
 	return resp
 }
 

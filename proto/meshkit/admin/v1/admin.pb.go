@@ -14,6 +14,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	v1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	v11 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1121,8 +1122,12 @@ type StatusResponse struct {
 	LastError       string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	Resources       uint64                 `protobuf:"varint,7,opt,name=resources,proto3" json:"resources,omitempty"`
 	StateHash       string                 `protobuf:"bytes,8,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// reporting_nodes is how many agents reported to this seed in the last 10 minutes.
+	ReportingNodes uint32 `protobuf:"varint,9,opt,name=reporting_nodes,json=reportingNodes,proto3" json:"reporting_nodes,omitempty"`
+	// nacks sums, per version, the data-plane NACKs those agents reported.
+	Nacks         []*v11.VersionNacks `protobuf:"bytes,10,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1209,6 +1214,20 @@ func (x *StatusResponse) GetStateHash() string {
 		return x.StateHash
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetReportingNodes() uint32 {
+	if x != nil {
+		return x.ReportingNodes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNacks() []*v11.VersionNacks {
+	if x != nil {
+		return x.Nacks
+	}
+	return nil
 }
 
 // AuditRequest pages through the audit log.
@@ -1668,7 +1687,7 @@ var File_meshkit_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\"\xaf\x04\n" +
+	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\x1ameshkit/sync/v1/sync.proto\"\xaf\x04\n" +
 	"\bResource\x127\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1b.meshkit.bundle.v1.MetadataR\bmetadata\x12:\n" +
 	"\acluster\x18\x02 \x01(\v2\x1e.meshkit.bundle.v1.ClusterSpecH\x00R\acluster\x124\n" +
@@ -1738,7 +1757,7 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"deltaBytes\"T\n" +
 	"\x0fHistoryResponse\x12A\n" +
 	"\fpublications\x18\x01 \x03(\v2\x1d.meshkit.admin.v1.PublicationR\fpublications\"\x0f\n" +
-	"\rStatusRequest\"\x96\x02\n" +
+	"\rStatusRequest\"\xf4\x02\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
@@ -1749,7 +1768,10 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1c\n" +
 	"\tresources\x18\a \x01(\x04R\tresources\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\b \x01(\tR\tstateHash\"A\n" +
+	"state_hash\x18\b \x01(\tR\tstateHash\x12'\n" +
+	"\x0freporting_nodes\x18\t \x01(\rR\x0ereportingNodes\x123\n" +
+	"\x05nacks\x18\n" +
+	" \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\"A\n" +
 	"\fAuditRequest\x12\x1b\n" +
 	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xc2\x02\n" +
@@ -1846,6 +1868,7 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*v1.ExtensionBindingSpec)(nil), // 31: meshkit.bundle.v1.ExtensionBindingSpec
 	(*v1.KillSwitchSpec)(nil),       // 32: meshkit.bundle.v1.KillSwitchSpec
 	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 34: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	25, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
@@ -1867,33 +1890,34 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	14, // 16: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 17: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
 	33, // 18: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	33, // 19: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	19, // 20: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	2,  // 21: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 22: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 23: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 24: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 25: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 26: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 27: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	18, // 28: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	21, // 29: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	23, // 30: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	3,  // 31: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 32: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 33: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 34: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 35: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 36: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 37: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	20, // 38: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	22, // 39: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	24, // 40: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	34, // 19: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	33, // 20: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	19, // 21: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
+	2,  // 22: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 23: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 24: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 25: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 26: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 27: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 28: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	18, // 29: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	21, // 30: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	23, // 31: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	3,  // 32: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 33: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 34: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 35: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 36: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 37: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 38: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	20, // 39: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	22, // 40: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	24, // 41: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }

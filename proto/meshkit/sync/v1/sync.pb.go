@@ -644,6 +644,139 @@ func (x *PeersResponse) GetPeers() []*PeerAddrs {
 	return nil
 }
 
+// NodeReport is what an agent tells the seeds of its domain about itself, over
+// /meshkit/<domain>/report/1 (one message per stream). The sender is the stream's
+// authenticated peer.
+type NodeReport struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ServingEpoch   uint64                 `protobuf:"varint,1,opt,name=serving_epoch,json=servingEpoch,proto3" json:"serving_epoch,omitempty"`
+	ServingVersion uint64                 `protobuf:"varint,2,opt,name=serving_version,json=servingVersion,proto3" json:"serving_version,omitempty"`
+	Stale          bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// nacks counts, per version, the data-plane clients that refused it.
+	Nacks         []*VersionNacks `protobuf:"bytes,4,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeReport) Reset() {
+	*x = NodeReport{}
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeReport) ProtoMessage() {}
+
+func (x *NodeReport) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
+func (*NodeReport) Descriptor() ([]byte, []int) {
+	return file_meshkit_sync_v1_sync_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodeReport) GetServingEpoch() uint64 {
+	if x != nil {
+		return x.ServingEpoch
+	}
+	return 0
+}
+
+func (x *NodeReport) GetServingVersion() uint64 {
+	if x != nil {
+		return x.ServingVersion
+	}
+	return 0
+}
+
+func (x *NodeReport) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *NodeReport) GetNacks() []*VersionNacks {
+	if x != nil {
+		return x.Nacks
+	}
+	return nil
+}
+
+// VersionNacks is how many clients of one agent NACKed one version, and the last reason.
+type VersionNacks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	LastError     string                 `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionNacks) Reset() {
+	*x = VersionNacks{}
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionNacks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionNacks) ProtoMessage() {}
+
+func (x *VersionNacks) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionNacks.ProtoReflect.Descriptor instead.
+func (*VersionNacks) Descriptor() ([]byte, []int) {
+	return file_meshkit_sync_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *VersionNacks) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *VersionNacks) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *VersionNacks) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 var File_meshkit_sync_v1_sync_proto protoreflect.FileDescriptor
 
 const file_meshkit_sync_v1_sync_proto_rawDesc = "" +
@@ -681,7 +814,18 @@ const file_meshkit_sync_v1_sync_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\fR\x05addrs\"A\n" +
 	"\rPeersResponse\x120\n" +
-	"\x05peers\x18\x01 \x03(\v2\x1a.meshkit.sync.v1.PeerAddrsR\x05peersB2Z0meshkit.dev/meshkit/proto/meshkit/sync/v1;syncv1b\x06proto3"
+	"\x05peers\x18\x01 \x03(\v2\x1a.meshkit.sync.v1.PeerAddrsR\x05peers\"\xa5\x01\n" +
+	"\n" +
+	"NodeReport\x12#\n" +
+	"\rserving_epoch\x18\x01 \x01(\x04R\fservingEpoch\x12'\n" +
+	"\x0fserving_version\x18\x02 \x01(\x04R\x0eservingVersion\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x123\n" +
+	"\x05nacks\x18\x04 \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\"]\n" +
+	"\fVersionNacks\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastErrorB2Z0meshkit.dev/meshkit/proto/meshkit/sync/v1;syncv1b\x06proto3"
 
 var (
 	file_meshkit_sync_v1_sync_proto_rawDescOnce sync.Once
@@ -695,7 +839,7 @@ func file_meshkit_sync_v1_sync_proto_rawDescGZIP() []byte {
 	return file_meshkit_sync_v1_sync_proto_rawDescData
 }
 
-var file_meshkit_sync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meshkit_sync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_meshkit_sync_v1_sync_proto_goTypes = []any{
 	(*SyncRequest)(nil),   // 0: meshkit.sync.v1.SyncRequest
 	(*HeadsRequest)(nil),  // 1: meshkit.sync.v1.HeadsRequest
@@ -707,21 +851,24 @@ var file_meshkit_sync_v1_sync_proto_goTypes = []any{
 	(*HeldBundle)(nil),    // 7: meshkit.sync.v1.HeldBundle
 	(*PeerAddrs)(nil),     // 8: meshkit.sync.v1.PeerAddrs
 	(*PeersResponse)(nil), // 9: meshkit.sync.v1.PeersResponse
+	(*NodeReport)(nil),    // 10: meshkit.sync.v1.NodeReport
+	(*VersionNacks)(nil),  // 11: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_sync_v1_sync_proto_depIdxs = []int32{
-	1, // 0: meshkit.sync.v1.SyncRequest.heads:type_name -> meshkit.sync.v1.HeadsRequest
-	2, // 1: meshkit.sync.v1.SyncRequest.fetch:type_name -> meshkit.sync.v1.FetchRequest
-	3, // 2: meshkit.sync.v1.SyncRequest.peers:type_name -> meshkit.sync.v1.PeersRequest
-	6, // 3: meshkit.sync.v1.SyncResponse.heads:type_name -> meshkit.sync.v1.HeadsResponse
-	7, // 4: meshkit.sync.v1.SyncResponse.bundle:type_name -> meshkit.sync.v1.HeldBundle
-	9, // 5: meshkit.sync.v1.SyncResponse.peers:type_name -> meshkit.sync.v1.PeersResponse
-	5, // 6: meshkit.sync.v1.HeadsResponse.heads:type_name -> meshkit.sync.v1.Head
-	8, // 7: meshkit.sync.v1.PeersResponse.peers:type_name -> meshkit.sync.v1.PeerAddrs
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: meshkit.sync.v1.SyncRequest.heads:type_name -> meshkit.sync.v1.HeadsRequest
+	2,  // 1: meshkit.sync.v1.SyncRequest.fetch:type_name -> meshkit.sync.v1.FetchRequest
+	3,  // 2: meshkit.sync.v1.SyncRequest.peers:type_name -> meshkit.sync.v1.PeersRequest
+	6,  // 3: meshkit.sync.v1.SyncResponse.heads:type_name -> meshkit.sync.v1.HeadsResponse
+	7,  // 4: meshkit.sync.v1.SyncResponse.bundle:type_name -> meshkit.sync.v1.HeldBundle
+	9,  // 5: meshkit.sync.v1.SyncResponse.peers:type_name -> meshkit.sync.v1.PeersResponse
+	5,  // 6: meshkit.sync.v1.HeadsResponse.heads:type_name -> meshkit.sync.v1.Head
+	8,  // 7: meshkit.sync.v1.PeersResponse.peers:type_name -> meshkit.sync.v1.PeerAddrs
+	11, // 8: meshkit.sync.v1.NodeReport.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_sync_v1_sync_proto_init() }
@@ -746,7 +893,7 @@ func file_meshkit_sync_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_sync_v1_sync_proto_rawDesc), len(file_meshkit_sync_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
