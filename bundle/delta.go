@@ -256,3 +256,13 @@ func Diff(a, b *bundlev1.Bundle) (header string, changes []Change) {
 	slices.SortStableFunc(changes, func(x, y Change) int { return compareKeys(x.Key, y.Key) })
 	return header, changes
 }
+
+// ResourceKey returns the key of a wrapped resource.
+func ResourceKey(r *bundlev1.Resource) (Key, error) {
+	kind, m, err := unwrap(r)
+	if err != nil {
+		return Key{}, err
+	}
+	md := metadataOf(m)
+	return Key{Kind: kind, Namespace: md.GetNamespace(), Name: md.GetName()}, nil
+}

@@ -185,7 +185,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.loadLKG(); err != nil {
 		return nil, err
 	}
-	a.evaluateStale()
+	if a.stale = a.staleReasonLocked(); a.stale != "" && len(a.held) > 0 {
+		a.log.Warn("agent is stale", "reason", a.stale, "serving", "last-known-good") // an empty agent just waits for peers
+	}
 
 	pcfg := p2p.Config{
 		Domain: cfg.Root.Domain(), Host: cfg.Host, Role: p2p.RoleAgent, Validator: a, Source: a,

@@ -44,7 +44,7 @@ func BenchmarkAgentProcess(b *testing.B) {
 	for range b.N {
 		httpAddr := freeAddrB(b)
 		cmd := exec.Command(bin, "agent", "--data", filepath.Join(dir, "agent"), "--root", rootPath,
-			"--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", httpAddr)
+			"--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", httpAddr, "--southbound-addr", "127.0.0.1:0")
 		t0 := time.Now()
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

@@ -126,7 +126,7 @@ func TestSeedAndAgentsAsProcesses(t *testing.T) {
 	root := filepath.Join(seedData, "trust", "root.json")
 
 	startAgent := func(name, data string, bootstrap ...string) (*proc, endpoint) {
-		args := []string{"agent", "--data", data, "--root", root, "--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", "127.0.0.1:0", "--sync-interval", "1s"}
+		args := []string{"agent", "--data", data, "--root", root, "--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", "127.0.0.1:0", "--southbound-addr", "127.0.0.1:0", "--sync-interval", "1s"}
 		for _, b := range bootstrap {
 			args = append(args, "--bootstrap", b)
 		}

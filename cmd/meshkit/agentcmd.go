@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/grpc/credentials"
 
 	"meshkit.dev/meshkit/internal/atomicfile"
 	"meshkit.dev/meshkit/node"
@@ -110,6 +112,10 @@ func (a *app) agent(args []string) error {
 	httpAddr := fs.String("http-addr", "127.0.0.1:17481", "/healthz, /readyz, /status and /metrics listen address")
 	staleAfter := fs.Duration("stale-after", node.DefaultStaleAfter, "report stale after this long without a new bundle")
 	syncInterval := fs.Duration("sync-interval", node.DefaultSyncInterval, "anti-entropy period")
+	sbAddr := fs.String("southbound-addr", node.DefaultSouthboundAddr, "OmniRelay ControlPlaneWatch and meshkit.southbound.v1 (h2c unless --southbound-tls-*); unix:///PATH for a socket; \"off\" to disable")
+	sbCert := fs.String("southbound-tls-cert", "", "serve the southbound over TLS with this certificate (PEM)")
+	sbKey := fs.String("southbound-tls-key", "", "private key of --southbound-tls-cert")
+	sbCA := fs.String("southbound-client-ca", "", "require client certificates signed by these CAs (mTLS)")
 	connLow := fs.Int("conn-low", 32, "connection manager low watermark")
 	connHigh := fs.Int("conn-high", 96, "connection manager high watermark")
 	if _, err := parse(fs, args); err != nil {
@@ -167,8 +173,17 @@ func (a *app) agent(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: ag.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()
+	sbWhere := "off"
+	if *sbAddr != "off" {
+		sb, where, err := serveSouthbound(ag, *sbAddr, *sbCert, *sbKey, *sbCA, done)
+		if err != nil {
+			return err
+		}
+		defer sb.Close()
+		sbWhere = where
+	}
 	ep, err := writeEndpoint(*data, h, ln.Addr().String())
 	if err != nil {
 		return err
@@ -178,11 +193,12 @@ func (a *app) agent(args []string) error {
 	if ok {
 		serving = fmt.Sprintf("last-known-good v%d (epoch %d)", cur.Version, cur.Epoch)
 	}
-	fmt.Fprintf(a.stdout, "agent %s of domain %q serving %s\n  p2p: %s\n  http: %s\n", ep.PeerID, root.Domain(), serving, strings.Join(ep.Addrs, " "), ep.HTTPAddr)
+	fmt.Fprintf(a.stdout, "agent %s of domain %q serving %s\n  p2p: %s\n  http: %s\n  southbound (OmniRelay ControlPlaneWatch, meshkit.southbound.v1): %s\n",
+		ep.PeerID, root.Domain(), serving, strings.Join(ep.Addrs, " "), ep.HTTPAddr, sbWhere)
 	select {
 	case <-ctx.Done():
 	case err := <-done:
-		return fmt.Errorf("http: %w", err)
+		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Fprintln(a.stdout, "shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -250,4 +266,40 @@ func counts(m map[string]uint64) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// serveSouthbound listens on addr (host:port or unix:///path) and serves the agent's
+// data-plane APIs; Serve's result goes to done.
+func serveSouthbound(ag *node.Agent, addr, certPath, keyPath, caPath string, done chan<- error) (*node.Southbound, string, error) {
+	tlsCfg, err := serverTLS(certPath, keyPath, caPath)
+	if err != nil {
+		return nil, "", err
+	}
+	var cfg node.SouthboundConfig
+	if tlsCfg != nil {
+		if tlsCfg.ClientCAs != nil {
+			tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert // the data plane's identity is its certificate
+		}
+		cfg.TLS = credentials.NewTLS(tlsCfg)
+	}
+	var ln net.Listener
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		_ = os.Remove(path) // a socket left by a previous run
+		ln, err = net.Listen("unix", path)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	sb := ag.NewSouthbound(cfg)
+	go func() { done <- sb.Serve(ln) }()
+	where := ln.Addr().String()
+	if ln.Addr().Network() == "unix" {
+		where = "unix://" + where
+	}
+	if tlsCfg == nil {
+		where += " (h2c)"
+	}
+	return sb, where, nil
 }

@@ -64,6 +64,8 @@ func (a *app) commands() []command {
 			{name: "diff", summary: "show what changed between two bundles", run: (*app).bundleDiff},
 			{name: "fetch", summary: "fetch the newest signed bundle from a seed", run: (*app).bundleFetch},
 		}},
+		{name: "dev", summary: "run a whole domain on loopback: a seed with the examples and N agents serving OmniRelay's watch", run: (*app).dev},
+		{name: "watch", summary: "watch an agent's southbound as a data-plane node does (JSON lines)", run: (*app).watch},
 		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
 		{name: "agent", summary: "run an agent, or 'agent status': join a domain, verify, relay and keep bundles", run: (*app).agent},
 		{name: "apply", summary: "validate and store resources on a seed (--dry-run: show the diff)", run: (*app).apply},

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDevAndWatch runs `meshkit dev` and `meshkit watch` as the README says: the watch
+// shows the examples, then a change made with `meshkit apply` (here: delete) within a second.
+func TestDevAndWatch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
+	done := make(chan int, 1)
+	go func() {
+		done <- dev.main([]string{"dev", "--agents", "2", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("dev exited %d:\n%s", code, out.String())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "Watch what a node receives") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	grpcAddr := regexp.MustCompile(`seed admin gRPC\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	agents := regexp.MustCompile(`OmniRelay watch (\S+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(agents) != 2 {
+		t.Fatalf("dev printed %d agents:\n%s", len(agents), out.String())
+	}
+
+	wctx, wcancel := context.WithCancel(context.Background())
+	wout := &syncBuffer{}
+	w := &app{ctx: wctx, stdout: wout, stderr: wout, now: time.Now}
+	wdone := make(chan int, 1)
+	go func() { wdone <- w.main([]string{"watch", "--addr", agents[1][1], "--node-id", "dev:web-1"}) }()
+	defer func() {
+		wcancel()
+		<-wdone
+	}()
+	lines := func() []watchLine {
+		var ls []watchLine
+		for _, l := range strings.Split(strings.TrimSpace(wout.String()), "\n") {
+			var wl watchLine
+			if json.Unmarshal([]byte(l), &wl) == nil {
+				ls = append(ls, wl)
+			}
+		}
+		return ls
+	}
+	waitUntil := func(what string, within time.Duration, cond func([]watchLine) bool) time.Duration {
+		start := time.Now()
+		for !cond(lines()) {
+			if time.Since(start) > within {
+				t.Fatalf("%s: not within %s; watch printed:\n%s\ndev:\n%s", what, within, wout.String(), out.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	waitUntil("the examples", 30*time.Second, func(ls []watchLine) bool {
+		return len(ls) > 0 && ls[len(ls)-1].Version == "1" && ls[len(ls)-1].Resources == 13
+	})
+	start := time.Now()
+	if code, msg := cli(t, "delete", "AuthzPolicy", "deny-admin-paths", "--namespace", "shop", "--seed", grpcAddr); code != exitOK {
+		t.Fatalf("delete: %s", msg)
+	}
+	waitUntil("the change", 5*time.Second, func(ls []watchLine) bool {
+		return ls[len(ls)-1].Version == "2" && ls[len(ls)-1].Resources == 12
+	})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the change reached the watch after %s; want within a second", took)
+	}
+}
