@@ -6,7 +6,7 @@ TOOL      := $(GO) tool -modfile=internal/tools/go.mod
 FUZZTIME  ?= 10s
 BENCHCOUNT?= 6
 
-.PHONY: all build test race check fmt-check vet staticcheck buf-lint buf-breaking tidy-check proto fuzz bench demo clean
+.PHONY: all build test race check fmt-check vet staticcheck buf-lint buf-breaking tidy-check proto fuzz bench dev demo clean
 
 all: build
 
@@ -74,9 +74,14 @@ bench:
 	$(GO) test ./trust -run '^$$' -bench . -benchmem -count $(BENCHCOUNT)
 	$(GO) test ./seed -run '^$$' -bench . -benchtime 10x -count $(BENCHCOUNT)
 	$(GO) test ./node -run '^$$' -bench Propagation -benchtime 20x -timeout 30m
+	$(GO) test ./node -run '^$$' -bench WatchFanout -benchtime 20x
 	$(GO) test ./cmd/meshkit -run '^$$' -bench AgentProcess -benchtime 5x
 
-## demo: the README's run command
+## dev: the README's run command
+dev:
+	$(GO) run ./cmd/meshkit dev
+
+## demo: the trust core end to end
 demo:
 	$(GO) run ./cmd/meshkit demo
 

@@ -387,6 +387,10 @@ func (a *app) status(args []string) error {
 	if st.GetLastError() != "" {
 		fmt.Fprintf(a.stdout, "last publish error: %s\n", st.GetLastError())
 	}
+	fmt.Fprintf(a.stdout, "agents reporting (last 10 min): %d\n", st.GetReportingNodes())
+	for _, n := range st.GetNacks() {
+		fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), n.GetLastError())
+	}
 	return nil
 }
 
