@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -42,7 +42,7 @@ func BenchmarkAgentProcess(b *testing.B) {
 	var starts, rss, hwm []float64
 	b.ResetTimer()
 	for range b.N {
-		httpAddr := freeAddrB(b)
+		httpAddr := freeAddr(b)
 		cmd := exec.Command(bin, "agent", "--data", filepath.Join(dir, "agent"), "--root", rootPath,
 			"--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", httpAddr, "--southbound-addr", "127.0.0.1:0")
 		t0 := time.Now()
@@ -80,15 +80,6 @@ func BenchmarkAgentProcess(b *testing.B) {
 	b.ReportMetric(float64(size)/(1<<20), "bundle-MiB")
 }
 
-func freeAddrB(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // procMemMiB reads VmRSS and VmHWM of pid.
 func procMemMiB(b *testing.B, pid int) (rss, hwm float64) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -114,40 +105,17 @@ func procMemMiB(b *testing.B, pid int) (rss, hwm float64) {
 // writeLKGFixture creates a domain root in dir/root.json and, in dir/agent, the
 // last-known-good of a signed bundle of about size bytes, written by a real agent.
 func writeLKGFixture(b *testing.B, dir string, size int) (rootPath string, payloadBytes int) {
-	rootKey, err := trust.GenerateKey(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	seedKey, err := trust.GenerateKey(nil)
-	if err != nil {
+	root, rootEnv, seedKey := testRoot(b, time.Now())
+	rootPath = filepath.Join(dir, "root.json")
+	if err := writeEnvelopeJSON(rootPath, rootEnv, false); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	msg, err := trust.BuildRoot(trust.RootSpec{Domain: "prod", Version: 1, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(24 * time.Hour),
-		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{seedKey.Public()}, SeedThreshold: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	env, err := trust.RootEnvelope(msg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := trust.Sign(env, rootKey); err != nil {
-		b.Fatal(err)
-	}
-	rootPath = filepath.Join(dir, "root.json")
-	if err := writeEnvelopeJSON(rootPath, env, false); err != nil {
-		b.Fatal(err)
-	}
-	rb, _ := os.ReadFile(rootPath)
-	root, err := trust.VerifyRoot(rb)
-	if err != nil {
-		b.Fatal(err)
-	}
 	bd := &bundlev1.Bundle{Header: &bundlev1.BundleHeader{SchemaVersion: 1, Domain: "prod", Epoch: 1, Version: 1,
 		IssuedAt: timestamppb.New(now.Add(-time.Minute)), ExpiresAt: timestamppb.New(now.Add(12 * time.Hour))}}
 	bd.Clusters = []*bundlev1.Cluster{{Metadata: &bundlev1.Metadata{Name: "api", Namespace: "shop"}, Spec: &bundlev1.ClusterSpec{Endpoints: []*bundlev1.Endpoint{{Address: "10.0.0.1", Port: 80}}}}}
 	var payload []byte
+	var err error
 	for i := 0; len(payload) < size; i += 1000 {
 		for j := i; j < i+1000; j++ {
 			bd.Routes = append(bd.Routes, &bundlev1.Route{Metadata: &bundlev1.Metadata{Name: fmt.Sprintf("r%06d", j), Namespace: "shop"},
@@ -216,3 +184,33 @@ type staticSource struct {
 func (s *staticSource) Validate(context.Context, p2p.Message) p2p.Verdict { return p2p.Ignore }
 func (s *staticSource) Heads() []*syncv1.Head                             { return []*syncv1.Head{s.head} }
 func (s *staticSource) Held([]byte) *syncv1.HeldBundle                    { return s.held }
+
+// testRoot is a domain "prod" whose root key also holds the seed role, valid around now.
+func testRoot(t testing.TB, now time.Time) (*trust.Root, *trustv1.Envelope, *trust.PrivateKey) {
+	t.Helper()
+	k, err := trust.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := trust.BuildRoot(trust.RootSpec{Domain: "prod", Version: 1, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(24 * time.Hour),
+		RootKeys: []trust.PublicKey{k.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{k.Public()}, SeedThreshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := trust.RootEnvelope(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trust.Sign(env, k); err != nil {
+		t.Fatal(err)
+	}
+	b, err := trust.MarshalEnvelope(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := trust.VerifyRoot(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, env, k
+}

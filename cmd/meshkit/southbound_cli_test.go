@@ -24,30 +24,11 @@ import (
 
 	"meshkit.dev/meshkit/node"
 	controlpb "meshkit.dev/meshkit/proto/omnirelay/control"
-	"meshkit.dev/meshkit/trust"
 )
 
 func emptyAgent(t *testing.T) *node.Agent {
 	t.Helper()
-	k, err := trust.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	msg, err := trust.BuildRoot(trust.RootSpec{Domain: "prod", Version: 1, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour),
-		RootKeys: []trust.PublicKey{k.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{k.Public()}, SeedThreshold: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, _ := trust.RootEnvelope(msg)
-	if err := trust.Sign(env, k); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := trust.MarshalEnvelope(env)
-	root, err := trust.VerifyRoot(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, _, _ := testRoot(t, time.Now())
 	mn := mocknet.New()
 	t.Cleanup(func() { _ = mn.Close() })
 	h, err := mn.GenPeer()
