@@ -345,7 +345,8 @@ func (n *Node) Close() error {
 
 // maintain keeps the node connected: bootstrap peers first, then peers met before, then
 // peers learned by peer exchange from the peers it has, until it holds TargetPeers
-// connections.
+// connections. Below the target it tries again every couple of seconds, so a healed
+// partition reconnects quickly; at the target, every MaintainInterval.
 func (n *Node) maintain(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTimer(0)
@@ -357,48 +358,52 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-t.C:
 		}
 		n.connect(ctx)
-		jitter := time.Duration(rand.Int64N(int64(n.cfg.MaintainInterval / 4)))
-		t.Reset(n.cfg.MaintainInterval + jitter)
+		wait := n.cfg.MaintainInterval
+		if len(n.host.Network().Peers()) < n.cfg.TargetPeers {
+			wait = min(wait, underTargetRetry)
+		}
+		t.Reset(wait + time.Duration(rand.Int64N(int64(wait/4)+1)))
 	}
 }
 
+// underTargetRetry is how often a node below its target number of peers tries again.
+const underTargetRetry = 2 * time.Second
+
 func (n *Node) connect(ctx context.Context) {
 	net := n.host.Network()
-	if len(net.Peers()) >= n.cfg.TargetPeers {
+	deficit := n.cfg.TargetPeers - len(net.Peers())
+	if deficit <= 0 {
 		return
 	}
+	// Bootstrap peers, then peers met before (they spoke this domain's sync protocol):
+	// these come back after a partition heals or a restart, even with no bootstrap peer up.
+	var dial []peer.AddrInfo
 	for _, pi := range n.cfg.Bootstrap {
 		if net.Connectedness(pi.ID) != network.Connected {
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := n.host.Connect(dctx, pi); err != nil {
-				n.log.Debug("bootstrap peer unreachable", "peer", pi.ID, "err", err)
-			}
-			cancel()
+			dial = append(dial, pi)
 		}
 	}
-	// Peers met before (they spoke this domain's sync protocol) come back after a
-	// partition heals or a restart of theirs, even when no bootstrap peer is up.
 	proto := SyncProtocol(n.cfg.Domain)
 	known := n.host.Peerstore().PeersWithAddrs()
 	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
 	for _, p := range known {
-		if len(net.Peers()) >= n.cfg.TargetPeers || ctx.Err() != nil {
-			return
+		if len(dial) >= len(n.cfg.Bootstrap)+2*deficit {
+			break
 		}
-		if p == n.host.ID() || net.Connectedness(p) == network.Connected {
+		if p == n.host.ID() || net.Connectedness(p) == network.Connected || slices.ContainsFunc(dial, func(pi peer.AddrInfo) bool { return pi.ID == p }) {
 			continue
 		}
-		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err != nil || len(ok) == 0 {
-			continue
+		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err == nil && len(ok) > 0 {
+			dial = append(dial, peer.AddrInfo{ID: p})
 		}
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = n.host.Connect(dctx, peer.AddrInfo{ID: p})
-		cancel()
 	}
+	n.dialAll(ctx, dial)
+	// Peer exchange: ask a few connected peers for more.
 	peers := net.Peers()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	for _, p := range peers {
-		if len(net.Peers()) >= n.cfg.TargetPeers || ctx.Err() != nil {
+	for _, p := range peers[:min(len(peers), 3)] {
+		deficit = n.cfg.TargetPeers - len(net.Peers())
+		if deficit <= 0 || ctx.Err() != nil {
 			return
 		}
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -407,18 +412,33 @@ func (n *Node) connect(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		for _, pi := range found {
-			if pi.ID == n.host.ID() || net.Connectedness(pi.ID) == network.Connected {
-				continue
-			}
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_ = n.host.Connect(dctx, pi)
-			cancel()
-			if len(net.Peers()) >= n.cfg.TargetPeers {
-				return
-			}
-		}
+		found = slices.DeleteFunc(found, func(pi peer.AddrInfo) bool {
+			return pi.ID == n.host.ID() || net.Connectedness(pi.ID) == network.Connected
+		})
+		n.dialAll(ctx, found[:min(len(found), deficit)])
 	}
+}
+
+// dialAll dials peers concurrently, at most 16 at a time, each for at most 5 s, and
+// returns when every dial has ended: a partition's unreachable peers cost one timeout,
+// not one each.
+func (n *Node) dialAll(ctx context.Context, peers []peer.AddrInfo) {
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, pi := range peers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := n.host.Connect(dctx, pi); err != nil {
+				n.log.Debug("peer unreachable", "peer", pi.ID, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // byteCounter counts gossipsub traffic.

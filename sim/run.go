@@ -1,0 +1,295 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+
+)
+
+// Options tune a run without changing the scenario.
+type Options struct {
+	Logger *slog.Logger
+	// Progress, when set, is called about once a second with the simulated time done.
+	Progress func(done, total time.Duration)
+	// Dir holds the seeds' and agents' data; empty means a temporary directory (on
+	// /dev/shm when it exists).
+	Dir string
+}
+
+// peerSlot is one simulated machine: its identity and address survive restarts.
+type peerSlot struct {
+	key    crypto.PrivKey
+	id     peer.ID
+	addr   ma.Multiaddr
+	region int
+	host   host.Host // nil while down
+}
+
+// world is the simulated network: the mocknet, every slot, and which links exist.
+type world struct {
+	sc    *Scenario
+	mn    mocknet.Mocknet
+	rng   *rand.Rand
+	slots []*peerSlot // [0] is the seed, then the agents
+	// links are the intended links (i < j); cut are those a partition removed.
+	links map[[2]int]bool
+	cut   map[[2]int]bool
+	mu    sync.Mutex
+}
+
+func newWorld(sc *Scenario, rng *rand.Rand) (*world, error) {
+	w := &world{sc: sc, mn: mocknet.New(), rng: rng, links: map[[2]int]bool{}, cut: map[[2]int]bool{}}
+	n := sc.Agents + 1
+	regionOf := regionAssignment(sc, rng)
+	for i := range n {
+		key, _, err := crypto.GenerateEd25519Key(rngReader{rng})
+		if err != nil {
+			return nil, err
+		}
+		id, err := peer.IDFromPrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", (i>>16)&255, (i>>8)&255, i&255))
+		if err != nil {
+			return nil, err
+		}
+		region := 0
+		if i > 0 {
+			region = regionOf[i-1]
+		}
+		w.slots = append(w.slots, &peerSlot{key: key, id: id, addr: addr, region: region})
+	}
+	// Every agent is linked to the seed (it bootstraps there) and to Degree/2 random agents
+	// (so about Degree agent links each, counting both directions).
+	for i := 1; i < n; i++ {
+		w.links[[2]int{0, i}] = true
+		for range max(sc.Degree/2, 1) {
+			if sc.Agents < 2 {
+				break
+			}
+			j := 1 + rng.IntN(sc.Agents)
+			if j != i {
+				w.links[pair(i, j)] = true
+			}
+		}
+	}
+	return w, nil
+}
+
+func pair(i, j int) [2]int {
+	if i > j {
+		i, j = j, i
+	}
+	return [2]int{i, j}
+}
+
+func regionAssignment(sc *Scenario, rng *rand.Rand) []int {
+	out := make([]int, sc.Agents)
+	if len(sc.Regions) == 0 {
+		return out
+	}
+	perm := rng.Perm(sc.Agents)
+	at := 0
+	for r, reg := range sc.Regions {
+		k := int(reg.Share*float64(sc.Agents) + 0.5)
+		if r == len(sc.Regions)-1 {
+			k = sc.Agents - at
+		}
+		for _, p := range perm[at:min(at+k, sc.Agents)] {
+			out[p] = r
+		}
+		at = min(at+k, sc.Agents)
+	}
+	return out
+}
+
+// rngReader makes keys reproducible from the scenario's seed.
+type rngReader struct{ r *rand.Rand }
+
+func (r rngReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r.r.Uint32())
+	}
+	return len(p), nil
+}
+
+// up creates slot i's host (with its fixed identity) and links it to every slot that is
+// up and that it should reach.
+func (w *world) up(i int) (host.Host, error) {
+	s := w.slots[i]
+	h, err := w.mn.AddPeer(s.key, s.addr)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	s.host = h
+	w.mu.Unlock()
+	for j, o := range w.slots {
+		if j == i || o.host == nil || !w.links[pair(i, j)] || w.isCut(pair(i, j)) {
+			continue
+		}
+		if err := w.link(i, j); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func (w *world) isCut(p [2]int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cut[p]
+}
+
+func (w *world) link(i, j int) error {
+	l, err := w.mn.LinkPeers(w.slots[i].id, w.slots[j].id)
+	if err != nil {
+		return err
+	}
+	lat := w.sc.Link.Latency.D()
+	if w.slots[i].region != w.slots[j].region && w.sc.InterRegionLatency > 0 {
+		lat = w.sc.InterRegionLatency.D()
+	}
+	l.SetOptions(mocknet.LinkOptions{Latency: lat, Bandwidth: w.sc.Link.Bandwidth})
+	return nil
+}
+
+// down removes slot i's host from the network.
+func (w *world) down(i int) {
+	w.mu.Lock()
+	h := w.slots[i].host
+	w.slots[i].host = nil
+	w.mu.Unlock()
+	if h == nil {
+		return
+	}
+	for j := range w.slots {
+		_ = w.mn.UnlinkPeers(w.slots[i].id, w.slots[j].id)
+	}
+	_ = h.Close()
+}
+
+// partition cuts the links between side (with the seed) and the rest.
+func (w *world) partition(side map[int]bool) {
+	w.mu.Lock()
+	var cut [][2]int
+	for p := range w.links {
+		if side[p[0]] != side[p[1]] {
+			w.cut[p] = true
+			cut = append(cut, p)
+		}
+	}
+	w.mu.Unlock()
+	for _, p := range cut {
+		_ = w.mn.UnlinkPeers(w.slots[p[0]].id, w.slots[p[1]].id)
+		_ = w.mn.DisconnectPeers(w.slots[p[0]].id, w.slots[p[1]].id)
+	}
+}
+
+// heal restores every cut link between slots that are up.
+func (w *world) heal() error {
+	w.mu.Lock()
+	cut := w.cut
+	w.cut = map[[2]int]bool{}
+	w.mu.Unlock()
+	for p := range cut {
+		if w.slots[p[0]].host != nil && w.slots[p[1]].host != nil {
+			if err := w.link(p[0], p[1]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// bootstrap is what slot i is told to join through: the seed and its linked agents.
+func (w *world) bootstrap(i int) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for j, s := range w.slots {
+		if j != i && w.links[pair(i, j)] {
+			out = append(out, peer.AddrInfo{ID: s.id, Addrs: []ma.Multiaddr{s.addr}})
+		}
+	}
+	return out
+}
+
+// timeline expands the scenario's events into single steps in time order.
+type step struct {
+	at time.Duration
+	ev Event
+}
+
+func timeline(sc *Scenario) []step {
+	var out []step
+	for _, e := range sc.Events {
+		if e.Publish > 0 {
+			for k := range e.Publish {
+				one := e
+				one.Publish = 1
+				out = append(out, step{at: e.At.D() + time.Duration(k)*e.Every.D(), ev: one})
+			}
+			continue
+		}
+		out = append(out, step{at: e.At.D(), ev: e})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].at < out[j].at })
+	return out
+}
+
+// dataDir returns a directory for the run's state.
+func dataDir(opt Options) (string, func(), error) {
+	if opt.Dir != "" {
+		return opt.Dir, func() {}, os.MkdirAll(opt.Dir, 0o700)
+	}
+	root := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		root = "/dev/shm"
+	}
+	d, err := os.MkdirTemp(root, "meshkit-sim-")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { _ = os.RemoveAll(d) }, nil
+}
+
+// percentile of sorted xs (nearest rank); -1 when empty.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	i := int(float64(len(xs))*p+0.999999) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+var errStopped = errors.New("sim: run stopped")
+
+// sleepUntil waits until start+at or ctx's end.
+func sleepUntil(ctx context.Context, start time.Time, at time.Duration) error {
+	d := time.Until(start.Add(at))
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return errStopped
+	}
+}
+
