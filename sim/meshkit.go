@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -26,110 +24,6 @@ import (
 	"meshkit.dev/meshkit/seed/boltstore"
 	"meshkit.dev/meshkit/trust"
 )
-
-// Result is what a run measured. Times are milliseconds of the run's clock.
-type Result struct {
-	Scenario string `json:"scenario"`
-	// System is "meshkit" or the baseline's name ("xds").
-	System string `json:"system"`
-	Clock  string `json:"clock"`
-	Agents int    `json:"agents"`
-	// Publishes counted (versions published during the run).
-	Publishes int `json:"publishes"`
-	// DeliveredRatio is the share of (publish, agent up at the end) pairs where the agent
-	// held that version or a newer one by the end of the run.
-	DeliveredRatio float64 `json:"delivered_ratio"`
-	// P50Ms, P90Ms, P99Ms, MaxMs are over every delivery of every publish.
-	P50Ms float64 `json:"p50_ms"`
-	P90Ms float64 `json:"p90_ms"`
-	P99Ms float64 `json:"p99_ms"`
-	MaxMs float64 `json:"max_ms"`
-	// PerPublish is the time until 50/90/99/100 % of the agents held each version.
-	PerPublish []PublishResult `json:"per_publish"`
-	// SeedEgressBytes is what the seed (or the hub) sent during the run, and per publish.
-	SeedEgressBytes      uint64  `json:"seed_egress_bytes"`
-	SeedEgressPerPublish float64 `json:"seed_egress_per_publish_bytes"`
-	// BundleBytes is the size of the bundle published (the snapshot payload).
-	BundleBytes int `json:"bundle_bytes"`
-	// BytesPerAgent is what an agent received during the run, on average.
-	BytesPerAgent float64 `json:"bytes_per_agent"`
-	// ConvergeMs is the time from the last heal until every agent up held the newest
-	// version published before it; -1 without a heal.
-	ConvergeMs float64 `json:"converge_ms"`
-	// Rejected counts messages the agents refused, by reason.
-	Rejected map[string]uint64 `json:"rejected,omitempty"`
-	// Regressions counts agents that ever served an older (epoch, version) after a newer one.
-	Regressions int `json:"regressions"`
-	// WallSeconds is how long the run took, and HeapBytesPerAgent the heap it held per agent.
-	WallSeconds       float64 `json:"wall_seconds"`
-	HeapBytesPerAgent float64 `json:"heap_bytes_per_agent"`
-	// CPUSeconds is the process CPU time the measured part of the run used.
-	CPUSeconds float64 `json:"cpu_seconds"`
-}
-
-// PublishResult is one version's propagation.
-type PublishResult struct {
-	Version   uint64  `json:"version"`
-	AtMs      float64 `json:"at_ms"`
-	Delivered int     `json:"delivered"`
-	P50Ms     float64 `json:"p50_ms"`
-	P90Ms     float64 `json:"p90_ms"`
-	P99Ms     float64 `json:"p99_ms"`
-	MaxMs     float64 `json:"max_ms"` // -1 when not every agent got it
-}
-
-// tracker records when each agent first held each version.
-type tracker struct {
-	mu       sync.Mutex
-	start    time.Time
-	held     []map[uint64]time.Duration // per agent: version → first time held (since start)
-	last     []uint64
-	regress  []bool
-	pubAt    map[uint64]time.Duration
-	pubOrder []uint64
-}
-
-func newTracker(agents int) *tracker {
-	t := &tracker{held: make([]map[uint64]time.Duration, agents), last: make([]uint64, agents), regress: make([]bool, agents), pubAt: map[uint64]time.Duration{}}
-	for i := range t.held {
-		t.held[i] = map[uint64]time.Duration{}
-	}
-	return t
-}
-
-func (t *tracker) now() time.Duration { return time.Since(t.start) }
-
-func (t *tracker) hold(agent int, version uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if version < t.last[agent] {
-		t.regress[agent] = true
-	}
-	t.last[agent] = max(t.last[agent], version)
-	if _, ok := t.held[agent][version]; !ok {
-		t.held[agent][version] = t.now()
-	}
-}
-
-func (t *tracker) published(version uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.pubAt[version]; !ok {
-		t.pubAt[version] = t.now()
-		t.pubOrder = append(t.pubOrder, version)
-	}
-}
-
-// heldAt is when agent first held version v or newer; ok false if never.
-func (t *tracker) heldAt(agent int, v uint64) (time.Duration, bool) {
-	best, ok := time.Duration(0), false
-	for ver, at := range t.held[agent] {
-		if ver >= v && (!ok || at < best) {
-			best, ok = at, true
-		}
-	}
-	return best, ok
-}
 
 // timedPublisher records when the seed hands each version to gossip.
 type timedPublisher struct {
@@ -151,8 +45,8 @@ func (p *timedPublisher) Publish(ctx context.Context, pub *seed.Publication) err
 
 // meshkitRun is one run of MeshKit: a seed and agents over the world.
 type meshkitRun struct {
+	d      *driver
 	sc     *Scenario
-	opt    Options
 	log    *slog.Logger
 	w      *world
 	dir    string
@@ -178,37 +72,24 @@ type meshkitRun struct {
 
 // Run runs the scenario with MeshKit's seed and agents.
 func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
-	if opt.Logger == nil {
-		opt.Logger = slog.New(slog.DiscardHandler)
-	}
-	dir, cleanup, err := dataDir(opt)
-	if err != nil {
-		return nil, err
-	}
-	defer cleanup()
-	rng := rand.New(rand.NewPCG(uint64(sc.Seed), 0x5eed))
-	w, err := newWorld(sc, rng)
-	if err != nil {
-		return nil, err
-	}
-	defer w.mn.Close()
-	rootKey, err := trust.GenerateKey(rngReader{rng})
-	if err != nil {
-		return nil, err
-	}
-	signer, err := trust.GenerateKey(rngReader{rng})
-	if err != nil {
-		return nil, err
-	}
-	root, err := simRoot(rootKey, signer)
-	if err != nil {
-		return nil, err
-	}
-	r := &meshkitRun{sc: sc, opt: opt, log: opt.Logger, w: w, dir: dir, root: root, signer: signer,
-		t: newTracker(sc.Agents), agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{}}
-	r.ctx, r.stop = context.WithCancel(ctx)
-	defer r.stop()
-	return r.run(ctx)
+	return drive(ctx, sc, opt, func(d *driver) (system, error) {
+		rootKey, err := trust.GenerateKey(rngReader{d.w.rng})
+		if err != nil {
+			return nil, err
+		}
+		signer, err := trust.GenerateKey(rngReader{d.w.rng})
+		if err != nil {
+			return nil, err
+		}
+		root, err := simRoot(rootKey, signer)
+		if err != nil {
+			return nil, err
+		}
+		r := &meshkitRun{d: d, sc: sc, log: d.log, w: d.w, dir: d.dir, root: root, signer: signer, t: d.t,
+			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{}}
+		r.ctx, r.stop = context.WithCancel(ctx)
+		return r, nil
+	})
 }
 
 func simRoot(rootKey, seedKey *trust.PrivateKey) (*trust.Root, error) {
@@ -232,100 +113,26 @@ func simRoot(rootKey, seedKey *trust.PrivateKey) (*trust.Root, error) {
 	return trust.VerifyRoot(b)
 }
 
-func (r *meshkitRun) run(ctx context.Context) (*Result, error) {
-	wallStart := time.Now()
-	var m0 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	r.t.start = time.Now()
+func (r *meshkitRun) name() string { return "meshkit" }
+
+func (r *meshkitRun) start() error {
 	if err := r.startSeed(); err != nil {
-		return nil, err
+		return err
 	}
 	for i := range r.sc.Agents {
 		if err := r.startAgent(i); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	defer r.shutdown()
-	// The initial state (version 1) is published before warm-up ends; measuring starts after.
-	if err := r.publish(); err != nil {
-		return nil, err
-	}
-	if err := sleepUntil(ctx, r.t.start, r.sc.Warmup.D()); err != nil {
-		return nil, err
-	}
-	var m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m1)
-	cpu0 := cpuTime()
-	r.t.mu.Lock()
-	r.t.start = time.Now()
-	r.t.pubAt, r.t.pubOrder = map[uint64]time.Duration{}, nil
-	for i := range r.t.held {
-		r.t.held[i] = map[uint64]time.Duration{}
-	}
-	r.t.mu.Unlock()
-	egress0, in0 := r.seedEgressNow(), r.agentBytesNow()
-	var lastHeal time.Duration = -1
-	var healTarget uint64
-	for _, st := range timeline(r.sc) {
-		if err := sleepUntil(ctx, r.t.start, st.at); err != nil {
-			break
-		}
-		if r.opt.Progress != nil {
-			r.opt.Progress(st.at, r.sc.Duration.D())
-		}
-		if err := r.do(st.ev); err != nil {
-			return nil, fmt.Errorf("sim: at %s: %w", st.at, err)
-		}
-		if st.ev.Heal {
-			lastHeal = r.t.now()
-			r.t.mu.Lock()
-			if n := len(r.t.pubOrder); n > 0 {
-				healTarget = r.t.pubOrder[n-1]
-			}
-			r.t.mu.Unlock()
-		}
-	}
-	end := r.sc.Duration.D()
-	for at := time.Second; at < end; at += time.Second {
-		if sleepUntil(ctx, r.t.start, at) != nil {
-			break
-		}
-		if r.opt.Progress != nil {
-			r.opt.Progress(at, end)
-		}
-	}
-	_ = sleepUntil(ctx, r.t.start, end)
-	cpu := cpuTime() - cpu0
-	res := r.result(lastHeal, healTarget)
-	res.SeedEgressBytes = r.seedEgressNow() - egress0
-	if res.Publishes > 0 {
-		res.SeedEgressPerPublish = float64(res.SeedEgressBytes) / float64(res.Publishes)
-	}
-	res.BytesPerAgent = float64(r.agentBytesNow()-in0) / float64(r.sc.Agents)
-	res.WallSeconds = time.Since(wallStart).Seconds()
-	res.HeapBytesPerAgent = float64(int64(m1.HeapInuse+m1.StackInuse)-int64(m0.HeapInuse+m0.StackInuse)) / float64(r.sc.Agents)
-	res.CPUSeconds = cpu.Seconds()
-	r.pub.mu.Lock()
-	res.BundleBytes = r.pub.size
-	r.pub.mu.Unlock()
-	return res, nil
+	return nil
 }
+
+func (r *meshkitRun) bundleBytes() int { return r.pubSize() }
 
 func (r *meshkitRun) do(e Event) error {
 	switch {
 	case e.Publish > 0:
 		return r.publish()
-	case e.Partition > 0:
-		side := map[int]bool{0: true}
-		perm := r.w.rng.Perm(r.sc.Agents)
-		for _, a := range perm[:int(e.Partition*float64(r.sc.Agents))] {
-			side[a+1] = true
-		}
-		r.w.partition(side)
-	case e.Heal:
-		return r.w.heal()
 	case e.KillSeed:
 		r.stopSeed()
 	case e.RestartSeed:
@@ -575,71 +382,30 @@ func (r *meshkitRun) forge(n int) error {
 	return nil
 }
 
-// result computes the delivery figures from the tracker.
-func (r *meshkitRun) result(lastHeal time.Duration, healTarget uint64) *Result {
+// up lists the agents running now.
+func (r *meshkitRun) up() []int {
 	r.mu.Lock()
-	var up []int
+	defer r.mu.Unlock()
+	var out []int
 	for i, a := range r.agents {
 		if a != nil {
-			up = append(up, i)
-			for k, v := range a.Status().Rejected {
-				r.rejected[k] += v
-			}
+			out = append(out, i)
 		}
 	}
-	rejected := r.rejected
-	r.mu.Unlock()
-	r.t.mu.Lock()
-	defer r.t.mu.Unlock()
-	res := &Result{Scenario: r.sc.Name, System: "meshkit", Clock: r.sc.Clock, Agents: r.sc.Agents, Publishes: len(r.t.pubOrder), ConvergeMs: -1, Rejected: rejected}
-	var all []float64
-	delivered := 0
-	for _, v := range r.t.pubOrder {
-		at := r.t.pubAt[v]
-		var lat []float64
-		for _, i := range up {
-			if h, ok := r.t.heldAt(i, v); ok {
-				lat = append(lat, ms(max(h-at, 0)))
-			}
-		}
-		slices.Sort(lat)
-		delivered += len(lat)
-		all = append(all, lat...)
-		pr := PublishResult{Version: v, AtMs: ms(at), Delivered: len(lat), P50Ms: percentile(lat, 0.5), P90Ms: percentile(lat, 0.9), P99Ms: percentile(lat, 0.99), MaxMs: -1}
-		if len(lat) == len(up) && len(lat) > 0 {
-			pr.MaxMs = lat[len(lat)-1]
-		}
-		res.PerPublish = append(res.PerPublish, pr)
-	}
-	slices.Sort(all)
-	res.P50Ms, res.P90Ms, res.P99Ms = percentile(all, 0.5), percentile(all, 0.9), percentile(all, 0.99)
-	if len(all) > 0 {
-		res.MaxMs = all[len(all)-1]
-	}
-	if n := len(r.t.pubOrder) * len(up); n > 0 {
-		res.DeliveredRatio = float64(delivered) / float64(n)
-	}
-	if lastHeal >= 0 && healTarget > 0 {
-		worst := time.Duration(0)
-		all := true
-		for _, i := range up {
-			h, ok := r.t.heldAt(i, healTarget)
-			if !ok {
-				all = false
-				break
-			}
-			worst = max(worst, h-lastHeal)
-		}
-		if all {
-			res.ConvergeMs = ms(max(worst, 0))
-		}
-	}
-	for _, reg := range r.t.regress {
-		if reg {
-			res.Regressions++
-		}
-	}
-	return res
+	return out
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// refusals sums what every agent (running or stopped) refused, by reason.
+func (r *meshkitRun) refusals() map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := maps.Clone(r.rejected)
+	for _, a := range r.agents {
+		if a != nil {
+			for k, v := range a.Status().Rejected {
+				out[k] += v
+			}
+		}
+	}
+	return out
+}

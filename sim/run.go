@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -16,7 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
-
 )
 
 // Options tune a run without changing the scenario.
@@ -266,15 +266,6 @@ func dataDir(opt Options) (string, func(), error) {
 	return d, func() { _ = os.RemoveAll(d) }, nil
 }
 
-// percentile of sorted xs (nearest rank); -1 when empty.
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return -1
-	}
-	i := int(float64(len(xs))*p+0.999999) - 1
-	return xs[min(max(i, 0), len(xs)-1)]
-}
-
 var errStopped = errors.New("sim: run stopped")
 
 // sleepUntil waits until start+at or ctx's end.
@@ -293,3 +284,133 @@ func sleepUntil(ctx context.Context, start time.Time, at time.Duration) error {
 	}
 }
 
+// system is what a run drives: MeshKit, or a baseline, over the same world.
+type system interface {
+	name() string
+	// start brings the seed (or hub) and every agent up.
+	start() error
+	// do carries out an event other than partition and heal (the driver does those).
+	do(e Event) error
+	shutdown()
+	seedEgressNow() uint64
+	agentBytesNow() uint64
+	refusals() map[string]uint64
+	up() []int
+	bundleBytes() int
+}
+
+// driver owns what every run shares: the world, the tracker, the timeline.
+type driver struct {
+	sc  *Scenario
+	opt Options
+	log *slog.Logger
+	w   *world
+	dir string
+	t   *tracker
+}
+
+// drive builds the world, lets mk build the system on it, plays the timeline and
+// measures.
+func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (system, error)) (*Result, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir, cleanup, err := dataDir(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute) // a run always ends
+	defer cancel()
+	rng := rand.New(rand.NewPCG(uint64(sc.Seed), 0x5eed))
+	w, err := newWorld(sc, rng)
+	if err != nil {
+		return nil, err
+	}
+	defer w.mn.Close()
+	d := &driver{sc: sc, opt: opt, log: opt.Logger, w: w, dir: dir, t: newTracker(sc.Agents)}
+	sys, err := mk(d)
+	if err != nil {
+		return nil, err
+	}
+	wallStart := time.Now()
+	m0 := heapInUse()
+	d.t.start = time.Now()
+	if err := sys.start(); err != nil {
+		sys.shutdown()
+		return nil, err
+	}
+	defer sys.shutdown()
+	// The initial state (version 1) is published during warm-up; measuring starts after.
+	if err := sys.do(Event{Publish: 1}); err != nil {
+		return nil, err
+	}
+	if err := sleepUntil(ctx, d.t.start, sc.Warmup.D()); err != nil {
+		return nil, err
+	}
+	heap := heapInUse() - m0
+	cpu0 := cpuTime()
+	d.t.reset()
+	egress0, in0 := sys.seedEgressNow(), sys.agentBytesNow()
+	lastHeal, healTarget := time.Duration(-1), uint64(0)
+	end := sc.Duration.D()
+	next := time.Second
+	progress := func(upTo time.Duration) {
+		for ; next <= upTo && next < end; next += time.Second {
+			if sleepUntil(ctx, d.t.start, next) != nil {
+				return
+			}
+			if opt.Progress != nil {
+				opt.Progress(next, end)
+			}
+		}
+	}
+	for _, st := range timeline(sc) {
+		progress(st.at)
+		if err := sleepUntil(ctx, d.t.start, st.at); err != nil {
+			break
+		}
+		var err error
+		switch {
+		case st.ev.Partition > 0:
+			side := map[int]bool{0: true}
+			for _, a := range w.rng.Perm(sc.Agents)[:int(st.ev.Partition*float64(sc.Agents))] {
+				side[a+1] = true
+			}
+			w.partition(side)
+		case st.ev.Heal:
+			err = w.heal()
+			lastHeal, healTarget = d.t.now(), d.t.newest()
+		default:
+			err = sys.do(st.ev)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sim: %s at %s: %w", sys.name(), st.at, err)
+		}
+	}
+	progress(end)
+	_ = sleepUntil(ctx, d.t.start, end)
+	if opt.Progress != nil {
+		opt.Progress(end, end)
+	}
+	res := d.t.result(sys.up(), lastHeal, healTarget)
+	res.Scenario, res.System, res.Clock, res.Agents = sc.Name, sys.name(), sc.Clock, sc.Agents
+	res.Rejected = sys.refusals()
+	res.SeedEgressBytes = sys.seedEgressNow() - egress0
+	if res.Publishes > 0 {
+		res.SeedEgressPerPublish = float64(res.SeedEgressBytes) / float64(res.Publishes)
+	}
+	res.BytesPerAgent = float64(sys.agentBytesNow()-in0) / float64(sc.Agents)
+	res.BundleBytes = sys.bundleBytes()
+	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
+	res.WallSeconds = time.Since(wallStart).Seconds()
+	res.HeapBytesPerAgent = float64(heap) / float64(sc.Agents)
+	return res, nil
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse + m.StackInuse)
+}

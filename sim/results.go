@@ -1,0 +1,196 @@
+package sim
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Result is what a run measured. Times are milliseconds of the run's clock.
+type Result struct {
+	Scenario string `json:"scenario"`
+	// System is "meshkit" or the baseline's name ("xds").
+	System string `json:"system"`
+	Clock  string `json:"clock"`
+	Agents int    `json:"agents"`
+	// Publishes counted (versions published during the run).
+	Publishes int `json:"publishes"`
+	// DeliveredRatio is the share of (publish, agent up at the end) pairs where the agent
+	// held that version or a newer one by the end of the run.
+	DeliveredRatio float64 `json:"delivered_ratio"`
+	// P50Ms, P90Ms, P99Ms, MaxMs are over every delivery of every publish.
+	P50Ms float64 `json:"p50_ms"`
+	P90Ms float64 `json:"p90_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
+	// PerPublish is the time until 50/90/99/100 % of the agents held each version.
+	PerPublish []PublishResult `json:"per_publish"`
+	// SeedEgressBytes is what the seed (or the hub) sent during the run, and per publish.
+	SeedEgressBytes      uint64  `json:"seed_egress_bytes"`
+	SeedEgressPerPublish float64 `json:"seed_egress_per_publish_bytes"`
+	// BundleBytes is the size of the bundle published (the snapshot payload).
+	BundleBytes int `json:"bundle_bytes"`
+	// BytesPerAgent is what an agent received during the run, on average.
+	BytesPerAgent float64 `json:"bytes_per_agent"`
+	// ConvergeMs is the time from the last heal until every agent up held the newest
+	// version published before it; -1 without a heal.
+	ConvergeMs float64 `json:"converge_ms"`
+	// Rejected counts messages the agents refused, by reason.
+	Rejected map[string]uint64 `json:"rejected,omitempty"`
+	// Regressions counts agents that ever served an older (epoch, version) after a newer one.
+	Regressions int `json:"regressions"`
+	// WallSeconds is how long the run took, and HeapBytesPerAgent the heap it held per agent.
+	WallSeconds       float64 `json:"wall_seconds"`
+	HeapBytesPerAgent float64 `json:"heap_bytes_per_agent"`
+	// CPUSeconds is the process CPU time the measured part of the run used.
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// PublishResult is one version's propagation.
+type PublishResult struct {
+	Version   uint64  `json:"version"`
+	AtMs      float64 `json:"at_ms"`
+	Delivered int     `json:"delivered"`
+	P50Ms     float64 `json:"p50_ms"`
+	P90Ms     float64 `json:"p90_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"` // -1 when not every agent got it
+}
+
+// tracker records when each agent first held each version.
+type tracker struct {
+	mu       sync.Mutex
+	start    time.Time
+	held     []map[uint64]time.Duration // per agent: version → first time held (since start)
+	last     []uint64
+	regress  []bool
+	pubAt    map[uint64]time.Duration
+	pubOrder []uint64
+}
+
+func newTracker(agents int) *tracker {
+	t := &tracker{held: make([]map[uint64]time.Duration, agents), last: make([]uint64, agents), regress: make([]bool, agents), pubAt: map[uint64]time.Duration{}}
+	for i := range t.held {
+		t.held[i] = map[uint64]time.Duration{}
+	}
+	return t
+}
+
+func (t *tracker) now() time.Duration { return time.Since(t.start) }
+
+func (t *tracker) hold(agent int, version uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if version < t.last[agent] {
+		t.regress[agent] = true
+	}
+	t.last[agent] = max(t.last[agent], version)
+	if _, ok := t.held[agent][version]; !ok {
+		t.held[agent][version] = t.now()
+	}
+}
+
+func (t *tracker) published(version uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.pubAt[version]; !ok {
+		t.pubAt[version] = t.now()
+		t.pubOrder = append(t.pubOrder, version)
+	}
+}
+
+// heldAt is when agent first held version v or newer; ok false if never.
+func (t *tracker) heldAt(agent int, v uint64) (time.Duration, bool) {
+	best, ok := time.Duration(0), false
+	for ver, at := range t.held[agent] {
+		if ver >= v && (!ok || at < best) {
+			best, ok = at, true
+		}
+	}
+	return best, ok
+}
+
+func (t *tracker) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start = time.Now()
+	t.pubAt, t.pubOrder = map[uint64]time.Duration{}, nil
+	for i := range t.held {
+		t.held[i] = map[uint64]time.Duration{}
+	}
+}
+
+// newest is the newest version published so far (0 if none).
+func (t *tracker) newest() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.pubOrder); n > 0 {
+		return t.pubOrder[n-1]
+	}
+	return 0
+}
+
+// result computes delivery figures for the agents in up.
+func (t *tracker) result(up []int, lastHeal time.Duration, healTarget uint64) *Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := &Result{Publishes: len(t.pubOrder), ConvergeMs: -1}
+	var all []float64
+	delivered := 0
+	for _, v := range t.pubOrder {
+		at := t.pubAt[v]
+		var lat []float64
+		for _, i := range up {
+			if h, ok := t.heldAt(i, v); ok {
+				lat = append(lat, ms(max(h-at, 0)))
+			}
+		}
+		slices.Sort(lat)
+		delivered += len(lat)
+		all = append(all, lat...)
+		pr := PublishResult{Version: v, AtMs: ms(at), Delivered: len(lat), P50Ms: percentile(lat, 0.5), P90Ms: percentile(lat, 0.9), P99Ms: percentile(lat, 0.99), MaxMs: -1}
+		if len(lat) == len(up) && len(lat) > 0 {
+			pr.MaxMs = lat[len(lat)-1]
+		}
+		res.PerPublish = append(res.PerPublish, pr)
+	}
+	slices.Sort(all)
+	res.P50Ms, res.P90Ms, res.P99Ms = percentile(all, 0.5), percentile(all, 0.9), percentile(all, 0.99)
+	if len(all) > 0 {
+		res.MaxMs = all[len(all)-1]
+	}
+	if n := len(t.pubOrder) * len(up); n > 0 {
+		res.DeliveredRatio = float64(delivered) / float64(n)
+	}
+	if lastHeal >= 0 && healTarget > 0 {
+		worst, every := time.Duration(0), true
+		for _, i := range up {
+			h, ok := t.heldAt(i, healTarget)
+			if !ok {
+				every = false
+				break
+			}
+			worst = max(worst, h-lastHeal)
+		}
+		if every {
+			res.ConvergeMs = ms(max(worst, 0))
+		}
+	}
+	for _, reg := range t.regress {
+		if reg {
+			res.Regressions++
+		}
+	}
+	return res
+}
+
+// percentile of sorted xs (nearest rank); -1 when empty.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	i := int(float64(len(xs))*p+0.999999) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
