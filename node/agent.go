@@ -128,6 +128,8 @@ type Agent struct {
 	persistKick chan struct{}
 	syncKick    chan struct{}
 	reportKick  chan struct{}
+	republish   chan []byte  // proofs adopted by sync, to gossip once
+	syncWith    chan peer.ID // new connections to ask for their heads
 	notifiee    *network.NotifyBundle
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -170,7 +172,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
 		held: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
 		accepted: map[string]uint64{}, rejected: map[string]uint64{}, nacks: map[uint64]*syncv1.VersionNacks{},
-		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
+		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), republish: make(chan []byte, 16), syncWith: make(chan peer.ID, 64), started: cfg.Clock.Now(),
 	}
 	var err error
 	if a.verifier, err = trust.NewVerifier(trust.Config{Root: cfg.Root, Clock: cfg.Clock}); err != nil {
@@ -200,16 +202,23 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	// A new connection may bring a newer head: sync with it.
-	a.notifiee = &network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { a.kickSync(); a.kickReport() }}
+	a.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		select { // a new peer may hold something newer: ask it (and only it)
+		case a.syncWith <- c.RemotePeer():
+		default:
+		}
+		a.kickReport()
+	}}
 	cfg.Host.Network().Notify(a.notifiee)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.wg.Add(4)
+	a.wg.Add(5)
 	go a.persistLoop(runCtx)
 	go a.syncLoop(runCtx)
 	go a.checkLoop(runCtx)
 	go a.reportLoop(runCtx)
+	go a.republishLoop(runCtx)
 	a.kickSync()
 	return a, nil
 }
@@ -461,6 +470,15 @@ func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source st
 	if err := a.adoptLocked(vb, h); err != nil {
 		return err
 	}
+	if source == "sync" && len(h.proof) <= republishMax {
+		// Peers around us may have missed it too (a healed partition): gossip the signed
+		// proof once. Those holding its base apply it; the others start a sync.
+		select {
+		case a.republish <- h.proof:
+			h.relayed = true
+		default:
+		}
+	}
 	a.countAcceptLocked(source)
 	return nil
 }
@@ -579,8 +597,8 @@ func (a *Agent) kickSync() {
 	}
 }
 
-// syncLoop runs anti-entropy: at start, on every new connection, on a gap, and every
-// SyncInterval.
+// syncLoop runs anti-entropy: with four random peers at start, on a gap and every
+// SyncInterval; with each new peer alone when it connects.
 func (a *Agent) syncLoop(ctx context.Context) {
 	defer a.wg.Done()
 	t := time.NewTimer(a.cfg.SyncInterval)
@@ -589,6 +607,9 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case p := <-a.syncWith:
+			a.syncWithPeers(ctx, []peer.ID{p})
+			continue
 		case <-a.syncKick:
 		case <-t.C:
 		}
@@ -599,15 +620,38 @@ func (a *Agent) syncLoop(ctx context.Context) {
 
 // SyncOnce asks up to four peers for their heads and fetches every newer bundle. It
 // returns how many bundles it adopted.
+//
+// Bootstrap peers (seeds, typically) are asked only when fewer than four others are
+// connected: agents answer each other, and a seed's load does not grow with the fleet.
 func (a *Agent) SyncOnce(ctx context.Context) int {
 	peers := a.node.Peers()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	peers = peers[:min(len(peers), syncPeers)]
+	slices.SortStableFunc(peers, func(x, y peer.ID) int { return cmpBool(a.isBootstrap(x), a.isBootstrap(y)) })
+	return a.syncWithPeers(ctx, peers[:min(len(peers), syncPeers)])
+}
+
+func (a *Agent) isBootstrap(p peer.ID) bool {
+	return slices.ContainsFunc(a.cfg.Bootstrap, func(b peer.AddrInfo) bool { return b.ID == p })
+}
+
+// cmpBool orders false before true.
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	}
+	return 1
+}
+
+func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
 	type cand struct {
 		from peer.ID
 		head *syncv1.Head
 	}
 	best := map[string]cand{}
+	ties := map[string]int{} // peers offering the best head, for a uniform random choice
 	marks := a.verifier.State().Marks
 	for _, p := range peers {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -623,10 +667,20 @@ func (a *Agent) SyncOnce(ctx context.Context) int {
 			if have && !newer(h.GetEpoch(), h.GetVersion(), m.Epoch, m.Version) {
 				continue
 			}
-			if c, ok := best[v]; ok && !newer(h.GetEpoch(), h.GetVersion(), c.head.GetEpoch(), c.head.GetVersion()) {
-				continue
+			if c, ok := best[v]; ok {
+				if !newer(h.GetEpoch(), h.GetVersion(), c.head.GetEpoch(), c.head.GetVersion()) {
+					if h.GetEpoch() == c.head.GetEpoch() && h.GetVersion() == c.head.GetVersion() {
+						// Spread fetches over the peers that have it (reservoir sampling), so a
+						// seed is not every agent's source after a heal.
+						ties[v]++
+						if rand.IntN(ties[v]) == 0 {
+							best[v] = cand{from: p, head: h}
+						}
+					}
+					continue
+				}
 			}
-			best[v] = cand{from: p, head: h}
+			best[v], ties[v] = cand{from: p, head: h}, 1
 		}
 	}
 	adopted := 0
@@ -802,6 +856,26 @@ func (a *Agent) kickReport() {
 	select {
 	case a.reportKick <- struct{}{}:
 	default:
+	}
+}
+
+// republishMax is the largest proof an agent gossips after adopting it by sync (the
+// seed's own limit for gossiping a bundle inline).
+const republishMax = 32 << 10
+
+// republishLoop gossips proofs adopted by sync. The message ID is the content's hash, so
+// every peer that already saw the envelope drops it unseen.
+func (a *Agent) republishLoop(ctx context.Context) {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case proof := <-a.republish:
+			if err := a.node.Publish(ctx, proof); err != nil && ctx.Err() == nil {
+				a.log.Debug("republish failed", "err", err)
+			}
+		}
 	}
 }
 

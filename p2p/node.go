@@ -124,7 +124,8 @@ type Config struct {
 	MaxFetchBytes int
 	// TargetPeers is the number of connections the maintenance loop keeps. 0 means DefaultTargetPeers.
 	TargetPeers int
-	// MaintainInterval is how often connectivity is checked. 0 means 10 s.
+	// MaintainInterval is how often connectivity is checked and lost peers are redialled.
+	// 0 means 1 s.
 	MaintainInterval time.Duration
 	// ScoreInspectInterval is how often peer scores are sampled for Scores. 0 means 5 s.
 	ScoreInspectInterval time.Duration
@@ -145,6 +146,11 @@ type Node struct {
 	sub   *pubsub.Subscription
 
 	scores              atomic.Pointer[map[peer.ID]float64]
+	pxNext              time.Time     // no peer exchange before this (owned by maintain)
+	pxBackoff           time.Duration // grows while exchanges bring no new connection
+	lostMu              sync.Mutex
+	lost                map[peer.ID]*redial // peers whose connection dropped, redialled with backoff
+	notifiee            *network.NotifyBundle
 	meshMu              sync.Mutex
 	mesh                map[peer.ID]bool // the bundles topic mesh, from GRAFT and PRUNE traces
 	bytesIn, bytesOut   atomic.Uint64
@@ -178,12 +184,12 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.TargetPeers = DefaultTargetPeers
 	}
 	if cfg.MaintainInterval == 0 {
-		cfg.MaintainInterval = 10 * time.Second
+		cfg.MaintainInterval = time.Second
 	}
 	if cfg.ScoreInspectInterval == 0 {
 		cfg.ScoreInspectInterval = 5 * time.Second
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}}
 	empty := map[peer.ID]float64{}
 	n.scores.Store(&empty)
 
@@ -232,6 +238,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("p2p: subscribe %s: %w", topic, err)
 	}
+	n.notifiee = &network.NotifyBundle{DisconnectedF: n.onDisconnect}
+	cfg.Host.Network().Notify(n.notifiee)
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Domain), n.serveSync)
 	if cfg.OnReport != nil {
 		cfg.Host.SetStreamHandler(ReportProtocol(cfg.Domain), n.serveReport)
@@ -331,6 +339,7 @@ func (n *Node) Traffic() Traffic {
 
 // Close leaves the mesh and stops the node's goroutines. It does not close the host.
 func (n *Node) Close() error {
+	n.host.Network().StopNotify(n.notifiee)
 	n.host.RemoveStreamHandler(SyncProtocol(n.cfg.Domain))
 	n.host.RemoveStreamHandler(ReportProtocol(n.cfg.Domain))
 	n.sub.Cancel()
@@ -343,10 +352,60 @@ func (n *Node) Close() error {
 	return nil
 }
 
+// redial is the backoff state of a lost peer.
+type redial struct {
+	next    time.Time
+	backoff time.Duration
+	since   time.Time
+}
+
+// Lost peers are redialled after 1 s, then with doubling waits up to 30 s, for 10 min.
+const (
+	redialFirst = time.Second
+	redialMax   = 30 * time.Second
+	redialFor   = 10 * time.Minute
+)
+
+func (n *Node) onDisconnect(net network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	if net.Connectedness(p) == network.Connected {
+		return // another connection to it remains
+	}
+	if ok, err := n.host.Peerstore().SupportsProtocols(p, SyncProtocol(n.cfg.Domain)); err != nil || len(ok) == 0 {
+		return
+	}
+	now := time.Now()
+	n.lostMu.Lock()
+	if _, ok := n.lost[p]; !ok {
+		n.lost[p] = &redial{next: now.Add(redialFirst), backoff: redialFirst, since: now}
+	}
+	n.lostMu.Unlock()
+}
+
+// dueRedials returns the lost peers whose next attempt is due, and forgets those given up.
+func (n *Node) dueRedials() []peer.AddrInfo {
+	now := time.Now()
+	n.lostMu.Lock()
+	defer n.lostMu.Unlock()
+	var out []peer.AddrInfo
+	for p, r := range n.lost {
+		switch {
+		case n.host.Network().Connectedness(p) == network.Connected || now.Sub(r.since) > redialFor:
+			delete(n.lost, p)
+		case !now.Before(r.next):
+			out = append(out, peer.AddrInfo{ID: p})
+			r.backoff = min(2*r.backoff, redialMax)
+			r.next = now.Add(r.backoff)
+		}
+	}
+	return out
+}
+
 // maintain keeps the node connected: bootstrap peers first, then peers met before, then
 // peers learned by peer exchange from the peers it has, until it holds TargetPeers
-// connections. Below the target it tries again every couple of seconds, so a healed
-// partition reconnects quickly; at the target, every MaintainInterval.
+// connections. Peers whose connection dropped (a partition, a restart) are redialled with
+// backoff whatever the count, so a healed partition reconnects within seconds and the
+// new connections start anti-entropy.
 func (n *Node) maintain(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTimer(0)
@@ -359,48 +418,82 @@ func (n *Node) maintain(ctx context.Context) {
 		}
 		n.connect(ctx)
 		wait := n.cfg.MaintainInterval
-		if len(n.host.Network().Peers()) < n.cfg.TargetPeers {
-			wait = min(wait, underTargetRetry)
-		}
 		t.Reset(wait + time.Duration(rand.Int64N(int64(wait/4)+1)))
 	}
 }
 
-// underTargetRetry is how often a node below its target number of peers tries again.
-const underTargetRetry = 2 * time.Second
+// knownPeers lists peers met before (they spoke this domain's sync protocol) that are not
+// connected now, in random order, at most limit.
+func (n *Node) knownPeers(limit int, skip func(peer.ID) bool) []peer.AddrInfo {
+	proto := SyncProtocol(n.cfg.Domain)
+	net := n.host.Network()
+	known := n.host.Peerstore().PeersWithAddrs()
+	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
+	var out []peer.AddrInfo
+	for _, p := range known {
+		if len(out) >= limit {
+			break
+		}
+		if p == n.host.ID() || net.Connectedness(p) == network.Connected || skip(p) {
+			continue
+		}
+		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err == nil && len(ok) > 0 {
+			out = append(out, peer.AddrInfo{ID: p})
+		}
+	}
+	return out
+}
 
 func (n *Node) connect(ctx context.Context) {
 	net := n.host.Network()
+	if len(net.Peers()) < 2*n.cfg.TargetPeers { // well connected: never fight the connection manager's trimming
+		n.dialAll(ctx, n.dueRedials())
+	}
 	deficit := n.cfg.TargetPeers - len(net.Peers())
 	if deficit <= 0 {
 		return
 	}
-	// Bootstrap peers, then peers met before (they spoke this domain's sync protocol):
-	// these come back after a partition heals or a restart, even with no bootstrap peer up.
+	// Bootstrap peers, then peers met before: these come back after a partition heals or
+	// a restart, even with no bootstrap peer up.
 	var dial []peer.AddrInfo
 	for _, pi := range n.cfg.Bootstrap {
 		if net.Connectedness(pi.ID) != network.Connected {
 			dial = append(dial, pi)
 		}
 	}
-	proto := SyncProtocol(n.cfg.Domain)
-	known := n.host.Peerstore().PeersWithAddrs()
-	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
-	for _, p := range known {
-		if len(dial) >= len(n.cfg.Bootstrap)+2*deficit {
-			break
-		}
-		if p == n.host.ID() || net.Connectedness(p) == network.Connected || slices.ContainsFunc(dial, func(pi peer.AddrInfo) bool { return pi.ID == p }) {
-			continue
-		}
-		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err == nil && len(ok) > 0 {
-			dial = append(dial, peer.AddrInfo{ID: p})
-		}
-	}
+	dial = append(dial, n.knownPeers(2*deficit, func(p peer.ID) bool {
+		return slices.ContainsFunc(dial, func(pi peer.AddrInfo) bool { return pi.ID == p })
+	})...)
 	n.dialAll(ctx, dial)
-	// Peer exchange: ask a few connected peers for more.
+	// Peer exchange: ask a few connected peers for more, bootstrap peers last. When the
+	// peers learned cannot be reached, back off (2 s doubling to 1 min) instead of asking
+	// every round.
+	if time.Now().Before(n.pxNext) {
+		return
+	}
+	before := len(net.Peers())
+	defer func() {
+		if len(net.Peers()) > before {
+			n.pxBackoff = 0
+		} else {
+			n.pxBackoff = min(max(2*n.pxBackoff, 2*time.Second), time.Minute)
+		}
+		n.pxNext = time.Now().Add(n.pxBackoff)
+	}()
 	peers := net.Peers()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	isBoot := func(p peer.ID) bool {
+		return slices.ContainsFunc(n.cfg.Bootstrap, func(b peer.AddrInfo) bool { return b.ID == p })
+	}
+	slices.SortStableFunc(peers, func(x, y peer.ID) int {
+		switch bx, by := isBoot(x), isBoot(y); {
+		case bx == by:
+			return 0
+		case by:
+			return -1
+		}
+		return 1
+	})
 	for _, p := range peers[:min(len(peers), 3)] {
 		deficit = n.cfg.TargetPeers - len(net.Peers())
 		if deficit <= 0 || ctx.Err() != nil {

@@ -409,3 +409,15 @@ func (r *meshkitRun) refusals() map[string]uint64 {
 	}
 	return out
 }
+
+func (r *meshkitRun) perAgentBytes() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]uint64, len(r.agents))
+	for i, a := range r.agents {
+		if a != nil {
+			out[i] = a.Node().Traffic().BytesIn
+		}
+	}
+	return out
+}

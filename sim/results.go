@@ -42,8 +42,13 @@ type Result struct {
 	// WallSeconds is how long the run took, and HeapBytesPerAgent the heap it held per agent.
 	WallSeconds       float64 `json:"wall_seconds"`
 	HeapBytesPerAgent float64 `json:"heap_bytes_per_agent"`
-	// CPUSeconds is the process CPU time the measured part of the run used.
+	// CPUSeconds is the process CPU time the measured part of the run used (the seed or
+	// hub and every agent or client: they share the process).
 	CPUSeconds float64 `json:"cpu_seconds"`
+
+	// For plots: every delivery latency (ms, sorted) and each agent's bytes received.
+	Latencies  []float64 `json:"-"`
+	AgentBytes []uint64  `json:"-"`
 }
 
 // PublishResult is one version's propagation.
@@ -155,6 +160,7 @@ func (t *tracker) result(up []int, lastHeal time.Duration, healTarget uint64) *R
 		res.PerPublish = append(res.PerPublish, pr)
 	}
 	slices.Sort(all)
+	res.Latencies = all
 	res.P50Ms, res.P90Ms, res.P99Ms = percentile(all, 0.5), percentile(all, 0.9), percentile(all, 0.99)
 	if len(all) > 0 {
 		res.MaxMs = all[len(all)-1]

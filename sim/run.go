@@ -294,6 +294,8 @@ type system interface {
 	shutdown()
 	seedEgressNow() uint64
 	agentBytesNow() uint64
+	// perAgentBytes is what each agent received so far (running incarnations only).
+	perAgentBytes() []uint64
 	refusals() map[string]uint64
 	up() []int
 	bundleBytes() int
@@ -402,6 +404,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	res.BytesPerAgent = float64(sys.agentBytesNow()-in0) / float64(sc.Agents)
 	res.BundleBytes = sys.bundleBytes()
+	res.AgentBytes = sys.perAgentBytes()
 	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
 	res.WallSeconds = time.Since(wallStart).Seconds()
 	res.HeapBytesPerAgent = float64(heap) / float64(sc.Agents)

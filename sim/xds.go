@@ -58,6 +58,7 @@ type xdsRun struct {
 type xdsClient struct {
 	cancel context.CancelFunc
 	conn   *grpc.ClientConn
+	in     atomic.Uint64
 }
 
 // RunBaseline runs the scenario with a hub-and-spoke control plane instead of MeshKit.
@@ -118,6 +119,7 @@ func (r *xdsRun) startClient(i int) error {
 		return err
 	}
 	hubID := r.d.w.slots[0].id
+	c := &xdsClient{}
 	conn, err := grpc.NewClient("passthrough:///hub", grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			s, err := h.NewStream(ctx, hubID, xdsProtocol)
@@ -125,13 +127,13 @@ func (r *xdsRun) startClient(i int) error {
 				return nil, err
 			}
 			var discard atomic.Uint64
-			return &streamConn{Stream: s, in: &r.clBytes, out: &discard}, nil
+			return &streamConn{Stream: s, in: &c.in, out: &discard}, nil
 		}))
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
-	c := &xdsClient{cancel: cancel, conn: conn}
+	c.cancel, c.conn = cancel, conn
 	r.mu.Lock()
 	r.clients[i] = c
 	r.mu.Unlock()
@@ -178,6 +180,7 @@ func (r *xdsRun) stopClient(i int) {
 	}
 	c.cancel()
 	_ = c.conn.Close()
+	r.clBytes.Add(c.in.Load())
 	r.d.w.down(i + 1)
 }
 
@@ -243,8 +246,30 @@ func (r *xdsRun) shutdown() {
 	r.wg.Wait()
 }
 
-func (r *xdsRun) seedEgressNow() uint64       { return r.hubOut.Load() }
-func (r *xdsRun) agentBytesNow() uint64       { return r.clBytes.Load() }
+func (r *xdsRun) seedEgressNow() uint64 { return r.hubOut.Load() }
+func (r *xdsRun) agentBytesNow() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.clBytes.Load()
+	for _, c := range r.clients {
+		if c != nil {
+			n += c.in.Load()
+		}
+	}
+	return n
+}
+
+func (r *xdsRun) perAgentBytes() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]uint64, len(r.clients))
+	for i, c := range r.clients {
+		if c != nil {
+			out[i] = c.in.Load()
+		}
+	}
+	return out
+}
 func (r *xdsRun) refusals() map[string]uint64 { return nil }
 func (r *xdsRun) bundleBytes() int            { return r.size }
 

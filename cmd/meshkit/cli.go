@@ -65,6 +65,7 @@ func (a *app) commands() []command {
 			{name: "fetch", summary: "fetch the newest signed bundle from a seed", run: (*app).bundleFetch},
 		}},
 		{name: "dev", summary: "run a whole domain on loopback: a seed with the examples and N agents serving OmniRelay's watch", run: (*app).dev},
+		{name: "sim", summary: "simulate a domain (partitions, churn, attacks) over in-memory links; --baseline xds compares a hub", run: (*app).sim},
 		{name: "watch", summary: "watch an agent's southbound as a data-plane node does (JSON lines)", run: (*app).watch},
 		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
 		{name: "agent", summary: "run an agent, or 'agent status': join a domain, verify, relay and keep bundles", run: (*app).agent},
