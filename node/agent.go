@@ -67,6 +67,9 @@ type Config struct {
 	Registry *prometheus.Registry
 	// TuneP2P, when set, adjusts the p2p configuration (simulations, tests).
 	TuneP2P func(*p2p.Config)
+	// CostModel, when set, is slept for each bundle verified and applied, given its size:
+	// for virtual-time simulations, where CPU work would otherwise cost no time at all.
+	CostModel func(bytes int) time.Duration
 }
 
 // heldBundle is the newest verified bundle of one variant.
@@ -344,6 +347,7 @@ func (a *Agent) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
 	if env.GetPayloadType() == trust.PayloadAnnounce {
 		return a.onAnnounce(ctx, m, env)
 	}
+	a.modelCost(len(m.Data))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	vb, err := a.verifier.Verify(m.Data)
@@ -454,6 +458,7 @@ func namedBundle(env *trustv1.Envelope) trust.Digest {
 // acceptHeld verifies and adopts a bundle fetched from a peer; when ann is set the bundle
 // must be the announced one.
 func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source string) error {
+	a.modelCost(len(hb.GetProof()) + len(hb.GetPayload()))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	vb, err := a.verifier.VerifyHeld(hb.GetProof(), hb.GetPayload())
@@ -914,4 +919,10 @@ func (a *Agent) report() *syncv1.NodeReport {
 		r.Nacks = append(r.Nacks, &syncv1.VersionNacks{Version: n.Version, Count: n.Count, LastError: n.LastError})
 	}
 	return r
+}
+
+func (a *Agent) modelCost(n int) {
+	if a.cfg.CostModel != nil {
+		time.Sleep(a.cfg.CostModel(n))
+	}
 }

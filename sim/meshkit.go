@@ -171,9 +171,11 @@ func (r *meshkitRun) startSeed() error {
 	if r.seedStore, err = boltstore.Open(dir, 2*time.Second); err != nil {
 		return err
 	}
+	r.d.opt.settle()
 	if r.seedGossip, err = seed.NewGossip(r.ctx, p2p.Config{Domain: "sim", Host: h, Logger: r.log}, 0); err != nil {
 		return err
 	}
+	r.d.opt.settle()
 	r.pub = &timedPublisher{inner: r.seedGossip, t: r.t, size: r.pubSize()}
 	cfg := seed.DefaultConfig()
 	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = "sim", 1, r.signer, r.seedStore, r.log, r.pub
@@ -228,13 +230,15 @@ func (r *meshkitRun) startAgent(i int) error {
 	if err != nil {
 		return err
 	}
+	r.d.opt.settle()
 	a, err := node.New(r.ctx, node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
-		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, SyncInterval: 10 * time.Second,
+		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, SyncInterval: 10 * time.Second, CostModel: r.d.opt.CostModel,
 	})
 	if err != nil {
 		return err
 	}
+	r.d.opt.settle()
 	r.mu.Lock()
 	r.agents[i] = a
 	r.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"testing"
 	"text/tabwriter"
 	"time"
 
@@ -55,8 +56,35 @@ func (a *app) sim(args []string) error {
 	if *seed != 0 {
 		sc.Seed = *seed
 	}
+	report := func(res, base *sim.Result) error {
+		if *plotPath != "" {
+			rs := []*sim.Result{res}
+			if base != nil {
+				rs = append(rs, base)
+			}
+			if err := sim.Plot(*plotPath, rs...); err != nil {
+				return err
+			}
+		}
+		if *output == "json" {
+			enc := json.NewEncoder(a.stdout)
+			enc.SetIndent("", "  ")
+			if base == nil {
+				return enc.Encode(res)
+			}
+			return enc.Encode(simReport{MeshKit: res, Baseline: base, Ratios: ratios(res, base)})
+		}
+		printSim(a.stdout, sc, res, base)
+		if *plotPath != "" {
+			fmt.Fprintf(a.stdout, "plot: %s\n", *plotPath)
+		}
+		return nil
+	}
 	if sc.Clock == "virtual" {
-		return fmt.Errorf("the virtual clock runs in a testing/synctest bubble: go test ./sim -run TestVirtual -scenario %s (see docs/sim.md)", *file)
+		if *baseline != "" {
+			return usagef("--baseline runs on the wall clock only (the hub's gRPC stack is not simulated in virtual time)")
+		}
+		return a.simVirtual(sc, report)
 	}
 	run := func(label string, f func(opt sim.Options) (*sim.Result, error)) (*sim.Result, error) {
 		opt := sim.Options{}
@@ -76,28 +104,36 @@ func (a *app) sim(args []string) error {
 			return err
 		}
 	}
-	if *plotPath != "" {
-		rs := []*sim.Result{res}
-		if base != nil {
-			rs = append(rs, base)
-		}
-		if err := sim.Plot(*plotPath, rs...); err != nil {
-			return err
-		}
+	return report(res, base)
+}
+
+// simVirtual runs the scenario in a testing/synctest bubble. A bubble needs a
+// *testing.T, so the run is one test driven by testing.Main, which ends the process
+// (exit 0, or 1 when the run failed) once the report is written.
+func (a *app) simVirtual(sc *sim.Scenario, report func(res, base *sim.Result) error) error {
+	out, ok := a.stdout.(*os.File)
+	if !ok {
+		return fmt.Errorf("--clock virtual writes to the process's standard output only")
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		if base == nil {
-			return enc.Encode(res)
-		}
-		return enc.Encode(simReport{MeshKit: res, Baseline: base, Ratios: ratios(res, base)})
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
 	}
-	printSim(a.stdout, sc, res, base)
-	if *plotPath != "" {
-		fmt.Fprintf(a.stdout, "plot: %s\n", *plotPath)
-	}
-	return nil
+	os.Args = []string{os.Args[0], "-test.run=^TestVirtual$", "-test.timeout=0"}
+	os.Stdout = devnull // testing's own PASS/FAIL lines; the report goes to out
+	a.stdout = out
+	testing.Main(func(string, string) (bool, error) { return true, nil },
+		[]testing.InternalTest{{Name: "TestVirtual", F: func(t *testing.T) {
+			res, err := sim.RunVirtual(t, sc, sim.Options{})
+			if err == nil {
+				err = report(res, nil)
+			}
+			if err != nil {
+				fmt.Fprintln(a.stderr, "meshkit sim:", err)
+				t.Fail()
+			}
+		}}}, nil, nil)
+	return nil // not reached: testing.Main exits
 }
 
 func ratios(m, b *sim.Result) map[string]float64 {

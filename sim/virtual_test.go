@@ -1,0 +1,66 @@
+package sim_test
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"testing"
+
+	"meshkit.dev/meshkit/sim"
+)
+
+var scenarioFlag = flag.String("scenario", "", "scenario file for TestVirtualScenario")
+
+// TestVirtualScenario runs -scenario FILE in virtual time and prints the result as JSON:
+//
+//	go test ./sim -run TestVirtualScenario -scenario sim/scenarios/steady.yaml -v
+func TestVirtualScenario(t *testing.T) {
+	if *scenarioFlag == "" {
+		t.Skip("give -scenario FILE")
+	}
+	sc, err := sim.LoadScenario(*scenarioFlag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sim.RunVirtual(t, sc, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(res)
+}
+
+// TestVirtualSmall: 100 agents in virtual time deliver every publish, in about the
+// protocol's hops × link latency plus the modelled CPU cost, independent of machine load.
+func TestVirtualSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a virtual-time simulation")
+	}
+	sc, err := sim.ParseScenario("virtual-small", []byte(`
+name: virtual-small
+agents: 100
+duration: 20s
+link: {latency: 20ms}
+events:
+  - {at: 1s, publish: 5, every: 2s}
+  - {at: 12s, partition: 0.5}
+  - {at: 13s, publish: 1}
+  - {at: 15s, heal: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sim.RunVirtual(t, sc, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("virtual: delivered %.3f p50 %.0f ms p99 %.0f ms converge %.0f ms, wall %.1f s", res.DeliveredRatio, res.P50Ms, res.P99Ms, res.ConvergeMs, res.WallSeconds)
+	if res.DeliveredRatio != 1 || res.Regressions != 0 || res.ConvergeMs < 0 {
+		t.Fatalf("delivered %.3f, regressions %d, converge %.0f ms", res.DeliveredRatio, res.Regressions, res.ConvergeMs)
+	}
+	// Before the partition every publish reaches everyone within a few hops.
+	if p := res.PerPublish[0]; p.MaxMs <= 0 {
+		t.Fatalf("first publish: %+v", p)
+	}
+}
