@@ -139,6 +139,11 @@ func TestCorruptLKGIsNeverServed(t *testing.T) {
 	p1, p2 := d.payload(t, 1, 3), d.payload(t, 2, 5)
 	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
 	waitVersion(t, 1, m.agents...)
+	// v1 must be on disk before v2 arrives, or the persister coalesces them into one write.
+	waitFor(t, "v1 persisted", func() bool {
+		files, _ := filepath.Glob(filepath.Join(m.dirs[0], "lkg", "*.bundle"))
+		return len(files) == 1
+	})
 	m.seed.publish(t, m.seed.offer(t, d, 2, p2))
 	waitVersion(t, 2, m.agents...)
 	if err := m.agents[0].Close(); err != nil {

@@ -239,6 +239,10 @@ func (r *meshkitRun) startAgent(i int) error {
 		return err
 	}
 	r.d.opt.settle()
+	for _, pi := range r.w.neighbours(i + 1) {
+		_ = h.Connect(r.ctx, pi) // a neighbour that is down is found again by the agent's redial loop
+	}
+	r.d.opt.settle()
 	r.mu.Lock()
 	r.agents[i] = a
 	r.mu.Unlock()

@@ -235,11 +235,20 @@ func (w *world) heal() error {
 	return nil
 }
 
-// bootstrap is what slot i is told to join through: the seed and its linked agents.
-func (w *world) bootstrap(i int) []peer.AddrInfo {
+// bootstrap is what slot i is told to join through: the seed, as in a deployment.
+func (w *world) bootstrap(int) []peer.AddrInfo {
+	s := w.slots[0]
+	return []peer.AddrInfo{{ID: s.id, Addrs: []ma.Multiaddr{s.addr}}}
+}
+
+// neighbours are the agents slot i is linked to and that are up: it connects to them
+// itself (its topology), rather than learning them from the seed.
+func (w *world) neighbours(i int) []peer.AddrInfo {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var out []peer.AddrInfo
 	for j, s := range w.slots {
-		if j != i && w.links[pair(i, j)] {
+		if j != 0 && j != i && s.host != nil && w.links[pair(i, j)] && !w.cut[pair(i, j)] {
 			out = append(out, peer.AddrInfo{ID: s.id, Addrs: []ma.Multiaddr{s.addr}})
 		}
 	}
