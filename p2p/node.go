@@ -462,23 +462,13 @@ func (n *Node) connect(ctx context.Context) {
 	}
 	deficit := n.cfg.TargetPeers - len(net.Peers())
 	if deficit <= 0 {
+		n.pxBackoff, n.pxNext = 0, time.Time{}
 		return
 	}
-	// Bootstrap peers, then peers met before: these come back after a partition heals or
-	// a restart, even with no bootstrap peer up.
-	var dial []peer.AddrInfo
-	for _, pi := range n.cfg.Bootstrap {
-		if net.Connectedness(pi.ID) != network.Connected {
-			dial = append(dial, pi)
-		}
-	}
-	dial = append(dial, n.knownPeers(2*deficit, func(p peer.ID) bool {
-		return slices.ContainsFunc(dial, func(pi peer.AddrInfo) bool { return pi.ID == p })
-	})...)
-	n.dialAll(ctx, dial)
-	// Peer exchange: ask a few connected peers for more, bootstrap peers last. When the
-	// peers learned cannot be reached, back off (2 s doubling to 1 min) instead of asking
-	// every round.
+	// Below the target: bootstrap peers, then peers met before (they come back after a
+	// partition heals or a restart, even with no bootstrap peer up), then peer exchange.
+	// A round that brings no new connection backs off (2 s doubling to 1 min), so a node
+	// whose candidates are unreachable does not dial them every second.
 	if time.Now().Before(n.pxNext) {
 		return
 	}
@@ -491,6 +481,17 @@ func (n *Node) connect(ctx context.Context) {
 		}
 		n.pxNext = time.Now().Add(n.pxBackoff)
 	}()
+	var dial []peer.AddrInfo
+	for _, pi := range n.cfg.Bootstrap {
+		if net.Connectedness(pi.ID) != network.Connected {
+			dial = append(dial, pi)
+		}
+	}
+	dial = append(dial, n.knownPeers(2*deficit, func(p peer.ID) bool {
+		return slices.ContainsFunc(dial, func(pi peer.AddrInfo) bool { return pi.ID == p })
+	})...)
+	n.dialAll(ctx, dial)
+	// Peer exchange: ask a few connected peers for more, bootstrap peers last.
 	peers := net.Peers()
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
 	isBoot := func(p peer.ID) bool {

@@ -350,8 +350,6 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		return nil, err
 	}
 	defer cleanup()
-	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute) // a run always ends
-	defer cancel()
 	rng := rand.New(rand.NewPCG(uint64(sc.Seed), 0x5eed))
 	w, err := newWorld(sc, rng)
 	if err != nil {
@@ -371,6 +369,10 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		return nil, err
 	}
 	defer sys.shutdown()
+	// Once everything is up, the run always ends by itself: warm-up, duration and a minute.
+	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute)
+	defer cancel()
+	d.t.start = time.Now()
 	// The initial state (version 1) is published during warm-up; measuring starts after.
 	if err := sys.do(Event{Publish: 1}); err != nil {
 		return nil, err
