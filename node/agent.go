@@ -555,7 +555,12 @@ func (a *Agent) refused(err error, from peer.ID, source string) p2p.Verdict {
 	case errors.Is(err, trust.ErrReplay), errors.Is(err, trust.ErrRollback):
 		return p2p.Ignore // stale but valid: honest peers race
 	case errors.Is(err, trust.ErrBaseMismatch):
-		a.kickSync() // a gap: fetch the newest snapshot from a peer
+		// A gap. The peer that forwarded the delta holds its target: sync with it first.
+		select {
+		case a.syncWith <- from:
+		default:
+			a.kickSync()
+		}
 		return p2p.Ignore
 	case errors.Is(err, trust.ErrNotYetValid), errors.Is(err, trust.ErrRootExpired):
 		return p2p.Ignore // a matter of this host's clock or root, not of the sender
