@@ -13,6 +13,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -334,8 +335,9 @@ func (r *meshkitRun) forge(n int) error {
 	defer h.Close()
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
+	grafted := make(chan struct{}, 1)
 	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }))
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }), pubsub.WithRawTracer(graftTracer{grafted}))
 	if err != nil {
 		return err
 	}
@@ -364,6 +366,13 @@ func (r *meshkitRun) forge(n int) error {
 	stranger, err := trust.GenerateKey(rngReader{r.w.rng})
 	if err != nil {
 		return err
+	}
+	// Publishing before gossipsub has a stream to a peer loses the message: wait until an
+	// agent joins the forger's mesh.
+	select {
+	case <-grafted:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("forge: no agent joined the forger's mesh in 10 s")
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pcancel()
@@ -429,3 +438,30 @@ func (r *meshkitRun) perAgentBytes() []uint64 {
 	}
 	return out
 }
+
+// graftTracer signals the first GRAFT of the forger's mesh.
+type graftTracer struct{ c chan struct{} }
+
+func (g graftTracer) Graft(peer.ID, string) {
+	select {
+	case g.c <- struct{}{}:
+	default:
+	}
+}
+func (graftTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (graftTracer) RemovePeer(peer.ID)                                   {}
+func (graftTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (graftTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (graftTracer) Join(string)                                          {}
+func (graftTracer) Leave(string)                                         {}
+func (graftTracer) Prune(peer.ID, string)                                {}
+func (graftTracer) ValidateMessage(*pubsub.Message)                      {}
+func (graftTracer) DeliverMessage(*pubsub.Message)                       {}
+func (graftTracer) RejectMessage(*pubsub.Message, string)                {}
+func (graftTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (graftTracer) ThrottlePeer(peer.ID)                                 {}
+func (graftTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (graftTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (graftTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (graftTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (graftTracer) UndeliverableMessage(*pubsub.Message)                 {}
