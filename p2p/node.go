@@ -409,7 +409,9 @@ func (n *Node) dueRedials() []peer.AddrInfo {
 		case !now.Before(r.next):
 			out = append(out, peer.AddrInfo{ID: p})
 			r.backoff = min(2*r.backoff, redialMax)
-			r.next = now.Add(r.backoff)
+			// Jitter (50–100 % of the backoff) keeps the peers that lost each other at
+			// the same instant from redialling in lockstep for the rest of a partition.
+			r.next = now.Add(r.backoff/2 + time.Duration(rand.Int64N(int64(r.backoff/2)+1)))
 		}
 	}
 	return out
