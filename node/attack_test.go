@@ -10,7 +10,6 @@ import (
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -133,32 +132,16 @@ func newAttacker(t *testing.T, m *mesh, i int) (host.Host, *pubsub.Topic) {
 
 // peerTracer reports when a peer joins the attacker's mesh.
 type peerTracer struct {
+	p2p.NopTracer
 	added chan peer.ID
 }
 
-func (p *peerTracer) AddPeer(peer.ID, protocol.ID)             {}
-func (p *peerTracer) RemovePeer(peer.ID)                       {}
-func (p *peerTracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
-func (p *peerTracer) OnClosedOutboundStream(peer.ID)           {}
-func (p *peerTracer) Join(string)                              {}
-func (p *peerTracer) Leave(string)                             {}
 func (p *peerTracer) Graft(id peer.ID, _ string) {
 	select {
 	case p.added <- id:
 	default:
 	}
 }
-func (p *peerTracer) Prune(peer.ID, string)                                {}
-func (p *peerTracer) ValidateMessage(*pubsub.Message)                      {}
-func (p *peerTracer) DeliverMessage(*pubsub.Message)                       {}
-func (p *peerTracer) RejectMessage(*pubsub.Message, string)                {}
-func (p *peerTracer) DuplicateMessage(*pubsub.Message)                     {}
-func (p *peerTracer) ThrottlePeer(peer.ID)                                 {}
-func (p *peerTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (p *peerTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (p *peerTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (p *peerTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (p *peerTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

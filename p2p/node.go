@@ -216,7 +216,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithMaxMessageSize(cfg.MaxGossipBytes+(16<<10)),
-		pubsub.WithRawTracer(byteCounter{n}),
+		pubsub.WithRawTracer(byteCounter{n: n}),
 		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(topic)),
 		pubsub.WithLogger(cfg.Logger),
 	)
@@ -551,8 +551,11 @@ func (n *Node) dialAll(ctx context.Context, peers []peer.AddrInfo) {
 	wg.Wait()
 }
 
-// byteCounter counts gossipsub traffic.
-type byteCounter struct{ n *Node }
+// byteCounter counts gossipsub traffic and tracks the mesh.
+type byteCounter struct {
+	NopTracer
+	n *Node
+}
 
 func (b byteCounter) RecvRPC(rpc *pubsub.RPC) {
 	s := uint64(proto.Size(&rpc.RPC))
@@ -566,19 +569,30 @@ func (b byteCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
 	b.n.gossipOut.Add(s)
 }
 
-func (byteCounter) AddPeer(peer.ID, protocol.ID)                         {}
-func (b byteCounter) RemovePeer(p peer.ID)                               { b.n.setMesh(p, BundlesTopic(b.n.cfg.Domain), false) }
-func (byteCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (byteCounter) OnClosedOutboundStream(peer.ID)                       {}
-func (byteCounter) Join(string)                                          {}
-func (byteCounter) Leave(string)                                         {}
-func (b byteCounter) Graft(p peer.ID, topic string)                      { b.n.setMesh(p, topic, true) }
-func (b byteCounter) Prune(p peer.ID, topic string)                      { b.n.setMesh(p, topic, false) }
-func (byteCounter) ValidateMessage(*pubsub.Message)                      {}
-func (byteCounter) DeliverMessage(*pubsub.Message)                       {}
-func (byteCounter) RejectMessage(*pubsub.Message, string)                {}
-func (byteCounter) DuplicateMessage(*pubsub.Message)                     {}
-func (byteCounter) ThrottlePeer(peer.ID)                                 {}
-func (byteCounter) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (byteCounter) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (byteCounter) UndeliverableMessage(*pubsub.Message)                 {}
+func (b byteCounter) RemovePeer(p peer.ID)          { b.n.setMesh(p, BundlesTopic(b.n.cfg.Domain), false) }
+func (b byteCounter) Graft(p peer.ID, topic string) { b.n.setMesh(p, topic, true) }
+func (b byteCounter) Prune(p peer.ID, topic string) { b.n.setMesh(p, topic, false) }
+
+// NopTracer is a pubsub.RawTracer that does nothing: embed it and override what you need.
+type NopTracer struct{}
+
+var _ pubsub.RawTracer = NopTracer{}
+
+func (NopTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (NopTracer) RemovePeer(peer.ID)                                   {}
+func (NopTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (NopTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (NopTracer) Join(string)                                          {}
+func (NopTracer) Leave(string)                                         {}
+func (NopTracer) Graft(peer.ID, string)                                {}
+func (NopTracer) Prune(peer.ID, string)                                {}
+func (NopTracer) ValidateMessage(*pubsub.Message)                      {}
+func (NopTracer) DeliverMessage(*pubsub.Message)                       {}
+func (NopTracer) RejectMessage(*pubsub.Message, string)                {}
+func (NopTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (NopTracer) ThrottlePeer(peer.ID)                                 {}
+func (NopTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (NopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (NopTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (NopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (NopTracer) UndeliverableMessage(*pubsub.Message)                 {}

@@ -13,7 +13,6 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -337,7 +336,7 @@ func (r *meshkitRun) forge(n int) error {
 	defer cancel()
 	grafted := make(chan struct{}, 1)
 	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }), pubsub.WithRawTracer(graftTracer{grafted}))
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { return string(m.Data) }), pubsub.WithRawTracer(graftTracer{c: grafted}))
 	if err != nil {
 		return err
 	}
@@ -440,7 +439,10 @@ func (r *meshkitRun) perAgentBytes() []uint64 {
 }
 
 // graftTracer signals the first GRAFT of the forger's mesh.
-type graftTracer struct{ c chan struct{} }
+type graftTracer struct {
+	p2p.NopTracer
+	c chan struct{}
+}
 
 func (g graftTracer) Graft(peer.ID, string) {
 	select {
@@ -448,20 +450,3 @@ func (g graftTracer) Graft(peer.ID, string) {
 	default:
 	}
 }
-func (graftTracer) AddPeer(peer.ID, protocol.ID)                         {}
-func (graftTracer) RemovePeer(peer.ID)                                   {}
-func (graftTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (graftTracer) OnClosedOutboundStream(peer.ID)                       {}
-func (graftTracer) Join(string)                                          {}
-func (graftTracer) Leave(string)                                         {}
-func (graftTracer) Prune(peer.ID, string)                                {}
-func (graftTracer) ValidateMessage(*pubsub.Message)                      {}
-func (graftTracer) DeliverMessage(*pubsub.Message)                       {}
-func (graftTracer) RejectMessage(*pubsub.Message, string)                {}
-func (graftTracer) DuplicateMessage(*pubsub.Message)                     {}
-func (graftTracer) ThrottlePeer(peer.ID)                                 {}
-func (graftTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (graftTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (graftTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (graftTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (graftTracer) UndeliverableMessage(*pubsub.Message)                 {}
