@@ -66,11 +66,18 @@ type world struct {
 	// links are the intended links (i < j); cut are those a partition removed.
 	links map[[2]int]bool
 	cut   map[[2]int]bool
-	mu    sync.Mutex
+	// live are the mocknet links up now, with their base latency, for the shaper.
+	live map[[2]int]liveLink
+	mu   sync.Mutex
+}
+
+type liveLink struct {
+	l    mocknet.Link
+	base time.Duration
 }
 
 func newWorld(sc *Scenario, rng *rand.Rand) (*world, error) {
-	w := &world{sc: sc, mn: mocknet.New(), rng: rng, links: map[[2]int]bool{}, cut: map[[2]int]bool{}}
+	w := &world{sc: sc, mn: mocknet.New(), rng: rng, links: map[[2]int]bool{}, cut: map[[2]int]bool{}, live: map[[2]int]liveLink{}}
 	n := sc.Agents + 1
 	regionOf := regionAssignment(sc, rng)
 	for i := range n {
@@ -184,7 +191,45 @@ func (w *world) link(i, j int) error {
 		lat = w.sc.InterRegionLatency.D()
 	}
 	l.SetOptions(mocknet.LinkOptions{Latency: lat, Bandwidth: w.sc.Link.Bandwidth})
+	w.mu.Lock()
+	w.live[pair(i, j)] = liveLink{l: l, base: lat}
+	w.mu.Unlock()
 	return nil
+}
+
+// shape draws every live link's latency again each Resample interval, until ctx ends:
+// uniform over base ± jitter, plus one RTO with probability loss. mocknet reads a link's
+// latency on every write and delivers a stream's writes in order, so a late write holds
+// back those behind it, as head-of-line blocking on a real stream does.
+func (w *world) shape(ctx context.Context, rng *rand.Rand) {
+	t := time.NewTicker(w.sc.Link.resample())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.reshape(rng)
+	}
+}
+
+// reshape is one draw of shape.
+func (w *world) reshape(rng *rand.Rand) {
+	cfg := w.sc.Link
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ll := range w.live {
+		lat := ll.base
+		if cfg.Jitter > 0 {
+			lat += time.Duration(rng.Int64N(2*int64(cfg.Jitter)+1)) - cfg.Jitter.D()
+			lat = max(lat, 0)
+		}
+		if cfg.Loss > 0 && rng.Float64() < cfg.Loss {
+			lat += cfg.rto(ll.base)
+		}
+		ll.l.SetOptions(mocknet.LinkOptions{Latency: lat, Bandwidth: cfg.Bandwidth})
+	}
 }
 
 // down removes slot i's host from the network.
@@ -196,6 +241,11 @@ func (w *world) down(i int) {
 	if h == nil {
 		return
 	}
+	w.mu.Lock()
+	for j := range w.slots {
+		delete(w.live, pair(i, j))
+	}
+	w.mu.Unlock()
 	for j := range w.slots {
 		_ = w.mn.UnlinkPeers(w.slots[i].id, w.slots[j].id)
 	}
@@ -209,6 +259,7 @@ func (w *world) partition(side map[int]bool) {
 	for p := range w.links {
 		if side[p[0]] != side[p[1]] {
 			w.cut[p] = true
+			delete(w.live, p)
 			cut = append(cut, p)
 		}
 	}
@@ -372,6 +423,13 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	// Once everything is up, the run always ends by itself: warm-up, duration and a minute.
 	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute)
 	defer cancel()
+	if sc.Link.shaped() {
+		var shaper sync.WaitGroup
+		shapeCtx, stopShaping := context.WithCancel(ctx)
+		shaper.Go(func() { w.shape(shapeCtx, rand.New(rand.NewPCG(uint64(sc.Seed), 0x5a9e))) })
+		defer shaper.Wait()
+		defer stopShaping()
+	}
 	d.t.start = time.Now()
 	// The initial state (version 1) is published during warm-up; measuring starts after.
 	if err := sys.do(Event{Publish: 1}); err != nil {

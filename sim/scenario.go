@@ -43,6 +43,38 @@ type Link struct {
 	Latency Duration `yaml:"latency"`
 	// Bandwidth in bytes per second; 0 means unlimited.
 	Bandwidth float64 `yaml:"bandwidth"`
+	// Jitter spreads each link's one-way latency uniformly over latency ± jitter,
+	// drawn again every Resample.
+	Jitter Duration `yaml:"jitter"`
+	// Loss is the chance that a link loses a segment during one Resample interval. The
+	// links are reliable streams, as TCP and QUIC are, so a loss shows as what it does to
+	// them: that interval's writes, and everything queued behind them, arrive one
+	// retransmission timeout (RTO) late.
+	Loss float64 `yaml:"loss"`
+	// RTO is the retransmission timeout a loss costs; default max(200ms, 3 × latency),
+	// Linux's minimum RTO or three round trips.
+	RTO Duration `yaml:"rto"`
+	// Resample is how often jitter and loss are drawn again for every link; default 50ms.
+	Resample Duration `yaml:"resample"`
+}
+
+// shaped reports whether links vary over time (jitter or loss).
+func (l Link) shaped() bool { return l.Jitter > 0 || l.Loss > 0 }
+
+// rto is the delay one loss adds on a link whose base latency is lat.
+func (l Link) rto(lat time.Duration) time.Duration {
+	if l.RTO > 0 {
+		return l.RTO.D()
+	}
+	return max(200*time.Millisecond, 3*lat)
+}
+
+// resample is the interval between draws of jitter and loss.
+func (l Link) resample() time.Duration {
+	if l.Resample > 0 {
+		return l.Resample.D()
+	}
+	return 50 * time.Millisecond
 }
 
 // Region is a share of the agents placed together.
@@ -173,6 +205,15 @@ func (sc *Scenario) check() error {
 	}
 	if sc.Link.Latency < 0 || sc.Link.Bandwidth < 0 || sc.InterRegionLatency < 0 {
 		bad("link: latency and bandwidth must not be negative")
+	}
+	if sc.Link.Jitter < 0 || sc.Link.RTO < 0 || sc.Link.Resample < 0 {
+		bad("link: jitter, rto and resample must not be negative")
+	}
+	if sc.Link.Loss < 0 || sc.Link.Loss > 0.5 {
+		bad("link: loss %.3f; a probability between 0 and 0.5", sc.Link.Loss)
+	}
+	if sc.Link.shaped() && sc.Link.Resample > 0 && sc.Link.Resample.D() < time.Millisecond {
+		bad("link: resample %s; at least 1ms", sc.Link.Resample.D())
 	}
 	if sc.Agents > 1 && (sc.Degree < 1 || sc.Degree > sc.Agents-1) {
 		bad("degree: %d; between 1 and agents-1 (%d)", sc.Degree, sc.Agents-1)

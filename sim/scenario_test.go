@@ -22,6 +22,8 @@ func TestScenarioErrorsNameTheLine(t *testing.T) {
 		{"too many agents", "name: x\nagents: 20000\nduration: 5s\n", "agents: 20000; at most 10000"},
 		{"regions", "name: x\nagents: 4\nduration: 5s\nregions: [{name: a, share: 0.5}, {name: b, share: 0.2}]\n", "shares add up to 0.700"},
 		{"clock", "name: x\nagents: 4\nduration: 5s\nclock: lunar\n", `clock: "lunar"`},
+		{"loss", "name: x\nagents: 4\nduration: 5s\nlink: {loss: 0.9}\n", "link: loss 0.900; a probability between 0 and 0.5"},
+		{"jitter", "name: x\nagents: 4\nduration: 5s\nlink: {jitter: -5ms}\n", "jitter, rto and resample must not be negative"},
 	} {
 		_, err := sim.ParseScenario("s.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "s.yaml: ") {

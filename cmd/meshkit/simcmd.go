@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -24,13 +25,14 @@ type simReport struct {
 }
 
 func (a *app) sim(args []string) error {
-	fs := a.newFlags("sim", "sim -f SCENARIO.yaml [--baseline xds] [--output text|json] [--plot FILE.svg|png] [--clock wall|virtual] [--seed N]")
+	fs := a.newFlags("sim", "sim -f SCENARIO.yaml [--baseline xds] [--output text|json] [--plot FILE.svg|png] [--clock wall|virtual] [--seed N] [--cpuprofile FILE]")
 	file := fs.String("f", "", "scenario file (see sim/scenarios/)")
 	baseline := fs.String("baseline", "", "also run the scenario with a hub-and-spoke baseline: xds (go-control-plane)")
 	output := fs.String("output", "text", "text or json")
 	plotPath := fs.String("plot", "", "draw the delivery CDF and per-agent load into this .svg or .png")
 	clock := fs.String("clock", "", "override the scenario's clock: wall or virtual")
 	seed := fs.Int64("seed", 0, "override the scenario's random seed")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the MeshKit run to this file (go tool pprof)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -94,7 +96,16 @@ func (a *app) sim(args []string) error {
 		}
 		return f(opt)
 	}
-	res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) { return sim.Run(a.ctx, sc, opt) })
+	res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) {
+		if *cpuProfile != "" {
+			stop, err := startCPUProfile(*cpuProfile)
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+		}
+		return sim.Run(a.ctx, sc, opt)
+	})
 	if err != nil {
 		return err
 	}
@@ -105,6 +116,19 @@ func (a *app) sim(args []string) error {
 		}
 	}
 	return report(res, base)
+}
+
+// startCPUProfile profiles the process into path until the returned stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // simVirtual runs the scenario in a testing/synctest bubble. A bubble needs a
