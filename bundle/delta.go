@@ -175,7 +175,9 @@ func DecodeDelta(payload []byte) (*bundlev1.BundleDelta, error) {
 // ApplyDelta applies d to the encoded bundle basePayload and returns the encoded target
 // and the target bundle. It fails with ErrDeltaMismatch when basePayload is not d's base,
 // when a removal names a resource the base lacks, or when the result's hash is not d's
-// target hash: a delta yields exactly its target or nothing.
+// target hash: a delta yields exactly its target or nothing. The target bundle shares
+// resource messages with d (they are not copied: copying was a third of the cost of
+// applying a small delta); neither may be modified afterwards.
 func ApplyDelta(basePayload []byte, d *bundlev1.BundleDelta) ([]byte, *bundlev1.Bundle, error) {
 	if h := Hash(basePayload); !slices.Equal(h[:], d.GetBaseHash()) {
 		return nil, nil, fmt.Errorf("%w: base is %s, the delta expects %x", ErrDeltaMismatch, h, d.GetBaseHash())
@@ -213,7 +215,7 @@ func ApplyDelta(basePayload []byte, d *bundlev1.BundleDelta) ([]byte, *bundlev1.
 		if !ok {
 			return nil, nil, fmt.Errorf("%w: unknown kind %q", ErrDeltaMismatch, k.Kind)
 		}
-		list.Append(protoreflect.ValueOfMessage(proto.Clone(m.Interface()).ProtoReflect()))
+		list.Append(protoreflect.ValueOfMessage(m))
 	}
 	payload, err := Encode(target)
 	if err != nil {

@@ -34,6 +34,9 @@ type Options struct {
 	// CostModel is the CPU time an agent spends verifying and applying a bundle of n
 	// bytes; virtual-time runs sleep it (CPU work costs no virtual time otherwise).
 	CostModel func(n int) time.Duration
+	// Measuring, when set, is called with true when the measured run starts (after
+	// warm-up) and with false when it ends; `meshkit sim --cpuprofile` profiles that window.
+	Measuring func(on bool)
 }
 
 // MeasuredCost is the verify-and-apply cost measured by the trust benchmarks on this kind
@@ -439,6 +442,10 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		return nil, err
 	}
 	heap := heapInUse() - m0
+	if opt.Measuring != nil {
+		opt.Measuring(true)
+		defer opt.Measuring(false)
+	}
 	cpu0 := cpuTime()
 	d.t.reset()
 	egress0, in0 := sys.seedEgressNow(), sys.agentBytesNow()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +33,7 @@ func (a *app) sim(args []string) error {
 	plotPath := fs.String("plot", "", "draw the delivery CDF and per-agent load into this .svg or .png")
 	clock := fs.String("clock", "", "override the scenario's clock: wall or virtual")
 	seed := fs.Int64("seed", 0, "override the scenario's random seed")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the MeshKit run to this file (go tool pprof)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the MeshKit run's measured window (after warm-up) to this file")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -97,14 +98,19 @@ func (a *app) sim(args []string) error {
 		return f(opt)
 	}
 	res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) {
+		var profErr error
 		if *cpuProfile != "" {
-			stop, err := startCPUProfile(*cpuProfile)
-			if err != nil {
-				return nil, err
+			var stop func()
+			opt.Measuring = func(on bool) {
+				if on {
+					stop, profErr = startCPUProfile(*cpuProfile)
+				} else if stop != nil {
+					stop()
+				}
 			}
-			defer stop()
 		}
-		return sim.Run(a.ctx, sc, opt)
+		res, err := sim.Run(a.ctx, sc, opt)
+		return res, errors.Join(err, profErr)
 	})
 	if err != nil {
 		return err
