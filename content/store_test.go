@@ -45,7 +45,7 @@ func TestCIDsAndOCIDigestsMapOneToOne(t *testing.T) {
 	}
 }
 
-func open(t *testing.T, opt Options) *Store {
+func open(t testing.TB, opt Options) *Store {
 	t.Helper()
 	s, err := Open(t.TempDir(), opt)
 	if err != nil {

@@ -1,0 +1,187 @@
+package content
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	contentv1 "meshkit.dev/meshkit/proto/meshkit/content/v1"
+)
+
+const domain = "test"
+
+// net builds n fully linked mocknet hosts, each with its own store.
+func net(t *testing.T, n int) ([]host.Host, []*Store) {
+	t.Helper()
+	mn, err := mocknet.FullMeshLinked(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mn.Close() })
+	stores := make([]*Store, n)
+	for i := range stores {
+		stores[i] = open(t, Options{})
+	}
+	return mn.Hosts(), stores
+}
+
+func random(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestFetchFromSeveralPeersNotTheSeed(t *testing.T) {
+	hs, stores := net(t, 4) // 0 seed, 1 and 2 hold the blob, 3 fetches
+	blob := random(t, 1<<20+123)
+	ctx := context.Background()
+	c := Sum(blob)
+	servers := make([]*Server, 3)
+	for i := range 3 {
+		if _, err := stores[i].PutBytes(ctx, blob); err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = Serve(hs[i], domain, stores[i], ServerConfig{})
+		defer servers[i].Close()
+	}
+	f := NewFetcher(hs[3], domain, stores[3], FetchConfig{Chunk: 64 << 10, FallbackAfter: time.Hour})
+	err := f.Fetch(ctx, c, int64(len(blob)), Sources{
+		Peers:    func() []peer.ID { return []peer.ID{hs[1].ID(), hs[2].ID()} },
+		Fallback: []peer.ID{hs[0].ID()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := stores[3].Get(c)
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("fetched blob: %v", err)
+	}
+	peers, fallback := f.Received()
+	if peers != int64(len(blob)) || fallback != 0 || servers[0].ServedBytes() != 0 {
+		t.Fatalf("from peers %d, from the seed %d (served %d)", peers, fallback, servers[0].ServedBytes())
+	}
+	// Both peers served ranges.
+	if servers[1].ServedBytes() == 0 || servers[2].ServedBytes() == 0 {
+		t.Fatalf("served %d and %d: not spread over providers", servers[1].ServedBytes(), servers[2].ServedBytes())
+	}
+}
+
+func TestFetchFallsBackToTheSeedOnlyWhenNoPeerHasIt(t *testing.T) {
+	hs, stores := net(t, 3)
+	blob := random(t, 300<<10)
+	ctx := context.Background()
+	c, _ := stores[0].PutBytes(ctx, blob)
+	seed := Serve(hs[0], domain, stores[0], ServerConfig{MaxConcurrent: 1})
+	defer seed.Close()
+	Serve(hs[1], domain, stores[1], ServerConfig{}) // holds nothing
+	f := NewFetcher(hs[2], domain, stores[2], FetchConfig{FallbackAfter: 300 * time.Millisecond, Retry: 50 * time.Millisecond})
+	src := Sources{Peers: func() []peer.ID { return []peer.ID{hs[1].ID()} }, Fallback: []peer.ID{hs[0].ID()}}
+	if err := f.Fetch(ctx, c, int64(len(blob)), src); err != nil {
+		t.Fatal(err)
+	}
+	if _, fallback := f.Received(); fallback != int64(len(blob)) {
+		t.Fatalf("from the seed %d, want the whole blob", fallback)
+	}
+	// Without fallback peers and without providers, the fetch ends with its context.
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	err := f.Fetch(short, Sum([]byte("nobody has this")), 15, Sources{Peers: src.Peers})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fetch of what nobody holds: %v", err)
+	}
+}
+
+// liar answers the content protocol claiming to hold every blob, with bytes of its own.
+func liar(h host.Host, size int) {
+	h.SetStreamHandler(Protocol(domain), func(s network.Stream) {
+		defer s.Close()
+		req := &contentv1.ContentRequest{}
+		if err := protodelim.UnmarshalFrom(bufio.NewReader(s), req); err != nil {
+			return
+		}
+		resp := &contentv1.ContentResponse{Held: true, Size: uint64(size)}
+		if req.GetLength() > 0 {
+			resp.Data = bytes.Repeat([]byte{'x'}, int(req.GetLength()))
+		}
+		_, _ = protodelim.MarshalTo(s, resp)
+	})
+}
+
+func TestFetchFindsTheLiarAndStoresOnlyTheRealBlob(t *testing.T) {
+	hs, stores := net(t, 3)
+	blob := random(t, 200<<10)
+	ctx := context.Background()
+	c, _ := stores[0].PutBytes(ctx, blob)
+	Serve(hs[0], domain, stores[0], ServerConfig{})
+	liar(hs[1], len(blob))
+	f := NewFetcher(hs[2], domain, stores[2], FetchConfig{Chunk: 32 << 10, Retry: 20 * time.Millisecond, FallbackAfter: time.Hour})
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	err := f.Fetch(ctx, c, int64(len(blob)), Sources{Peers: func() []peer.ID { return []peer.ID{hs[0].ID(), hs[1].ID()} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := stores[2].Get(c); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("stored: %v", err)
+	}
+	// A liar alone never gets its bytes stored.
+	other := random(t, 1000)
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	liar(hs[1], len(other))
+	err = f.Fetch(short, Sum(other), int64(len(other)), Sources{Peers: func() []peer.ID { return []peer.ID{hs[1].ID()} }})
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("fetch from a liar: %v", err)
+	}
+	if _, ok := stores[2].Has(Sum(other)); ok {
+		t.Fatal("a liar's bytes were stored")
+	}
+}
+
+func TestFetchCapsSizeByTheManifest(t *testing.T) {
+	hs, stores := net(t, 2)
+	blob := random(t, 5000)
+	ctx := context.Background()
+	c, _ := stores[0].PutBytes(ctx, blob)
+	Serve(hs[0], domain, stores[0], ServerConfig{})
+	f := NewFetcher(hs[1], domain, stores[1], FetchConfig{Retry: 20 * time.Millisecond})
+	// The manifest says 4,000 bytes: the peer holding 5,000 is not a provider of it.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := f.Fetch(short, c, 4000, Sources{Peers: func() []peer.ID { return []peer.ID{hs[0].ID()} }}); err == nil {
+		t.Fatal("fetched a blob larger than its manifest")
+	}
+	if err := f.Fetch(ctx, c, 1<<40, Sources{}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("declared 1 TiB: %v", err)
+	}
+}
+
+func FuzzContentRequest(f *testing.F) {
+	f.Add([]byte{})
+	var buf bytes.Buffer
+	_, _ = protodelim.MarshalTo(&buf, &contentv1.ContentRequest{Cid: Sum(nil).String(), Offset: 1, Length: 10})
+	f.Add(buf.Bytes())
+	s := &Server{store: open(f, Options{})}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req := &contentv1.ContentRequest{}
+		if err := (protodelim.UnmarshalOptions{MaxSize: maxRequestBytes}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), req); err != nil {
+			return
+		}
+		resp := s.answer(req)
+		if len(resp.GetData()) > MaxChunk {
+			t.Fatalf("answered %d bytes", len(resp.GetData()))
+		}
+	})
+}
