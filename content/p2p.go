@@ -135,7 +135,9 @@ type FetchConfig struct {
 	// default 250 ms.
 	Retry time.Duration
 	// FallbackAfter is how long peers are asked alone before the fallback peers (seeds)
-	// are asked too; default 2 s.
+	// are asked too: each fetch draws its own wait between one and two times this, so that
+	// agents that got the same bundle at once do not all turn to the seed at once, and the
+	// first to fetch becomes a provider for the rest. Default 2 s.
 	FallbackAfter time.Duration
 	Logger        *slog.Logger
 }
@@ -203,14 +205,14 @@ func (f *Fetcher) Fetch(ctx context.Context, c cid.Cid, size int64, src Sources)
 	if size <= 0 || size > f.store.MaxBlobBytes() {
 		return fmt.Errorf("%w: %s is declared %d bytes; this store takes 1 to %d", ErrTooLarge, c, size, f.store.MaxBlobBytes())
 	}
-	start := time.Now()
+	fallbackAt := time.Now().Add(time.Duration(float64(f.cfg.FallbackAfter) * (1 + rand.Float64())))
 	var lastErr error
 	// liars served bytes that did not hash to c when they were the only provider.
 	liars := map[peer.ID]bool{}
 	isolate := false
 	for {
 		candidates := src.Peers()
-		if time.Since(start) >= f.cfg.FallbackAfter {
+		if !time.Now().Before(fallbackAt) {
 			candidates = append(candidates, src.Fallback...)
 		}
 		candidates = slices.DeleteFunc(candidates, func(p peer.ID) bool { return liars[p] })

@@ -21,11 +21,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/content"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
+	"meshkit.dev/meshkit/wasm"
 )
 
 // Defaults of Config.
@@ -70,6 +72,23 @@ type Config struct {
 	// CostModel, when set, is slept for each bundle verified and applied, given its size:
 	// for virtual-time simulations, where CPU work would otherwise cost no time at all.
 	CostModel func(bytes int) time.Duration
+	// Admission bounds the Wasm admission of extensions (wasm.Config defaults).
+	Admission wasm.Config
+	// ArtifactWait is how long a new bundle waits for its artifacts before it is offered
+	// with the missing extensions handled by their failure policy. 0 means
+	// DefaultArtifactWait.
+	ArtifactWait time.Duration
+	// ArtifactFetchTimeout bounds the fetch of one artifact; 0 means 5 minutes.
+	ArtifactFetchTimeout time.Duration
+	// MaxArtifactBytes bounds one artifact; 0 means 64 MiB.
+	MaxArtifactBytes int64
+}
+
+func (c Config) artifactTimeout() time.Duration {
+	if c.ArtifactFetchTimeout > 0 {
+		return c.ArtifactFetchTimeout
+	}
+	return 5 * time.Minute
 }
 
 // heldBundle is the newest verified bundle of one variant.
@@ -116,8 +135,13 @@ type Agent struct {
 	registry *prometheus.Registry
 	started  time.Time
 
+	ext      *extensions
+
 	mu          sync.Mutex // guards the following; Verify+apply+Commit run under it
 	held        map[string]*heldBundle
+	// offered is what the data plane is served of each variant: the held bundle once its
+	// artifacts are fetched and admitted, those that are not handled by failure policy.
+	offered     map[string]*heldBundle
 	dirty       map[string]bool
 	changed     chan struct{} // closed and replaced on every change
 	stale       string        // why the agent is stale, "" when fresh
@@ -173,7 +197,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
-		held: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
+		held: map[string]*heldBundle{}, offered: map[string]*heldBundle{}, dirty: map[string]bool{}, changed: make(chan struct{}),
 		accepted: map[string]uint64{}, rejected: map[string]uint64{}, nacks: map[uint64]*syncv1.VersionNacks{},
 		persistKick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), reportKick: make(chan struct{}, 1), republish: make(chan []byte, 16), syncWith: make(chan peer.ID, 64), started: cfg.Clock.Now(),
 	}
@@ -187,7 +211,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if a.metrics, err = newMetrics(cfg.Registry, a); err != nil {
 		return nil, err
 	}
+	store, err := content.Open(filepath.Join(cfg.DataDir, "content"), content.Options{MaxBlobBytes: cfg.MaxArtifactBytes})
+	if err != nil {
+		return nil, err
+	}
+	a.ext = newExtensions(a, store)
 	if err := a.loadLKG(); err != nil {
+		a.ext.server.Close()
 		return nil, err
 	}
 	if a.stale = a.staleReasonLocked(); a.stale != "" && len(a.held) > 0 {
@@ -202,6 +232,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.TuneP2P(&pcfg)
 	}
 	if a.node, err = p2p.New(ctx, pcfg); err != nil {
+		a.ext.server.Close()
 		return nil, err
 	}
 	// A new connection may bring a newer head: sync with it.
@@ -216,7 +247,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.wg.Add(5)
+	a.wg.Add(6)
+	go func() { defer a.wg.Done(); a.ext.loop(runCtx) }()
 	go a.persistLoop(runCtx)
 	go a.syncLoop(runCtx)
 	go a.checkLoop(runCtx)
@@ -250,7 +282,9 @@ func (a *Agent) loadLKG() error {
 		if err := a.verifier.Commit(l.vb); err != nil {
 			return fmt.Errorf("node: adopt last-known-good %s: %w", l.file, err)
 		}
-		a.held[l.vb.Variant] = &heldBundle{vb: l.vb, proof: l.held.GetProof(), withBody: len(l.held.GetPayload()) > 0, at: l.modified, fromCache: true}
+		h := &heldBundle{vb: l.vb, proof: l.held.GetProof(), withBody: len(l.held.GetPayload()) > 0, at: l.modified, fromCache: true}
+		a.held[l.vb.Variant] = h
+		a.ext.offerLocked(h)
 		if l.modified.After(a.lastAccept) {
 			a.lastAccept = l.modified
 		}
@@ -263,6 +297,7 @@ func (a *Agent) loadLKG() error {
 // Close stops the agent, flushing any bundle not yet persisted. It does not close the host.
 func (a *Agent) Close() error {
 	a.cfg.Host.Network().StopNotify(a.notifiee)
+	a.ext.server.Close()
 	err := a.node.Close()
 	a.cancel()
 	a.wg.Wait()
@@ -308,9 +343,16 @@ func (a *Agent) Current() (Bundle, bool) {
 	}, true
 }
 
+// setOfferLocked makes h what the data plane is served of variant.
+func (a *Agent) setOfferLocked(variant string, h *heldBundle) {
+	a.offered[variant] = h
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
 func (a *Agent) servingLocked() *heldBundle {
 	var best *heldBundle
-	for _, h := range a.held {
+	for _, h := range a.offered {
 		caps := h.vb.Header.GetRequiredCapabilities()
 		if a.cfg.Capabilities != nil && !subset(caps, a.cfg.Capabilities) {
 			continue
@@ -539,6 +581,7 @@ func (a *Agent) installLocked(vb *trust.Verified, h *heldBundle) {
 	a.dirty[vb.Variant] = true
 	close(a.changed)
 	a.changed = make(chan struct{})
+	a.ext.offerLocked(h)
 	a.log.Info("bundle accepted", "variant", vb.Variant, "epoch", vb.Header.GetEpoch(), "version", vb.Header.GetVersion(), "hash", vb.Held.String())
 	select {
 	case a.persistKick <- struct{}{}:
@@ -758,12 +801,15 @@ func (a *Agent) checkLoop(ctx context.Context) {
 	defer a.wg.Done()
 	t := time.NewTicker(a.cfg.CheckInterval)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			a.evaluateStale()
+			if n%12 == 0 {
+				a.ext.gc() // free artifacts no held bundle references (after the store's grace)
+			}
 		}
 	}
 }
@@ -919,7 +965,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 
 func (a *Agent) report() *syncv1.NodeReport {
 	st := a.Status()
-	r := &syncv1.NodeReport{ServingEpoch: st.Serving.Epoch, ServingVersion: st.Serving.Version, Stale: st.Stale}
+	r := &syncv1.NodeReport{ServingEpoch: st.Serving.Epoch, ServingVersion: st.Serving.Version, Stale: st.Stale, Extensions: a.ext.report(st.Extensions)}
 	for _, n := range st.Nacks {
 		r.Nacks = append(r.Nacks, &syncv1.VersionNacks{Version: n.Version, Count: n.Count, LastError: n.LastError})
 	}

@@ -13,6 +13,7 @@ type metrics struct {
 	watchDelivery prometheus.Histogram
 	unsupported   prometheus.Counter
 	nacks         prometheus.Counter
+	admissions    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
@@ -42,6 +43,9 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshkit_agent_watch_nacks_total", Help: "Bundles data-plane clients NACKed.",
 		}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshkit_agent_extension_admissions_total", Help: "Wasm extension admissions, by verdict (admitted, rejected).",
+		}, []string{"verdict"}),
 	}
 	gauge := func(name, help string, f func(s Status) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(a.Status()) })
@@ -56,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		return 0
 	}
 	cs := []prometheus.Collector{
-		m.accepted, m.rejected, m.lkgRefused, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks,
+		m.accepted, m.rejected, m.lkgRefused, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
 		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
 		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),

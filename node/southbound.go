@@ -158,7 +158,7 @@ func (a *Agent) variantFor(caps []string) (h *heldBundle, missing []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var least *heldBundle
-	for _, c := range a.held {
+	for _, c := range a.offered {
 		req := c.vb.Header.GetRequiredCapabilities()
 		if subset(req, caps) {
 			if h == nil || len(req) > len(h.vb.Header.GetRequiredCapabilities()) ||

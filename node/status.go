@@ -35,6 +35,8 @@ type Status struct {
 	Rejected map[string]uint64 `json:"rejected"`
 	// Nacks counts, per version, the data-plane clients that refused it.
 	Nacks []NackStatus `json:"nacks,omitempty"`
+	// Extensions are the verdicts on the artifacts the held bundles reference.
+	Extensions []ExtensionStatus `json:"extensions,omitempty"`
 }
 
 // NackStatus is how often one version was NACKed by data-plane clients.
@@ -77,6 +79,7 @@ func (a *Agent) Status() Status {
 	if h := a.servingLocked(); h != nil {
 		s.Serving = headStatus(h)
 	}
+	s.Extensions = a.ext.status(a.held)
 	a.mu.Unlock()
 	slices.SortFunc(s.Held, func(x, y HeadStatus) int { return strings.Compare(x.Variant, y.Variant) })
 	if a.node != nil {
@@ -121,5 +124,6 @@ func (a *Agent) Handler() http.Handler {
 		_ = enc.Encode(a.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /artifacts/{cid}", a.ext.serveArtifact)
 	return mux
 }

@@ -62,40 +62,13 @@ func downLevel(b *bundlev1.Bundle, missing []string) {
 	if len(missing) == 0 {
 		return
 	}
-	refuse := map[string]string{} // route key -> reason
-	kept := b.ExtensionBindings[:0]
-	for _, eb := range b.GetExtensionBindings() {
+	bundle.DropExtensions(b, func(eb *bundlev1.ExtensionBinding) string {
 		need := featureOf[eb.GetExtension().GetKind()]
 		if !slices.Contains(missing, need) {
-			kept = append(kept, eb)
-			continue
+			return ""
 		}
-		if failurePolicy(eb) == bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED {
-			for _, r := range eb.GetSpec().GetRoutes() {
-				refuse[eb.GetMetadata().GetNamespace()+"/"+r] = fmt.Sprintf("extension %q (fail-closed) needs %s, which this node does not support", eb.GetSpec().GetExtension(), need)
-			}
-		}
-	}
-	b.ExtensionBindings = kept
-	for i, r := range b.GetRoutes() {
-		if reason, ok := refuse[r.GetMetadata().GetNamespace()+"/"+r.GetMetadata().GetName()]; ok {
-			r = withSpecCopy(r)
-			r.Spec.Refuse, r.Spec.RefuseReason = true, reason
-			b.Routes[i] = r
-		}
-	}
-}
-
-// failurePolicy is the binding's policy, else its extension's, else fail-closed: an
-// extension that cannot run must not silently stop protecting a route.
-func failurePolicy(eb *bundlev1.ExtensionBinding) bundlev1.FailurePolicy {
-	if p := eb.GetSpec().GetFailurePolicy(); p != bundlev1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
-		return p
-	}
-	if p := eb.GetExtension().GetFailurePolicy(); p != bundlev1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
-		return p
-	}
-	return bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED
+		return fmt.Sprintf("extension %q (fail-closed) needs %s, which this node does not support", eb.GetSpec().GetExtension(), need)
+	})
 }
 
 // applyKillSwitches disables what the kill switches name: the bindings of a killed

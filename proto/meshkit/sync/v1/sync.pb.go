@@ -653,7 +653,9 @@ type NodeReport struct {
 	ServingVersion uint64                 `protobuf:"varint,2,opt,name=serving_version,json=servingVersion,proto3" json:"serving_version,omitempty"`
 	Stale          bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
 	// nacks counts, per version, the data-plane clients that refused it.
-	Nacks         []*VersionNacks `protobuf:"bytes,4,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	Nacks []*VersionNacks `protobuf:"bytes,4,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	// extensions are the agent's verdicts on the artifacts its bundles reference.
+	Extensions    []*ExtensionVerdict `protobuf:"bytes,5,rep,name=extensions,proto3" json:"extensions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -716,6 +718,85 @@ func (x *NodeReport) GetNacks() []*VersionNacks {
 	return nil
 }
 
+func (x *NodeReport) GetExtensions() []*ExtensionVerdict {
+	if x != nil {
+		return x.Extensions
+	}
+	return nil
+}
+
+// ExtensionVerdict is what an agent made of one extension artifact.
+type ExtensionVerdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// artifact is the CID.
+	Artifact string `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Abi      string `protobuf:"bytes,2,opt,name=abi,proto3" json:"abi,omitempty"`
+	// state is "admitted", "rejected" or "unavailable" (not fetched in time).
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// reasons of a rejection ("code: message"), or why it is unavailable.
+	Reasons       []string `protobuf:"bytes,4,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtensionVerdict) Reset() {
+	*x = ExtensionVerdict{}
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtensionVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtensionVerdict) ProtoMessage() {}
+
+func (x *ExtensionVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtensionVerdict.ProtoReflect.Descriptor instead.
+func (*ExtensionVerdict) Descriptor() ([]byte, []int) {
+	return file_meshkit_sync_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExtensionVerdict) GetArtifact() string {
+	if x != nil {
+		return x.Artifact
+	}
+	return ""
+}
+
+func (x *ExtensionVerdict) GetAbi() string {
+	if x != nil {
+		return x.Abi
+	}
+	return ""
+}
+
+func (x *ExtensionVerdict) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ExtensionVerdict) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 // VersionNacks is how many clients of one agent NACKed one version, and the last reason.
 type VersionNacks struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -728,7 +809,7 @@ type VersionNacks struct {
 
 func (x *VersionNacks) Reset() {
 	*x = VersionNacks{}
-	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +821,7 @@ func (x *VersionNacks) String() string {
 func (*VersionNacks) ProtoMessage() {}
 
 func (x *VersionNacks) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[11]
+	mi := &file_meshkit_sync_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +834,7 @@ func (x *VersionNacks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionNacks.ProtoReflect.Descriptor instead.
 func (*VersionNacks) Descriptor() ([]byte, []int) {
-	return file_meshkit_sync_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_meshkit_sync_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VersionNacks) GetVersion() uint64 {
@@ -814,13 +895,21 @@ const file_meshkit_sync_v1_sync_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\fR\x05addrs\"A\n" +
 	"\rPeersResponse\x120\n" +
-	"\x05peers\x18\x01 \x03(\v2\x1a.meshkit.sync.v1.PeerAddrsR\x05peers\"\xa5\x01\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1a.meshkit.sync.v1.PeerAddrsR\x05peers\"\xe8\x01\n" +
 	"\n" +
 	"NodeReport\x12#\n" +
 	"\rserving_epoch\x18\x01 \x01(\x04R\fservingEpoch\x12'\n" +
 	"\x0fserving_version\x18\x02 \x01(\x04R\x0eservingVersion\x12\x14\n" +
 	"\x05stale\x18\x03 \x01(\bR\x05stale\x123\n" +
-	"\x05nacks\x18\x04 \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\"]\n" +
+	"\x05nacks\x18\x04 \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\x12A\n" +
+	"\n" +
+	"extensions\x18\x05 \x03(\v2!.meshkit.sync.v1.ExtensionVerdictR\n" +
+	"extensions\"p\n" +
+	"\x10ExtensionVerdict\x12\x1a\n" +
+	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x10\n" +
+	"\x03abi\x18\x02 \x01(\tR\x03abi\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x18\n" +
+	"\areasons\x18\x04 \x03(\tR\areasons\"]\n" +
 	"\fVersionNacks\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x1d\n" +
@@ -839,20 +928,21 @@ func file_meshkit_sync_v1_sync_proto_rawDescGZIP() []byte {
 	return file_meshkit_sync_v1_sync_proto_rawDescData
 }
 
-var file_meshkit_sync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_meshkit_sync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_meshkit_sync_v1_sync_proto_goTypes = []any{
-	(*SyncRequest)(nil),   // 0: meshkit.sync.v1.SyncRequest
-	(*HeadsRequest)(nil),  // 1: meshkit.sync.v1.HeadsRequest
-	(*FetchRequest)(nil),  // 2: meshkit.sync.v1.FetchRequest
-	(*PeersRequest)(nil),  // 3: meshkit.sync.v1.PeersRequest
-	(*SyncResponse)(nil),  // 4: meshkit.sync.v1.SyncResponse
-	(*Head)(nil),          // 5: meshkit.sync.v1.Head
-	(*HeadsResponse)(nil), // 6: meshkit.sync.v1.HeadsResponse
-	(*HeldBundle)(nil),    // 7: meshkit.sync.v1.HeldBundle
-	(*PeerAddrs)(nil),     // 8: meshkit.sync.v1.PeerAddrs
-	(*PeersResponse)(nil), // 9: meshkit.sync.v1.PeersResponse
-	(*NodeReport)(nil),    // 10: meshkit.sync.v1.NodeReport
-	(*VersionNacks)(nil),  // 11: meshkit.sync.v1.VersionNacks
+	(*SyncRequest)(nil),      // 0: meshkit.sync.v1.SyncRequest
+	(*HeadsRequest)(nil),     // 1: meshkit.sync.v1.HeadsRequest
+	(*FetchRequest)(nil),     // 2: meshkit.sync.v1.FetchRequest
+	(*PeersRequest)(nil),     // 3: meshkit.sync.v1.PeersRequest
+	(*SyncResponse)(nil),     // 4: meshkit.sync.v1.SyncResponse
+	(*Head)(nil),             // 5: meshkit.sync.v1.Head
+	(*HeadsResponse)(nil),    // 6: meshkit.sync.v1.HeadsResponse
+	(*HeldBundle)(nil),       // 7: meshkit.sync.v1.HeldBundle
+	(*PeerAddrs)(nil),        // 8: meshkit.sync.v1.PeerAddrs
+	(*PeersResponse)(nil),    // 9: meshkit.sync.v1.PeersResponse
+	(*NodeReport)(nil),       // 10: meshkit.sync.v1.NodeReport
+	(*ExtensionVerdict)(nil), // 11: meshkit.sync.v1.ExtensionVerdict
+	(*VersionNacks)(nil),     // 12: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_sync_v1_sync_proto_depIdxs = []int32{
 	1,  // 0: meshkit.sync.v1.SyncRequest.heads:type_name -> meshkit.sync.v1.HeadsRequest
@@ -863,12 +953,13 @@ var file_meshkit_sync_v1_sync_proto_depIdxs = []int32{
 	9,  // 5: meshkit.sync.v1.SyncResponse.peers:type_name -> meshkit.sync.v1.PeersResponse
 	5,  // 6: meshkit.sync.v1.HeadsResponse.heads:type_name -> meshkit.sync.v1.Head
 	8,  // 7: meshkit.sync.v1.PeersResponse.peers:type_name -> meshkit.sync.v1.PeerAddrs
-	11, // 8: meshkit.sync.v1.NodeReport.nacks:type_name -> meshkit.sync.v1.VersionNacks
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	12, // 8: meshkit.sync.v1.NodeReport.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	11, // 9: meshkit.sync.v1.NodeReport.extensions:type_name -> meshkit.sync.v1.ExtensionVerdict
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_sync_v1_sync_proto_init() }
@@ -893,7 +984,7 @@ func file_meshkit_sync_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_sync_v1_sync_proto_rawDesc), len(file_meshkit_sync_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
