@@ -41,6 +41,50 @@ type ServeConfig struct {
 	// TLS, when set, serves both listeners over TLS; set ClientCAs and
 	// ClientAuth = tls.VerifyClientCertIfGiven (or RequireAndVerifyClientCert) for mTLS.
 	TLS *tls.Config
+	// Registry, when set, is served on /v2/ (the OCI distribution API): pulls need
+	// mesh.read, pushes mesh.operate, with the same credentials as the admin API.
+	Registry http.Handler
+}
+
+// registryAuth guards the OCI registry: OCI clients authenticate with a bearer token (or
+// a client certificate), as the admin API does; reads need mesh.read, writes mesh.operate.
+// Errors are answered in the distribution API's JSON error format.
+func registryAuth(pol *Policy, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var cert *x509.Certificate
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+			cert = r.TLS.VerifiedChains[0][0]
+		}
+		deny := func(code int, oci, msg string) {
+			if code == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="meshkit"`)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": oci, "message": msg}}})
+		}
+		token := ""
+		if h := r.Header.Get("Authorization"); h != "" {
+			if token = bearer(h); token == "" {
+				deny(http.StatusUnauthorized, "UNAUTHORIZED", "Authorization header must be 'Bearer TOKEN'")
+				return
+			}
+		}
+		p, err := pol.Authenticate(token, cert)
+		if err != nil {
+			deny(http.StatusUnauthorized, "UNAUTHORIZED", status.Convert(err).Message())
+			return
+		}
+		need := ScopeRead
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			need = ScopeOperate
+		}
+		if p.Scope < need {
+			deny(http.StatusForbidden, "DENIED", fmt.Sprintf("%s has %s; this needs %s", p.Name, p.Scope, need))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Servers are the running admin listeners.
@@ -72,7 +116,7 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 	}
 	srv := &Servers{GRPCAddr: gl.Addr(), HTTPAddr: hl.Addr(), grpc: grpc.NewServer(opts...)}
 	adminv1.RegisterAdminServiceServer(srv.grpc, s.AdminServer())
-	srv.http = &http.Server{Handler: s.httpHandler(cfg.Policy), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	srv.http = &http.Server{Handler: s.httpHandler(cfg.Policy, cfg.Registry), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	srv.wg.Add(2)
 	go func() { defer srv.wg.Done(); _ = srv.grpc.Serve(gl) }()
 	go func() { defer srv.wg.Done(); _ = srv.http.Serve(hl) }()
@@ -140,9 +184,12 @@ func authInterceptor(pol *Policy) grpc.UnaryServerInterceptor {
 //	GET    /v1/audit[?afterSeq=N&limit=N]
 //	POST   /v1/audit/verify
 //	GET    /v1/bundle[?capabilities=a,b&delta=true]   (binary envelope)
-func (s *Seed) httpHandler(pol *Policy) http.Handler {
+func (s *Seed) httpHandler(pol *Policy, reg http.Handler) http.Handler {
 	a := &admin{s: s}
 	mux := http.NewServeMux()
+	if reg != nil {
+		mux.Handle("/v2/", registryAuth(pol, reg))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		st := s.Status()

@@ -75,20 +75,28 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	token := strings.TrimSpace(os.Getenv("MESHKIT_TOKEN"))
-	if c.tokenFile != "" {
-		b, err := os.ReadFile(c.tokenFile)
-		if err != nil {
-			cancel()
-			conn.Close()
-			return nil, nil, nil, err
-		}
-		token = strings.TrimSpace(string(b))
+	token, err := c.token()
+	if err != nil {
+		cancel()
+		conn.Close()
+		return nil, nil, nil, err
 	}
 	if token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// token is the bearer token from --token-file or MESHKIT_TOKEN ("" for none).
+func (c *clientFlags) token() (string, error) {
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return strings.TrimSpace(os.Getenv("MESHKIT_TOKEN")), nil
 }
 
 // session is an open connection to a seed's admin API.

@@ -69,6 +69,7 @@ func (a *app) commands() []command {
 		{name: "watch", summary: "watch an agent's southbound as a data-plane node does (JSON lines)", run: (*app).watch},
 		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
 		{name: "agent", summary: "run an agent, or 'agent status': join a domain, verify, relay and keep bundles", run: (*app).agent},
+		{name: "ext", summary: "'ext push FILE': admit a Wasm extension, push it to a seed's OCI registry and declare it", run: (*app).ext},
 		{name: "apply", summary: "validate and store resources on a seed (--dry-run: show the diff)", run: (*app).apply},
 		{name: "diff", summary: "show what applying resources would change", run: (*app).diff},
 		{name: "get", summary: "show resources stored on a seed", run: (*app).get},

@@ -99,7 +99,12 @@ func (a *app) dev(args []string) error {
 		return err
 	}
 	defer s.Close()
-	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}})
+	reg, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, log)
+	if err != nil {
+		return err
+	}
+	defer closeArtifacts()
+	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -137,7 +142,7 @@ func (a *app) dev(args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "\nMeshKit dev: domain %q with a seed and %d agents on loopback (Ctrl-C stops everything)\n", root.Domain(), len(das))
 	fmt.Fprintf(a.stdout, "  seed admin gRPC  %s   meshkit apply -f DIR --seed %s\n", srv.GRPCAddr, srv.GRPCAddr)
-	fmt.Fprintf(a.stdout, "  seed HTTP        %s   /v1/status, /metrics\n", srv.HTTPAddr)
+	fmt.Fprintf(a.stdout, "  seed HTTP        %s   /v1/status, /metrics, OCI registry /v2/ (meshkit ext push FILE --registry %s)\n", srv.HTTPAddr, srv.HTTPAddr)
 	for i, d := range das {
 		fmt.Fprintf(a.stdout, "  agent %d          OmniRelay watch %s   status http://%s/status\n", i+1, d.southbound, d.status)
 	}

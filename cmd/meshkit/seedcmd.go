@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/host"
 	"log/slog"
 	"net"
 	"os"
@@ -102,12 +103,14 @@ func (a *app) seed(args []string) error {
 			p2pListen = listFlag{"/ip4/127.0.0.1/tcp/17410"}
 		}
 	}
+	var seedHost host.Host
 	if len(p2pListen) != 1 || p2pListen[0] != "off" {
 		h, err := openHost(*data, root.Domain(), p2pListen, *secretFile, 64, 256)
 		if err != nil {
 			return err
 		}
 		defer h.Close()
+		seedHost = h
 		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, 0)
 		if err != nil {
 			return err
@@ -125,7 +128,12 @@ func (a *app) seed(args []string) error {
 		return err
 	}
 	defer s.Close()
-	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg})
+	reg, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
+	if err != nil {
+		return err
+	}
+	defer closeArtifacts()
+	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
 	if err != nil {
 		return err
 	}

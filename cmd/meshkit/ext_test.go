@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"meshkit.dev/meshkit/content"
+	"meshkit.dev/meshkit/internal/wat"
+	"meshkit.dev/meshkit/node"
+)
+
+// TestDevExtensionPushAdmitServe is issue 7's "Done when" on `meshkit dev`: `meshkit ext
+// push` publishes a module to the seed's OCI registry, `meshkit apply` binds it, and every
+// agent fetches it (from peers first), admits it and serves it; a module that loops is
+// refused by `ext push`, and when pushed anyway every agent rejects it and its
+// fail-closed route refuses traffic.
+func TestDevExtensionPushAdmitServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
+	done := make(chan int, 1)
+	go func() {
+		done <- dev.main([]string{"dev", "--agents", "3", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("dev exited %d:\n%s", code, out.String())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "Watch what a node receives") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	grpcAddr := regexp.MustCompile(`seed admin gRPC\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	httpAddr := regexp.MustCompile(`seed HTTP\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	statuses := regexp.MustCompile(`status (http://\S+/status)`).FindAllStringSubmatch(out.String(), -1)
+	if len(statuses) != 3 {
+		t.Fatalf("dev printed %d agents:\n%s", len(statuses), out.String())
+	}
+
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	valid, err := wat.CompileFile("../../wasm/testdata/valid.wat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop, err := wat.CompileFile("../../wasm/testdata/loop.wat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	validPath, loopPath := write("auth.wasm", valid), write("spin.wasm", loop)
+	push := func(args ...string) (int, string) {
+		return cli(t, append([]string{"ext", "push"}, append(args, "--namespace", "shop", "--abi", "proxy-wasm/0.2.1", "--registry", httpAddr, "--seed", grpcAddr)...)...)
+	}
+	code, msg := push(validPath, "--name", "auth")
+	if code != exitOK || !strings.Contains(msg, content.Sum(valid).String()) {
+		t.Fatalf("ext push: %d %s", code, msg)
+	}
+	if code, msg := push(loopPath, "--name", "spin"); code == exitOK || !strings.Contains(msg, "start_timeout") {
+		t.Fatalf("ext push of a looping module: %d %s", code, msg)
+	}
+	if code, msg := push(loopPath, "--name", "spin", "--skip-admission"); code != exitOK {
+		t.Fatalf("ext push --skip-admission: %s", msg)
+	}
+	bindings := write("bindings.yaml", []byte(`apiVersion: meshkit.dev/v1alpha1
+kind: ExtensionBinding
+metadata: {name: auth-storefront, namespace: shop, tenant: acme}
+spec: {extension: auth, routes: [storefront]}
+---
+apiVersion: meshkit.dev/v1alpha1
+kind: ExtensionBinding
+metadata: {name: spin-payments, namespace: shop, tenant: acme}
+spec: {extension: spin, routes: [payments]}
+`))
+	if code, msg := cli(t, "apply", "-f", bindings, "--seed", grpcAddr); code != exitOK {
+		t.Fatalf("apply: %s", msg)
+	}
+
+	// Every agent admits auth, rejects spin, and serves auth's bytes to its data plane.
+	for _, st := range statuses {
+		url := st[1]
+		var got node.Status
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got = fetchStatus(t, url)
+			states := map[string]string{}
+			for _, e := range got.Extensions {
+				states[e.Artifact] = e.State
+			}
+			if states[content.Sum(valid).String()] == node.ExtAdmitted && states[content.Sum(loop).String()] == node.ExtRejected {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: extensions %+v", url, got.Extensions)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		resp, err := http.Get(strings.TrimSuffix(url, "/status") + "/artifacts/" + content.Sum(valid).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != string(valid) {
+			t.Fatalf("%s serves the module: %d", url, resp.StatusCode)
+		}
+	}
+	// The registry kept the artifact under its tag: an OCI client resolves it.
+	resp, err := http.Get("http://" + httpAddr + "/v2/shop/auth/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(manifest), "application/vnd.meshkit.extension.v1") {
+		t.Fatalf("manifest: %d %s", resp.StatusCode, manifest)
+	}
+}
+
+func fetchStatus(t *testing.T, url string) node.Status {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st node.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
