@@ -135,10 +135,10 @@ type Agent struct {
 	registry *prometheus.Registry
 	started  time.Time
 
-	ext      *extensions
+	ext *extensions
 
-	mu          sync.Mutex // guards the following; Verify+apply+Commit run under it
-	held        map[string]*heldBundle
+	mu   sync.Mutex // guards the following; Verify+apply+Commit run under it
+	held map[string]*heldBundle
 	// offered is what the data plane is served of each variant: the held bundle once its
 	// artifacts are fetched and admitted, those that are not handled by failure policy.
 	offered     map[string]*heldBundle

@@ -186,4 +186,3 @@ func (b blobStore) Put(ctx context.Context, _ string, h v1.Hash, rc io.ReadClose
 	_, err = b.s.PutExpect(ctx, c, rc, 0)
 	return err
 }
-

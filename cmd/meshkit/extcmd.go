@@ -155,4 +155,3 @@ func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag,
 	}
 	return manifest, nil
 }
-
