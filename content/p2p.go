@@ -37,8 +37,9 @@ const (
 
 // ServerConfig bounds what a Server gives away.
 type ServerConfig struct {
-	// MaxConcurrent transfers at once; others are answered busy, so the asker tries
-	// another peer. Seeds set it low: agents then fetch from one another. 0 is unlimited.
+	// MaxConcurrent peers served at once (each keeps its slot until it stops asking for
+	// a second); others are answered busy and look for another provider. Seeds set it low:
+	// agents then fetch from one another. 0 is unlimited.
 	MaxConcurrent int
 	Logger        *slog.Logger
 }
@@ -49,19 +50,24 @@ type Server struct {
 	proto protocol.ID
 	store *Store
 	log   *slog.Logger
-	sem   chan struct{}
+	max   int
+	// leases are the peers being served now, by when they last asked: a peer keeps its
+	// slot for the whole blob, so a limited server serves a few peers fully rather than
+	// every peer a little.
+	mu     sync.Mutex
+	leases map[peer.ID]time.Time
 	// Served counts data bytes sent.
 	served atomic.Int64
 }
 
+// leaseIdle frees a slot whose peer has not asked for this long.
+const leaseIdle = time.Second
+
 // Serve registers the content protocol of domain on h, answering from store, until Close.
 func Serve(h host.Host, domain string, store *Store, cfg ServerConfig) *Server {
-	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger}
+	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger, max: cfg.MaxConcurrent, leases: map[peer.ID]time.Time{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.MaxConcurrent > 0 {
-		s.sem = make(chan struct{}, cfg.MaxConcurrent)
 	}
 	h.SetStreamHandler(s.proto, s.handle)
 	return s
@@ -82,7 +88,7 @@ func (s *Server) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	resp := s.answer(req)
+	resp := s.answer(st.Conn().RemotePeer(), req)
 	if _, err := protodelim.MarshalTo(st, resp); err != nil {
 		_ = st.Reset()
 		return
@@ -90,7 +96,27 @@ func (s *Server) handle(st network.Stream) {
 	s.served.Add(int64(len(resp.GetData())))
 }
 
-func (s *Server) answer(req *contentv1.ContentRequest) *contentv1.ContentResponse {
+// lease reports whether p may be served now (MaxConcurrent peers at a time).
+func (s *Server) lease(p peer.ID) bool {
+	if s.max <= 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for q, at := range s.leases {
+		if now.Sub(at) > leaseIdle {
+			delete(s.leases, q)
+		}
+	}
+	if _, ok := s.leases[p]; ok || len(s.leases) < s.max {
+		s.leases[p] = now
+		return true
+	}
+	return false
+}
+
+func (s *Server) answer(from peer.ID, req *contentv1.ContentRequest) *contentv1.ContentResponse {
 	c, err := Parse(req.GetCid())
 	if err != nil {
 		return &contentv1.ContentResponse{Error: err.Error()}
@@ -105,13 +131,8 @@ func (s *Server) answer(req *contentv1.ContentRequest) *contentv1.ContentRespons
 	if req.GetLength() > MaxChunk {
 		return &contentv1.ContentResponse{Error: fmt.Sprintf("length %d over the %d-byte chunk limit", req.GetLength(), MaxChunk)}
 	}
-	if s.sem != nil {
-		select {
-		case s.sem <- struct{}{}:
-			defer func() { <-s.sem }()
-		default:
-			return &contentv1.ContentResponse{Held: true, Size: uint64(size), Busy: true}
-		}
+	if !s.lease(from) {
+		return &contentv1.ContentResponse{Held: true, Size: uint64(size), Busy: true}
 	}
 	data, total, err := s.store.ReadRange(c, int64(req.GetOffset()), int64(req.GetLength()))
 	if err != nil {
@@ -135,7 +156,7 @@ type FetchConfig struct {
 	// default 250 ms.
 	Retry time.Duration
 	// FallbackAfter is how long peers are asked alone before the fallback peers (seeds)
-	// are asked too: each fetch draws its own wait between one and two times this, so that
+	// are asked too: each fetch draws its own wait between zero and twice this, so that
 	// agents that got the same bundle at once do not all turn to the seed at once, and the
 	// first to fetch becomes a provider for the rest. Default 2 s.
 	FallbackAfter time.Duration
@@ -205,8 +226,11 @@ func (f *Fetcher) Fetch(ctx context.Context, c cid.Cid, size int64, src Sources)
 	if size <= 0 || size > f.store.MaxBlobBytes() {
 		return fmt.Errorf("%w: %s is declared %d bytes; this store takes 1 to %d", ErrTooLarge, c, size, f.store.MaxBlobBytes())
 	}
-	fallbackAt := time.Now().Add(time.Duration(float64(f.cfg.FallbackAfter) * (1 + rand.Float64())))
+	fallbackAt := time.Now().Add(time.Duration(float64(f.cfg.FallbackAfter) * 2 * rand.Float64()))
 	var lastErr error
+	// Ranges received are kept across rounds: a round that fails part-way loses nothing.
+	buf := make([]byte, size)
+	have := make([]bool, (size+int64(f.cfg.Chunk)-1)/int64(f.cfg.Chunk))
 	// liars served bytes that did not hash to c when they were the only provider.
 	liars := map[peer.ID]bool{}
 	isolate := false
@@ -217,12 +241,15 @@ func (f *Fetcher) Fetch(ctx context.Context, c cid.Cid, size int64, src Sources)
 		}
 		candidates = slices.DeleteFunc(candidates, func(p peer.ID) bool { return liars[p] })
 		providers := f.providers(ctx, c, size, candidates)
+		if peers := slices.DeleteFunc(slices.Clone(providers), func(p peer.ID) bool { return slices.Contains(src.Fallback, p) }); len(peers) > 0 {
+			providers = peers // the seed only when no peer has it
+		}
 		if isolate && len(providers) > 1 {
 			// After a mismatch, fetch from one provider at a time to find the liar.
 			providers = providers[:1]
 		}
 		if len(providers) > 0 {
-			err := f.download(ctx, c, size, providers, src.Fallback)
+			err := f.download(ctx, c, size, providers, src.Fallback, buf, have)
 			if err == nil {
 				return nil
 			}
@@ -278,13 +305,14 @@ func (f *Fetcher) providers(ctx context.Context, c cid.Cid, size int64, candidat
 
 // download fetches every range of c from providers, Parallel at a time, moving a range to
 // another provider when one fails, is busy or answers the wrong length.
-func (f *Fetcher) download(ctx context.Context, c cid.Cid, size int64, providers, fallback []peer.ID) error {
-	buf := make([]byte, size)
+func (f *Fetcher) download(ctx context.Context, c cid.Cid, size int64, providers, fallback []peer.ID, buf []byte, have []bool) error {
 	chunk := int64(f.cfg.Chunk)
-	n := int((size + chunk - 1) / chunk)
+	n := len(have)
 	next := make(chan int, n)
 	for i := range n {
-		next <- i
+		if !have[i] {
+			next <- i
+		}
 	}
 	close(next)
 	isFallback := map[peer.ID]bool{}
@@ -326,17 +354,16 @@ func (f *Fetcher) download(ctx context.Context, c cid.Cid, size int64, providers
 					switch {
 					case ctx.Err() != nil:
 						return
-					case err == nil && resp.GetBusy():
-						// Not a fault: wait a little, then try the next provider.
-						time.Sleep(f.cfg.Retry / 4)
-						continue
-					case err != nil || !resp.GetHeld() || int64(len(resp.GetData())) != want || int64(resp.GetSize()) != size:
+					case err != nil || resp.GetBusy() || !resp.GetHeld() || int64(len(resp.GetData())) != want || int64(resp.GetSize()) != size:
 						mu.Lock()
 						bad[p] = true
 						mu.Unlock()
 						continue
 					}
 					copy(buf[off:], resp.GetData())
+					mu.Lock()
+					have[i] = true
+					mu.Unlock()
 					if isFallback[p] {
 						f.fromFallback.Add(want)
 					} else {
@@ -355,6 +382,9 @@ func (f *Fetcher) download(ctx context.Context, c cid.Cid, size int64, providers
 		return errors.Join(errs...)
 	}
 	_, err := f.store.PutExpect(ctx, c, bytes.NewReader(buf), size)
+	if err != nil {
+		clear(have) // which provider lied is unknown: fetch every range again
+	}
 	return err
 }
 

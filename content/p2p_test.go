@@ -179,7 +179,7 @@ func FuzzContentRequest(f *testing.F) {
 		if err := (protodelim.UnmarshalOptions{MaxSize: maxRequestBytes}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), req); err != nil {
 			return
 		}
-		resp := s.answer(req)
+		resp := s.answer("", req)
 		if len(resp.GetData()) > MaxChunk {
 			t.Fatalf("answered %d bytes", len(resp.GetData()))
 		}

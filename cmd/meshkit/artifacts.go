@@ -12,7 +12,7 @@ import (
 
 // seedArtifacts opens a seed's artifact store (DATA/content), its OCI registry
 // (DATA/registry) and, when the seed has a p2p host, serves the store to agents over the
-// content protocol with at most two transfers at a time: agents fetch from one another
+// content protocol to one agent at a time: agents fetch from one another
 // first, so a seed uploads each artifact about once whatever the fleet size.
 func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*seed.Registry, func(), error) {
 	store, err := content.Open(filepath.Join(data, "content"), content.Options{})
@@ -25,7 +25,7 @@ func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*seed.Re
 	}
 	closeFn := func() {}
 	if h != nil {
-		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: 2, Logger: log})
+		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: 1, Logger: log})
 		closeFn = srv.Close
 	}
 	return reg, closeFn, nil
