@@ -76,6 +76,8 @@ bench:
 	$(GO) test ./node -run '^$$' -bench Propagation -benchtime 20x -timeout 30m
 	$(GO) test ./node -run '^$$' -bench WatchFanout -benchtime 20x
 	$(GO) test ./cmd/meshkit -run '^$$' -bench AgentProcess -benchtime 5x
+	$(GO) test ./wasm -run '^$$' -bench . -benchtime 3x
+	$(GO) test ./content -run '^$$' -bench ArtifactSpread -benchtime 1x -count 3
 
 ## dev: the README's run command
 dev:
