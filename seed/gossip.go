@@ -13,6 +13,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/p2p"
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	"meshkit.dev/meshkit/trust"
 )
@@ -166,6 +167,52 @@ type NodeReporter interface {
 }
 
 var _ NodeReporter = (*Gossip)(nil)
+
+// ExtensionReporter is implemented by publishers that hear agents' admission verdicts.
+type ExtensionReporter interface {
+	// ExtensionReports sums the recent agents' verdicts per artifact.
+	ExtensionReports(now time.Time) []*adminv1.ExtensionSummary
+}
+
+var _ ExtensionReporter = (*Gossip)(nil)
+
+// ExtensionReports implements ExtensionReporter.
+func (g *Gossip) ExtensionReports(now time.Time) []*adminv1.ExtensionSummary {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byKey := map[string]*adminv1.ExtensionSummary{}
+	for _, nr := range g.reports {
+		if now.Sub(nr.at) > reportTTL {
+			continue
+		}
+		for _, e := range nr.r.GetExtensions() {
+			k := e.GetArtifact() + " " + e.GetAbi()
+			sum := byKey[k]
+			if sum == nil {
+				sum = &adminv1.ExtensionSummary{Artifact: e.GetArtifact(), Abi: e.GetAbi()}
+				byKey[k] = sum
+			}
+			switch e.GetState() {
+			case "admitted":
+				sum.Admitted++
+			case "rejected":
+				sum.Rejected++
+			default:
+				sum.Unavailable++
+			}
+			for _, r := range e.GetReasons() {
+				if len(sum.Reasons) < 5 && !slices.Contains(sum.Reasons, r) {
+					sum.Reasons = append(sum.Reasons, r)
+				}
+			}
+		}
+	}
+	out := make([]*adminv1.ExtensionSummary, 0, len(byKey))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, byKey[k])
+	}
+	return out
+}
 
 type nodeReport struct {
 	at time.Time

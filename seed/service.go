@@ -355,6 +355,9 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 	if r, ok := s.pub.(NodeReporter); ok {
 		resp.ReportingNodes, resp.Nacks = r.NodeReports(s.cfg.Clock.Now())
 	}
+	if r, ok := s.pub.(ExtensionReporter); ok {
+		resp.Extensions = r.ExtensionReports(s.cfg.Clock.Now())
+	}
 	return resp
 }
 

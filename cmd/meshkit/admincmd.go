@@ -399,6 +399,12 @@ func (a *app) status(args []string) error {
 	for _, n := range st.GetNacks() {
 		fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), n.GetLastError())
 	}
+	for _, e := range st.GetExtensions() {
+		fmt.Fprintf(a.stdout, "  extension %s (%s): admitted by %d, rejected by %d, unavailable on %d agent(s)\n", e.GetArtifact(), e.GetAbi(), e.GetAdmitted(), e.GetRejected(), e.GetUnavailable())
+		for _, r := range e.GetReasons() {
+			fmt.Fprintf(a.stdout, "    %s\n", r)
+		}
+	}
 	return nil
 }
 

@@ -123,6 +123,19 @@ spec: {extension: spin, routes: [payments]}
 			t.Fatalf("%s serves the module: %d", url, resp.StatusCode)
 		}
 	}
+	// The seed sums the agents' verdicts in `meshkit status`.
+	want := "extension " + content.Sum(loop).String() + " (proxy-wasm/0.2.1): admitted by 0, rejected by 3"
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, msg := cli(t, "status", "--seed", grpcAddr)
+		if code == exitOK && strings.Contains(msg, want) && strings.Contains(msg, "start_timeout") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not show the rejections (%q):\n%s", want, msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	// The registry kept the artifact under its tag: an OCI client resolves it.
 	resp, err := http.Get("http://" + httpAddr + "/v2/shop/auth/manifests/latest")
 	if err != nil {

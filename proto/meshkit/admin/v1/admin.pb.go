@@ -1125,7 +1125,9 @@ type StatusResponse struct {
 	// reporting_nodes is how many agents reported to this seed in the last 10 minutes.
 	ReportingNodes uint32 `protobuf:"varint,9,opt,name=reporting_nodes,json=reportingNodes,proto3" json:"reporting_nodes,omitempty"`
 	// nacks sums, per version, the data-plane NACKs those agents reported.
-	Nacks         []*v11.VersionNacks `protobuf:"bytes,10,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	Nacks []*v11.VersionNacks `protobuf:"bytes,10,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	// extensions sums, per artifact, the agents' admission verdicts.
+	Extensions    []*ExtensionSummary `protobuf:"bytes,11,rep,name=extensions,proto3" json:"extensions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,6 +1232,99 @@ func (x *StatusResponse) GetNacks() []*v11.VersionNacks {
 	return nil
 }
 
+func (x *StatusResponse) GetExtensions() []*ExtensionSummary {
+	if x != nil {
+		return x.Extensions
+	}
+	return nil
+}
+
+// ExtensionSummary is how many reporting agents admitted, rejected or could not fetch one
+// artifact, and the distinct reasons they gave (at most 5).
+type ExtensionSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifact      string                 `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Abi           string                 `protobuf:"bytes,2,opt,name=abi,proto3" json:"abi,omitempty"`
+	Admitted      uint32                 `protobuf:"varint,3,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	Rejected      uint32                 `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	Unavailable   uint32                 `protobuf:"varint,5,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	Reasons       []string               `protobuf:"bytes,6,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtensionSummary) Reset() {
+	*x = ExtensionSummary{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtensionSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtensionSummary) ProtoMessage() {}
+
+func (x *ExtensionSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtensionSummary.ProtoReflect.Descriptor instead.
+func (*ExtensionSummary) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExtensionSummary) GetArtifact() string {
+	if x != nil {
+		return x.Artifact
+	}
+	return ""
+}
+
+func (x *ExtensionSummary) GetAbi() string {
+	if x != nil {
+		return x.Abi
+	}
+	return ""
+}
+
+func (x *ExtensionSummary) GetAdmitted() uint32 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *ExtensionSummary) GetRejected() uint32 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *ExtensionSummary) GetUnavailable() uint32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+func (x *ExtensionSummary) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 // AuditRequest pages through the audit log.
 type AuditRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1241,7 +1336,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1348,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1361,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditRequest) GetAfterSeq() uint64 {
@@ -1310,7 +1405,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1417,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1430,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -1425,7 +1520,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1532,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1545,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuditResponse) GetEntries() []*AuditEntry {
@@ -1469,7 +1564,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1576,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1589,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 // VerifyAuditResponse reports a verified chain.
@@ -1509,7 +1604,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1616,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1629,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VerifyAuditResponse) GetEntries() uint64 {
@@ -1571,7 +1666,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1678,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1691,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetBundleRequest) GetCapabilities() []string {
@@ -1627,7 +1722,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1734,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1747,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetBundleResponse) GetEnvelope() []byte {
@@ -1757,7 +1852,7 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"deltaBytes\"T\n" +
 	"\x0fHistoryResponse\x12A\n" +
 	"\fpublications\x18\x01 \x03(\v2\x1d.meshkit.admin.v1.PublicationR\fpublications\"\x0f\n" +
-	"\rStatusRequest\"\xf4\x02\n" +
+	"\rStatusRequest\"\xb8\x03\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
@@ -1771,7 +1866,17 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"state_hash\x18\b \x01(\tR\tstateHash\x12'\n" +
 	"\x0freporting_nodes\x18\t \x01(\rR\x0ereportingNodes\x123\n" +
 	"\x05nacks\x18\n" +
-	" \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\"A\n" +
+	" \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\x12B\n" +
+	"\n" +
+	"extensions\x18\v \x03(\v2\".meshkit.admin.v1.ExtensionSummaryR\n" +
+	"extensions\"\xb4\x01\n" +
+	"\x10ExtensionSummary\x12\x1a\n" +
+	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x10\n" +
+	"\x03abi\x18\x02 \x01(\tR\x03abi\x12\x1a\n" +
+	"\badmitted\x18\x03 \x01(\rR\badmitted\x12\x1a\n" +
+	"\brejected\x18\x04 \x01(\rR\brejected\x12 \n" +
+	"\vunavailable\x18\x05 \x01(\rR\vunavailable\x12\x18\n" +
+	"\areasons\x18\x06 \x03(\tR\areasons\"A\n" +
 	"\fAuditRequest\x12\x1b\n" +
 	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xc2\x02\n" +
@@ -1832,7 +1937,7 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*Resource)(nil),                // 0: meshkit.admin.v1.Resource
 	(*Change)(nil),                  // 1: meshkit.admin.v1.Change
@@ -1852,33 +1957,34 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*HistoryResponse)(nil),         // 15: meshkit.admin.v1.HistoryResponse
 	(*StatusRequest)(nil),           // 16: meshkit.admin.v1.StatusRequest
 	(*StatusResponse)(nil),          // 17: meshkit.admin.v1.StatusResponse
-	(*AuditRequest)(nil),            // 18: meshkit.admin.v1.AuditRequest
-	(*AuditEntry)(nil),              // 19: meshkit.admin.v1.AuditEntry
-	(*AuditResponse)(nil),           // 20: meshkit.admin.v1.AuditResponse
-	(*VerifyAuditRequest)(nil),      // 21: meshkit.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),     // 22: meshkit.admin.v1.VerifyAuditResponse
-	(*GetBundleRequest)(nil),        // 23: meshkit.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),       // 24: meshkit.admin.v1.GetBundleResponse
-	(*v1.Metadata)(nil),             // 25: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),          // 26: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),            // 27: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),      // 28: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),      // 29: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),        // 30: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil), // 31: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),       // 32: meshkit.bundle.v1.KillSwitchSpec
-	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 34: meshkit.sync.v1.VersionNacks
+	(*ExtensionSummary)(nil),        // 18: meshkit.admin.v1.ExtensionSummary
+	(*AuditRequest)(nil),            // 19: meshkit.admin.v1.AuditRequest
+	(*AuditEntry)(nil),              // 20: meshkit.admin.v1.AuditEntry
+	(*AuditResponse)(nil),           // 21: meshkit.admin.v1.AuditResponse
+	(*VerifyAuditRequest)(nil),      // 22: meshkit.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),     // 23: meshkit.admin.v1.VerifyAuditResponse
+	(*GetBundleRequest)(nil),        // 24: meshkit.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),       // 25: meshkit.admin.v1.GetBundleResponse
+	(*v1.Metadata)(nil),             // 26: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),          // 27: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),            // 28: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),      // 29: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),      // 30: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),        // 31: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil), // 32: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),       // 33: meshkit.bundle.v1.KillSwitchSpec
+	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 35: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	25, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	26, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	27, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	28, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	29, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	30, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	31, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	32, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	26, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	27, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	28, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	29, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	30, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	31, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	32, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	33, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
 	0,  // 8: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 9: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 10: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -1886,38 +1992,39 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 12: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 13: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 14: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	33, // 15: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	34, // 15: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 16: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 17: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	33, // 18: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	34, // 19: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
-	33, // 20: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	19, // 21: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	2,  // 22: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 23: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 24: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 25: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 26: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 27: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 28: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	18, // 29: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	21, // 30: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	23, // 31: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	3,  // 32: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 33: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 34: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 35: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 36: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 37: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 38: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	20, // 39: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	22, // 40: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	24, // 41: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	34, // 18: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	35, // 19: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	18, // 20: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
+	34, // 21: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	20, // 22: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
+	2,  // 23: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 24: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 25: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 26: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 27: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 28: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 29: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	19, // 30: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	22, // 31: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	24, // 32: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	3,  // 33: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 34: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 35: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 36: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 37: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 38: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 39: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	21, // 40: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	23, // 41: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	25, // 42: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	33, // [33:43] is the sub-list for method output_type
+	23, // [23:33] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -1940,7 +2047,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
