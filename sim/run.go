@@ -409,7 +409,14 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	if err != nil {
 		return nil, err
 	}
-	defer w.mn.Close()
+	defer func() {
+		// Let what the shutdown started (closing streams, last requests) finish before the
+		// network goes: mocknet can leave a stream opened while its connection closes
+		// without a reset, which a virtual-time bubble reports as a deadlock.
+		opt.settle()
+		_ = w.mn.Close()
+		opt.settle()
+	}()
 	d := &driver{sc: sc, opt: opt, log: opt.Logger, w: w, dir: dir, t: newTracker(sc.Agents)}
 	sys, err := mk(d)
 	if err != nil {
