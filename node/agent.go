@@ -297,7 +297,10 @@ func (a *Agent) loadLKG() error {
 // Close stops the agent, flushing any bundle not yet persisted. It does not close the host.
 func (a *Agent) Close() error {
 	a.cfg.Host.Network().StopNotify(a.notifiee)
-	a.ext.server.Close()
+	// The content protocol handler stays on the host until its owner closes it (an agent
+	// started again on the host replaces it): removing it here made identify push a
+	// protocol change to every peer while connections were closing, and in virtual-time
+	// runs a stream opened then was left without a reset.
 	err := a.node.Close()
 	a.cancel()
 	a.wg.Wait()
