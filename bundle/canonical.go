@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"fmt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -170,4 +171,27 @@ func Count(b *bundlev1.Bundle) int {
 		n += l.list.Len()
 	}
 	return n
+}
+
+// HasExtensionBindings reports whether an encoded bundle has any extension binding,
+// without decoding it: agents check every accepted bundle, and most have none.
+// Malformed input reports true, so that the caller decodes it and sees the error.
+func HasExtensionBindings(payload []byte) bool {
+	const field = 6 // Bundle.extension_bindings
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return true
+		}
+		if num == field {
+			return true
+		}
+		payload = payload[n:]
+		m := protowire.ConsumeFieldValue(num, typ, payload)
+		if m < 0 {
+			return true
+		}
+		payload = payload[m:]
+	}
+	return false
 }

@@ -156,3 +156,19 @@ func TestDiff(t *testing.T) {
 		t.Error("a bundle differs from itself")
 	}
 }
+
+func TestHasExtensionBindings(t *testing.T) {
+	b := &bundlev1.Bundle{Header: &bundlev1.BundleHeader{Domain: "d", Version: 1}, Routes: []*bundlev1.Route{{Metadata: &bundlev1.Metadata{Name: "r"}}}}
+	without, err := Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ExtensionBindings = []*bundlev1.ExtensionBinding{{Metadata: &bundlev1.Metadata{Name: "e"}}}
+	with, err := Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if HasExtensionBindings(without) || !HasExtensionBindings(with) || !HasExtensionBindings([]byte{0xff}) {
+		t.Fatalf("without %v, with %v, garbage %v", HasExtensionBindings(without), HasExtensionBindings(with), HasExtensionBindings([]byte{0xff}))
+	}
+}

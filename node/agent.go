@@ -553,7 +553,16 @@ func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
 	if base == nil {
 		return fmt.Errorf("%w: no bundle of variant %q held", trust.ErrBaseMismatch, vb.Variant)
 	}
-	payload, _, err := bundle.ApplyDelta(base.vb.Payload, vb.Delta)
+	var (
+		payload []byte
+		decoded *bundlev1.Bundle
+		err     error
+	)
+	if b, derr := base.decoded(); derr == nil {
+		payload, decoded, err = bundle.ApplyDeltaDecoded(b, bundle.Digest(base.vb.Held), vb.Delta)
+	} else {
+		payload, decoded, err = bundle.ApplyDelta(base.vb.Payload, vb.Delta)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", trust.ErrBaseMismatch, err)
 	}
@@ -564,7 +573,9 @@ func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
 	if err := a.verifier.Commit(vb); err != nil {
 		return err
 	}
-	a.installLocked(target, &heldBundle{vb: target, proof: envelope, withBody: true})
+	h := &heldBundle{vb: target, proof: envelope, withBody: true}
+	h.decodeOnce.Do(func() { h.bundle = decoded }) // the next delta applies to it as is
+	a.installLocked(target, h)
 	return nil
 }
 

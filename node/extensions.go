@@ -107,6 +107,10 @@ func keyOf(eb *bundlev1.ExtensionBinding) artifactKey {
 // offerLocked decides what of h is offered now. A bundle without artifacts, or whose
 // artifacts all have verdicts, is offered at once; otherwise it waits for the resolver.
 func (x *extensions) offerLocked(h *heldBundle) {
+	if !bundle.HasExtensionBindings(h.vb.Payload) {
+		x.a.setOfferLocked(h.vb.Variant, h)
+		return
+	}
 	b, err := h.decoded()
 	if err != nil || len(artifacts(b)) == 0 {
 		x.a.setOfferLocked(h.vb.Variant, h)
