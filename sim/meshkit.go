@@ -172,7 +172,7 @@ func (r *meshkitRun) startSeed() error {
 		return err
 	}
 	r.d.opt.settle()
-	if r.seedGossip, err = seed.NewGossip(r.ctx, p2p.Config{Domain: "sim", Host: h, Logger: r.log}, 0); err != nil {
+	if r.seedGossip, err = seed.NewGossip(r.ctx, p2p.Config{Domain: "sim", Host: h, Logger: r.log}, r.d.sc.InlineMax); err != nil {
 		return err
 	}
 	r.d.opt.settle()

@@ -36,6 +36,9 @@ type Scenario struct {
 	// InterRegionLatency is the latency of links between regions (Link.Latency within).
 	InterRegionLatency Duration `yaml:"inter_region_latency"`
 	Events             []Event  `yaml:"events"`
+	// InlineMax is the largest message the seed floods (0: seed.DefaultInlineMax); larger
+	// bundles are announced and fetched by hash hop by hop.
+	InlineMax int `yaml:"inline_max"`
 }
 
 // Link shapes every simulated link.
@@ -205,6 +208,9 @@ func (sc *Scenario) check() error {
 	}
 	if sc.Link.Latency < 0 || sc.Link.Bandwidth < 0 || sc.InterRegionLatency < 0 {
 		bad("link: latency and bandwidth must not be negative")
+	}
+	if sc.InlineMax < 0 || sc.InlineMax > 60<<10 {
+		bad("inline_max: %d; between 0 (the default) and 61440 (a gossip message is at most 64 KiB)", sc.InlineMax)
 	}
 	if sc.Link.Jitter < 0 || sc.Link.RTO < 0 || sc.Link.Resample < 0 {
 		bad("link: jitter, rto and resample must not be negative")

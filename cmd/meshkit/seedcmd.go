@@ -45,6 +45,7 @@ func (a *app) seed(args []string) error {
 	var p2pListen listFlag
 	fs.Var(&p2pListen, "p2p-listen", "gossip listen multiaddr, agents bootstrap here (repeatable; default /ip4/127.0.0.1/tcp/17410 with --dev, else /ip4/0.0.0.0/tcp/17410; \"off\" publishes nowhere)")
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
+	inlineMax := fs.Int("inline-max", seed.DefaultInlineMax, "largest signed message flooded on gossip (bytes, at most 61440); larger bundles are announced and fetched by hash hop by hop: fewer bytes per agent, one more round trip per hop (docs/p2p.md)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -111,7 +112,10 @@ func (a *app) seed(args []string) error {
 		}
 		defer h.Close()
 		seedHost = h
-		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, 0)
+		if *inlineMax < 1024 || *inlineMax > 60<<10 {
+			return usagef("--inline-max must be between 1024 and 61440 bytes")
+		}
+		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, *inlineMax)
 		if err != nil {
 			return err
 		}
