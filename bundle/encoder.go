@@ -20,6 +20,9 @@ import (
 // An Encoder is not safe for concurrent use.
 type Encoder struct {
 	prev map[partsKey][]byte
+	// last is the previous output's size: the next is sized from it, so a 1 MiB bundle is
+	// not copied through a dozen doublings of append.
+	last int
 }
 
 // partsKey identifies a resource by the message fields it points to.
@@ -54,7 +57,7 @@ func (e *Encoder) Encode(b *bundlev1.Bundle) ([]byte, error) {
 	Canonicalize(b)
 	det := proto.MarshalOptions{Deterministic: true}
 	next := make(map[partsKey][]byte, len(e.prev))
-	var out []byte
+	out := make([]byte, 0, e.last+e.last/16+1024)
 	m := b.ProtoReflect()
 	fields := m.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ { // field-number order, as deterministic Marshal writes
@@ -90,5 +93,6 @@ func (e *Encoder) Encode(b *bundlev1.Bundle) ([]byte, error) {
 		}
 	}
 	e.prev = next
+	e.last = len(out)
 	return out, nil
 }
