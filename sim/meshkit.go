@@ -159,7 +159,12 @@ func (r *meshkitRun) do(e Event) error {
 	return nil
 }
 
-func (r *meshkitRun) startSeed() error {
+func (r *meshkitRun) startSeed() (err error) {
+	asServer(func() { err = r.startSeedLabelled() })
+	return err
+}
+
+func (r *meshkitRun) startSeedLabelled() error {
 	h, err := r.w.up(0)
 	if err != nil {
 		return err

@@ -45,6 +45,10 @@ type Result struct {
 	// CPUSeconds is the process CPU time the measured part of the run used (the seed or
 	// hub and every agent or client: they share the process).
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// ServerCPUSeconds is the part of it spent in the seed's (or hub's) goroutines, from a
+	// CPU profile of the window (wall clock only; -1 when not measured). A lower bound:
+	// sim/servercpu.go.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
 
 	// For plots: every delivery latency (ms, sorted) and each agent's bytes received.
 	Latencies  []float64 `json:"-"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -34,9 +35,9 @@ type Options struct {
 	// CostModel is the CPU time an agent spends verifying and applying a bundle of n
 	// bytes; virtual-time runs sleep it (CPU work costs no virtual time otherwise).
 	CostModel func(n int) time.Duration
-	// Measuring, when set, is called with true when the measured run starts (after
-	// warm-up) and with false when it ends; `meshkit sim --cpuprofile` profiles that window.
-	Measuring func(on bool)
+	// CPUProfile, when set, receives the CPU profile of the measured window (after
+	// warm-up) of a wall-clock run (`meshkit sim --cpuprofile`).
+	CPUProfile io.Writer
 }
 
 // MeasuredCost is the verify-and-apply cost measured by the trust benchmarks on this kind
@@ -449,9 +450,14 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		return nil, err
 	}
 	heap := heapInUse() - m0
-	if opt.Measuring != nil {
-		opt.Measuring(true)
-		defer opt.Measuring(false)
+	var prof *cpuWindow
+	if opt.Settle == nil { // wall clock: profile the window to measure the server's CPU
+		prof = startCPUWindow()
+		defer func() {
+			if prof != nil {
+				_, _ = prof.stop(nil)
+			}
+		}()
 	}
 	cpu0 := cpuTime()
 	d.t.reset()
@@ -485,6 +491,8 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		case st.ev.Heal:
 			err = w.heal()
 			lastHeal, healTarget = d.t.now(), d.t.newest()
+		case st.ev.Publish > 0:
+			asServer(func() { err = sys.do(st.ev) }) // publishing is the server's work
 		default:
 			err = sys.do(st.ev)
 		}
@@ -508,6 +516,14 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	res.BundleBytes = sys.bundleBytes()
 	res.AgentBytes = sys.perAgentBytes()
 	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
+	res.ServerCPUSeconds = -1
+	if prof != nil {
+		p := prof
+		prof = nil
+		if res.ServerCPUSeconds, err = p.stop(opt.CPUProfile); err != nil {
+			return nil, err
+		}
+	}
 	res.WallSeconds = time.Since(wallStart).Seconds()
 	res.HeapBytesPerAgent = float64(heap) / float64(sc.Agents)
 	return res, nil

@@ -88,7 +88,12 @@ func (r *xdsRun) start() error {
 	return nil
 }
 
-func (r *xdsRun) startHub() error {
+func (r *xdsRun) startHub() (err error) {
+	asServer(func() { err = r.startHubLabelled() })
+	return err
+}
+
+func (r *xdsRun) startHubLabelled() error {
 	h, err := r.d.w.up(0)
 	if err != nil {
 		return err

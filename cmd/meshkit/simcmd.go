@@ -2,11 +2,9 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -98,19 +96,15 @@ func (a *app) sim(args []string) error {
 		return f(opt)
 	}
 	res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) {
-		var profErr error
 		if *cpuProfile != "" {
-			var stop func()
-			opt.Measuring = func(on bool) {
-				if on {
-					stop, profErr = startCPUProfile(*cpuProfile)
-				} else if stop != nil {
-					stop()
-				}
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return nil, err
 			}
+			defer f.Close()
+			opt.CPUProfile = f
 		}
-		res, err := sim.Run(a.ctx, sc, opt)
-		return res, errors.Join(err, profErr)
+		return sim.Run(a.ctx, sc, opt)
 	})
 	if err != nil {
 		return err
@@ -122,19 +116,6 @@ func (a *app) sim(args []string) error {
 		}
 	}
 	return report(res, base)
-}
-
-// startCPUProfile profiles the process into path until the returned stop is called.
-func startCPUProfile(path string) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("cpu profile: %w", err)
-	}
-	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // simVirtual runs the scenario in a testing/synctest bubble. A bubble needs a
@@ -174,11 +155,12 @@ func ratios(m, b *sim.Result) map[string]float64 {
 		return x / y
 	}
 	return map[string]float64{
-		"p99_ms":            div(b.P99Ms, m.P99Ms),
-		"p50_ms":            div(b.P50Ms, m.P50Ms),
-		"seed_egress_bytes": div(float64(b.SeedEgressBytes), float64(m.SeedEgressBytes)),
-		"cpu_seconds":       div(b.CPUSeconds, m.CPUSeconds),
-		"delivered_ratio":   div(b.DeliveredRatio, m.DeliveredRatio),
+		"p99_ms":             div(b.P99Ms, m.P99Ms),
+		"p50_ms":             div(b.P50Ms, m.P50Ms),
+		"seed_egress_bytes":  div(float64(b.SeedEgressBytes), float64(m.SeedEgressBytes)),
+		"cpu_seconds":        div(b.CPUSeconds, m.CPUSeconds),
+		"server_cpu_seconds": div(b.ServerCPUSeconds, m.ServerCPUSeconds),
+		"delivered_ratio":    div(b.DeliveredRatio, m.DeliveredRatio),
 	}
 }
 
@@ -221,6 +203,9 @@ func printSim(w io.Writer, sc *sim.Scenario, m, b *sim.Result) {
 	row("converge after heal ms", func(r *sim.Result) float64 { return r.ConvergeMs }, "%.0f", false)
 	row("version regressions", func(r *sim.Result) float64 { return float64(r.Regressions) }, "%.0f", false)
 	row("CPU s (whole process)", func(r *sim.Result) float64 { return r.CPUSeconds }, "%.2f", true)
+	if m.ServerCPUSeconds >= 0 {
+		row("CPU s (seed / hub goroutines)", func(r *sim.Result) float64 { return r.ServerCPUSeconds }, "%.2f", true)
+	}
 	row("heap per agent KiB", func(r *sim.Result) float64 { return r.HeapBytesPerAgent / 1024 }, "%.0f", false)
 	row("wall s", func(r *sim.Result) float64 { return r.WallSeconds }, "%.1f", false)
 	_ = tw.Flush()
