@@ -404,6 +404,20 @@ func (r *meshkitRun) forge(n int) error {
 }
 
 // up lists the agents running now.
+func (r *meshkitRun) serving() (up, serving int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range r.agents {
+		if a != nil {
+			up++
+			if _, ok := a.Current(); ok {
+				serving++
+			}
+		}
+	}
+	return up, serving
+}
+
 func (r *meshkitRun) up() []int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

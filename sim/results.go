@@ -45,6 +45,11 @@ type Result struct {
 	// CPUSeconds is the process CPU time the measured part of the run used (the seed or
 	// hub and every agent or client: they share the process).
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// ServingMin and ServingAvg are, sampled every second of the run, the lowest and the
+	// mean share of the agents up that serve their data plane any configuration: what a
+	// fleet keeps running while its seed (or hub) is gone or cut off.
+	ServingMin float64 `json:"serving_min_ratio"`
+	ServingAvg float64 `json:"serving_avg_ratio"`
 	// ServerCPUSeconds is the part of it spent in the seed's (or hub's) goroutines, from a
 	// CPU profile of the window (wall clock only; -1 when not measured). A lower bound:
 	// sim/servercpu.go.

@@ -382,6 +382,9 @@ type system interface {
 	refusals() map[string]uint64
 	up() []int
 	bundleBytes() int
+	// serving counts the agents up and, of them, those serving their data plane any
+	// configuration now (from the seed, peers or their last-known-good copy).
+	serving() (up, serving int)
 }
 
 // driver owns what every run shares: the world, the tracker, the timeline.
@@ -465,11 +468,19 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	lastHeal, healTarget := time.Duration(-1), uint64(0)
 	end := sc.Duration.D()
 	next := time.Second
+	servMin, servSum, servN := 1.0, 0.0, 0
+	sample := func() {
+		if up, serving := sys.serving(); up > 0 {
+			r := float64(serving) / float64(up)
+			servMin, servSum, servN = min(servMin, r), servSum+r, servN+1
+		}
+	}
 	progress := func(upTo time.Duration) {
 		for ; next <= upTo && next < end; next += time.Second {
 			if sleepUntil(ctx, d.t.start, next) != nil {
 				return
 			}
+			sample()
 			if opt.Progress != nil {
 				opt.Progress(next, end)
 			}
@@ -515,6 +526,10 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	res.BytesPerAgent = float64(sys.agentBytesNow()-in0) / float64(sc.Agents)
 	res.BundleBytes = sys.bundleBytes()
 	res.AgentBytes = sys.perAgentBytes()
+	res.ServingMin, res.ServingAvg = servMin, -1
+	if servN > 0 {
+		res.ServingAvg = servSum / float64(servN)
+	}
 	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
 	res.ServerCPUSeconds = -1
 	if prof != nil {

@@ -59,6 +59,9 @@ type xdsClient struct {
 	cancel context.CancelFunc
 	conn   *grpc.ClientConn
 	in     atomic.Uint64
+	// serving is set by the first response: an Envoy starts with no configuration and
+	// keeps none across a restart.
+	serving atomic.Bool
 }
 
 // RunBaseline runs the scenario with a hub-and-spoke control plane instead of MeshKit.
@@ -164,6 +167,11 @@ func (r *xdsRun) runClient(ctx context.Context, i int, conn *grpc.ClientConn) {
 			}
 			if v, perr := strconv.ParseUint(resp.GetVersionInfo(), 10, 64); perr == nil {
 				r.d.t.hold(i, v)
+				r.mu.Lock()
+				if c := r.clients[i]; c != nil {
+					c.serving.Store(true)
+				}
+				r.mu.Unlock()
 			}
 			err = stream.Send(&discoveryv3.DiscoveryRequest{Node: nodeID, TypeUrl: resourcev3.ClusterType,
 				VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
@@ -277,6 +285,20 @@ func (r *xdsRun) perAgentBytes() []uint64 {
 }
 func (r *xdsRun) refusals() map[string]uint64 { return nil }
 func (r *xdsRun) bundleBytes() int            { return r.size }
+
+func (r *xdsRun) serving() (up, serving int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.clients {
+		if c != nil {
+			up++
+			if c.serving.Load() {
+				serving++
+			}
+		}
+	}
+	return up, serving
+}
 
 func (r *xdsRun) up() []int {
 	r.mu.Lock()

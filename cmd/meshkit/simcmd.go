@@ -160,6 +160,7 @@ func ratios(m, b *sim.Result) map[string]float64 {
 		"seed_egress_bytes":  div(float64(b.SeedEgressBytes), float64(m.SeedEgressBytes)),
 		"cpu_seconds":        div(b.CPUSeconds, m.CPUSeconds),
 		"server_cpu_seconds": div(b.ServerCPUSeconds, m.ServerCPUSeconds),
+		"serving_min_ratio":  div(b.ServingMin, m.ServingMin),
 		"delivered_ratio":    div(b.DeliveredRatio, m.DeliveredRatio),
 	}
 }
@@ -202,6 +203,8 @@ func printSim(w io.Writer, sc *sim.Scenario, m, b *sim.Result) {
 	row("received per agent KiB", func(r *sim.Result) float64 { return r.BytesPerAgent / 1024 }, "%.1f", true)
 	row("converge after heal ms", func(r *sim.Result) float64 { return r.ConvergeMs }, "%.0f", false)
 	row("version regressions", func(r *sim.Result) float64 { return float64(r.Regressions) }, "%.0f", false)
+	row("agents serving, lowest %", func(r *sim.Result) float64 { return 100 * r.ServingMin }, "%.1f", false)
+	row("agents serving, mean %", func(r *sim.Result) float64 { return 100 * r.ServingAvg }, "%.1f", false)
 	row("CPU s (whole process)", func(r *sim.Result) float64 { return r.CPUSeconds }, "%.2f", true)
 	if m.ServerCPUSeconds >= 0 {
 		row("CPU s (seed / hub goroutines)", func(r *sim.Result) float64 { return r.ServerCPUSeconds }, "%.2f", true)
