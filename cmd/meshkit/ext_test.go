@@ -70,6 +70,9 @@ func TestDevExtensionPushAdmitServe(t *testing.T) {
 	push := func(args ...string) (int, string) {
 		return cli(t, append([]string{"ext", "push"}, append(args, "--namespace", "shop", "--abi", "proxy-wasm/0.2.1", "--registry", httpAddr, "--seed", grpcAddr)...)...)
 	}
+	if code, msg := cli(t, "ext", "cid", validPath); code != exitOK || !strings.HasPrefix(msg, content.Sum(valid).String()+"\tsha256:") {
+		t.Fatalf("ext cid: %d %q", code, msg)
+	}
 	code, msg := push(validPath, "--name", "auth")
 	if code != exitOK || !strings.Contains(msg, content.Sum(valid).String()) {
 		t.Fatalf("ext push: %d %s", code, msg)

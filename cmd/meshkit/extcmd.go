@@ -27,10 +27,36 @@ const (
 )
 
 func (a *app) ext(args []string) error {
-	if len(args) == 0 || args[0] != "push" {
-		return usagef("ext push FILE --name N --abi A: push an extension to a seed's registry and declare it")
+	switch {
+	case len(args) > 0 && args[0] == "push":
+		return a.extPush(args[1:])
+	case len(args) > 0 && args[0] == "cid":
+		return a.extCID(args[1:])
 	}
-	return a.extPush(args[1:])
+	return usagef("ext push FILE --name N --abi A: push an extension to a seed's registry and declare it; ext cid FILE: print its CID and OCI digest")
+}
+
+// extCID prints the CID (and the equal OCI digest) an Extension must name for FILE.
+func (a *app) extCID(args []string) error {
+	fs := a.newFlags("ext cid", "ext cid FILE")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("ext cid takes one FILE")
+	}
+	b, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	c := content.Sum(b)
+	d, err := content.Digest(c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%s\t%s\t%d bytes\n", c, d, len(b))
+	return nil
 }
 
 // extPush admits the module locally, pushes it to the seed's OCI registry (the layer's
