@@ -148,6 +148,7 @@ type Node struct {
 	scores              atomic.Pointer[map[peer.ID]float64]
 	pxNext              time.Time     // no peer exchange before this (owned by maintain)
 	pxBackoff           time.Duration // grows while exchanges bring no new connection
+	conns               *connSet // connected peers, from notifications
 	lostMu              sync.Mutex
 	lost                map[peer.ID]*redial // peers whose connection dropped, redialled with backoff
 	notifiee            *network.NotifyBundle
@@ -244,8 +245,15 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("p2p: subscribe %s: %w", topic, err)
 		}
 	}
-	n.notifiee = &network.NotifyBundle{DisconnectedF: n.onDisconnect}
+	n.conns = newConnSet()
+	n.notifiee = &network.NotifyBundle{ConnectedF: n.conns.connected, DisconnectedF: func(net network.Network, c network.Conn) {
+		n.conns.disconnected(net, c)
+		n.onDisconnect(net, c)
+	}}
 	cfg.Host.Network().Notify(n.notifiee)
+	for _, c := range cfg.Host.Network().Conns() { // connections made before the notifiee
+		n.conns.connected(cfg.Host.Network(), c)
+	}
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Domain), n.serveSync)
 	if cfg.OnReport != nil {
 		cfg.Host.SetStreamHandler(ReportProtocol(cfg.Domain), n.serveReport)
@@ -462,10 +470,10 @@ func (n *Node) knownPeers(limit int, skip func(peer.ID) bool) []peer.AddrInfo {
 
 func (n *Node) connect(ctx context.Context) {
 	net := n.host.Network()
-	if len(net.Peers()) < 2*n.cfg.TargetPeers { // well connected: never fight the connection manager's trimming
+	if n.conns.len() < 2*n.cfg.TargetPeers { // well connected: never fight the connection manager's trimming
 		n.dialAll(ctx, n.dueRedials())
 	}
-	deficit := n.cfg.TargetPeers - len(net.Peers())
+	deficit := n.cfg.TargetPeers - n.conns.len()
 	if deficit <= 0 {
 		n.pxBackoff, n.pxNext = 0, time.Time{}
 		return

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -173,15 +172,10 @@ func (n *Node) answer(from peer.ID, req *syncv1.SyncRequest) *syncv1.SyncRespons
 		return &syncv1.SyncResponse{Result: &syncv1.SyncResponse_Bundle{Bundle: b}}
 	case *syncv1.SyncRequest_Peers:
 		limit := min(int(op.Peers.GetLimit()), maxExchangedPeers)
-		peers := n.host.Network().Peers()
-		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
 		out := &syncv1.PeersResponse{}
-		for _, p := range peers {
+		for _, p := range n.conns.sample(2*limit, from) { // a few spare: some lack addresses
 			if len(out.Peers) >= limit {
 				break
-			}
-			if p == from {
-				continue
 			}
 			pa := &syncv1.PeerAddrs{Id: []byte(p)}
 			for _, a := range n.host.Peerstore().Addrs(p) {
