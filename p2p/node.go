@@ -148,7 +148,7 @@ type Node struct {
 	scores              atomic.Pointer[map[peer.ID]float64]
 	pxNext              time.Time     // no peer exchange before this (owned by maintain)
 	pxBackoff           time.Duration // grows while exchanges bring no new connection
-	conns               *connSet // connected peers, from notifications
+	conns               *connSet      // connected peers, from notifications
 	lostMu              sync.Mutex
 	lost                map[peer.ID]*redial // peers whose connection dropped, redialled with backoff
 	notifiee            *network.NotifyBundle
