@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"github.com/libp2p/go-libp2p/core/network"
 	"testing"
 
 	"meshkit.dev/meshkit/bundle"
@@ -39,7 +40,23 @@ func TestPartitionHealsWithoutTheSeed(t *testing.T) {
 			}
 		}
 	}
-	cut()
+	// A dial already under way when the links go can still connect: cut until no
+	// connection crosses the partition.
+	waitFor(t, "the partition in place", func() bool {
+		cut()
+		for i := 3; i < 6; i++ {
+			for _, other := range append([]int{0, 1, 2}, -1) {
+				id := m.seed.node.ID()
+				if other >= 0 {
+					id = m.hosts[other].ID()
+				}
+				if m.hosts[i].Network().Connectedness(id) == network.Connected {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	m.seed.offer(t, d, 2, p2)
 	m.seed.publish(t, d.delta(t, p1, p2))
 	waitVersion(t, 2, a...)

@@ -20,6 +20,11 @@ func RunVirtual(t *testing.T, sc *Scenario, opt Options) (res *Result, err error
 	start := time.Now() // outside the bubble: real time
 	synctest.Test(t, func(t *testing.T) {
 		res, err = Run(context.Background(), sc, opt)
+		// Everything is closed, but writes still in flight on simulated links (and the
+		// protocol handshakes waiting for them) need virtual time to finish: once this
+		// function returns, time stops and the bubble reports them as deadlocked.
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
 	})
 	if res != nil {
 		res.Clock = "virtual"
