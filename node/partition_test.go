@@ -1,8 +1,10 @@
 package node_test
 
 import (
-	"github.com/libp2p/go-libp2p/core/network"
 	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/trust"
@@ -42,8 +44,7 @@ func TestPartitionHealsWithoutTheSeed(t *testing.T) {
 	}
 	// A dial already under way when the links go can still connect: cut until no
 	// connection crosses the partition.
-	waitFor(t, "the partition in place", func() bool {
-		cut()
+	crossing := func() bool {
 		for i := 3; i < 6; i++ {
 			for _, other := range append([]int{0, 1, 2}, -1) {
 				id := m.seed.node.ID()
@@ -51,18 +52,32 @@ func TestPartitionHealsWithoutTheSeed(t *testing.T) {
 					id = m.hosts[other].ID()
 				}
 				if m.hosts[i].Network().Connectedness(id) == network.Connected {
-					return false
+					return true
 				}
 			}
 		}
-		return true
+		return false
+	}
+	waitFor(t, "the partition in place", func() bool {
+		cut()
+		if crossing() {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond) // a dial begun before the cut lands within this
+		return !crossing()
 	})
 	m.seed.offer(t, d, 2, p2)
 	m.seed.publish(t, d.delta(t, p1, p2))
 	waitVersion(t, 2, a...)
 	for i, x := range b {
 		if cur, ok := x.Current(); !ok || cur.Version != 1 {
-			t.Fatalf("partitioned agent %d serves v%d (ok=%v), want its LKG v1", i+3, cur.Version, ok)
+			st := x.Status()
+			var peers []string
+			for _, p := range x.Node().Peers() {
+				peers = append(peers, p.ShortString())
+			}
+			t.Fatalf("partitioned agent %d serves v%d (ok=%v), want its LKG v1; accepted by source %v; peers %v; a-side %s %s %s, seed %s",
+				i+3, cur.Version, ok, st.Accepted, peers, m.hosts[0].ID().ShortString(), m.hosts[1].ID().ShortString(), m.hosts[2].ID().ShortString(), m.seed.node.ID().ShortString())
 		}
 	}
 
