@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -278,11 +279,7 @@ func joinReasons(rs []string) string {
 	if len(rs) == 0 {
 		return "no reason given"
 	}
-	out := rs[0]
-	for _, r := range rs[1:] {
-		out += "; " + r
-	}
-	return out
+	return strings.Join(rs, "; ")
 }
 
 // status lists the verdicts of the artifacts the held bundles reference.

@@ -50,23 +50,9 @@ func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
 func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(), error) {
 	creds := insecure.NewCredentials()
 	if c.ca != "" || c.cert != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.ca != "" {
-			pem, err := os.ReadFile(c.ca)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, nil, nil, fmt.Errorf("%s holds no PEM certificates", c.ca)
-			}
-		}
-		if c.cert != "" {
-			cert, err := tls.LoadX509KeyPair(c.cert, c.key)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("client certificate: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
+		cfg, err := c.tlsConfig()
+		if err != nil {
+			return nil, nil, nil, err
 		}
 		creds = credentials.NewTLS(cfg)
 	}
@@ -85,6 +71,30 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// tlsConfig is the client TLS configuration of --tls-ca, --tls-cert and --tls-key (the
+// admin API's and the registry's).
+func (c *clientFlags) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.ca != "" {
+		pem, err := os.ReadFile(c.ca)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificates", c.ca)
+		}
+	}
+	if c.cert != "" {
+		cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 // token is the bearer token from --token-file or MESHKIT_TOKEN ("" for none).

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -144,21 +142,8 @@ func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag,
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
-		if err != nil {
+		if tr.TLSClientConfig, err = c.tlsConfig(); err != nil {
 			return ocispec.Descriptor{}, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return ocispec.Descriptor{}, fmt.Errorf("%s holds no PEM certificates", c.ca)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		if c.cert != "" {
-			cert, err := tls.LoadX509KeyPair(c.cert, c.key)
-			if err != nil {
-				return ocispec.Descriptor{}, err
-			}
-			tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
 		}
 	} else {
 		repo.PlainHTTP = true
