@@ -44,8 +44,13 @@ func unwrap(r *bundlev1.Resource) (string, protoreflect.Message, error) {
 
 // index maps every resource of b to its message.
 func index(b *bundlev1.Bundle) map[Key]protoreflect.Message {
-	out := map[Key]protoreflect.Message{}
-	for _, l := range resourceLists(b, false) {
+	lists := resourceLists(b, false)
+	n := 0
+	for _, l := range lists {
+		n += l.list.Len()
+	}
+	out := make(map[Key]protoreflect.Message, n) // sized once: growing it was most of what applying a delta allocated
+	for _, l := range lists {
 		for i := 0; i < l.list.Len(); i++ {
 			m := l.list.Get(i).Message()
 			md := metadataOf(m)

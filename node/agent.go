@@ -35,6 +35,7 @@ const (
 	DefaultStaleAfter    = time.Hour
 	DefaultSyncInterval  = 30 * time.Second
 	DefaultCheckInterval = 5 * time.Second
+	DefaultPersistDelay  = time.Second
 	// maxHeadsPerPeer bounds what one sync answer can make the agent consider.
 	maxHeadsPerPeer = 64
 	// syncPeers is how many peers one anti-entropy round asks.
@@ -63,8 +64,14 @@ type Config struct {
 	SyncInterval time.Duration
 	// CheckInterval is how often staleness is evaluated. 0 means DefaultCheckInterval.
 	CheckInterval time.Duration
-	Clock         trust.Clock
-	Logger        *slog.Logger
+	// PersistDelay is how long the agent waits after accepting a bundle before writing
+	// its last-known-good copy, gathering what arrives meanwhile into one write: the
+	// write (an fsync) stays out of the moment the bundle spreads, and a burst of publishes
+	// costs one write, not one each. A crash within it loses only bundles the agent gets
+	// again from its peers on restart. 0 means DefaultPersistDelay; negative writes at once.
+	PersistDelay time.Duration
+	Clock        trust.Clock
+	Logger       *slog.Logger
 	// Registry receives the agent's metrics; nil means a private registry.
 	Registry *prometheus.Registry
 	// TuneP2P, when set, adjusts the p2p configuration (simulations, tests).
@@ -191,6 +198,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.CheckInterval == 0 {
 		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.PersistDelay == 0 {
+		cfg.PersistDelay = DefaultPersistDelay
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -665,10 +675,24 @@ func (a *Agent) kickSync() {
 }
 
 // syncLoop runs anti-entropy: with four random peers at start, on a gap and every
-// SyncInterval; with each new peer alone when it connects.
+// SyncInterval; with each new peer alone when it connects. An agent that holds nothing
+// yet tries again after 1 s, doubling up to SyncInterval: one that joined between
+// publishes (its peers had nothing when it connected, and gossip had gone by) would
+// otherwise wait a whole SyncInterval for its first bundle.
 func (a *Agent) syncLoop(ctx context.Context) {
 	defer a.wg.Done()
-	t := time.NewTimer(a.cfg.SyncInterval)
+	var empty time.Duration
+	next := func() time.Duration {
+		a.mu.Lock()
+		none := len(a.held) == 0
+		a.mu.Unlock()
+		if none && empty < a.cfg.SyncInterval {
+			empty = min(max(2*empty, time.Second), a.cfg.SyncInterval)
+			return empty
+		}
+		return a.cfg.SyncInterval + time.Duration(rand.Int64N(int64(a.cfg.SyncInterval/4)+1))
+	}
+	t := time.NewTimer(next())
 	defer t.Stop()
 	for {
 		select {
@@ -681,7 +705,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		a.SyncOnce(ctx)
-		t.Reset(a.cfg.SyncInterval + time.Duration(rand.Int64N(int64(a.cfg.SyncInterval/4)+1)))
+		t.Reset(next())
 	}
 }
 
@@ -782,8 +806,18 @@ func (a *Agent) persistLoop(ctx context.Context) {
 			a.persist()
 			return
 		case <-a.persistKick:
-			a.persist()
 		}
+		if a.cfg.PersistDelay > 0 {
+			t := time.NewTimer(a.cfg.PersistDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				a.persist()
+				return
+			case <-t.C:
+			}
+		}
+		a.persist()
 	}
 }
 

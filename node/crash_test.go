@@ -135,7 +135,8 @@ func crashChild() {
 	if err != nil {
 		fail(err)
 	}
-	a, err := node.New(context.Background(), node.Config{Root: root, DataDir: filepath.Join(dir, "agent"), Host: h, Clock: d.clock})
+	a, err := node.New(context.Background(), node.Config{Root: root, DataDir: filepath.Join(dir, "agent"), Host: h, Clock: d.clock,
+		PersistDelay: -1}) // write each bundle at once: the kills test the write itself
 	if err != nil {
 		fail(err)
 	}

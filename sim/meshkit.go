@@ -238,15 +238,13 @@ func (r *meshkitRun) startAgent(i int) error {
 	r.d.opt.settle()
 	a, err := node.New(r.ctx, node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
-		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, SyncInterval: 10 * time.Second, CostModel: r.d.opt.CostModel,
+		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, CostModel: r.d.opt.CostModel,
 	})
 	if err != nil {
 		return err
 	}
 	r.d.opt.settle()
-	for _, pi := range r.w.neighbours(i + 1) {
-		_ = h.Connect(r.ctx, pi) // a neighbour that is down is found again by the agent's redial loop
-	}
+	r.d.connect(r.ctx, h, r.w.neighbours(i+1))
 	r.d.opt.settle()
 	r.mu.Lock()
 	r.agents[i] = a
