@@ -129,6 +129,9 @@ type Config struct {
 	MaintainInterval time.Duration
 	// ScoreInspectInterval is how often peer scores are sampled for Scores. 0 means 5 s.
 	ScoreInspectInterval time.Duration
+	// RedialFirst and RedialMax bound the backoff of redialling lost peers: the first
+	// attempt after RedialFirst, then doubling waits up to RedialMax. 0 means 1 s and 30 s.
+	RedialFirst, RedialMax time.Duration
 	// Gossip overrides the role's gossipsub parameters (simulations).
 	Gossip *pubsub.GossipSubParams
 	// OnReport, when set, serves the report protocol (seeds): it receives every agent's
@@ -151,6 +154,8 @@ type Node struct {
 	conns               *connSet      // connected peers, from notifications
 	lostMu              sync.Mutex
 	lost                map[peer.ID]*redial // peers whose connection dropped, redialled with backoff
+	lastHeal            time.Time           // when a lost peer last came back (under lostMu)
+	redialNow           chan struct{}       // wakes maintain: lost peers are due
 	notifiee            *network.NotifyBundle
 	meshMu              sync.Mutex
 	mesh                map[peer.ID]bool // the bundles topic mesh, from GRAFT and PRUNE traces
@@ -190,7 +195,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.ScoreInspectInterval == 0 {
 		cfg.ScoreInspectInterval = 5 * time.Second
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}}
+	if cfg.RedialFirst == 0 {
+		cfg.RedialFirst = redialFirst
+	}
+	if cfg.RedialMax == 0 {
+		cfg.RedialMax = redialMax
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}, redialNow: make(chan struct{}, 1)}
 	empty := map[peer.ID]float64{}
 	n.scores.Store(&empty)
 
@@ -246,7 +257,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n.conns = newConnSet()
-	n.notifiee = &network.NotifyBundle{ConnectedF: n.conns.connected, DisconnectedF: func(net network.Network, c network.Conn) {
+	n.notifiee = &network.NotifyBundle{ConnectedF: func(net network.Network, c network.Conn) {
+		n.conns.connected(net, c)
+		n.onConnect(c.RemotePeer())
+	}, DisconnectedF: func(net network.Network, c network.Conn) {
 		n.conns.disconnected(net, c)
 		n.onDisconnect(net, c)
 	}}
@@ -399,9 +413,38 @@ func (n *Node) onDisconnect(net network.Network, c network.Conn) {
 	now := time.Now()
 	n.lostMu.Lock()
 	if _, ok := n.lost[p]; !ok {
-		n.lost[p] = &redial{next: now.Add(redialFirst), backoff: redialFirst, since: now}
+		n.lost[p] = &redial{next: now.Add(n.cfg.RedialFirst), backoff: n.cfg.RedialFirst, since: now}
 	}
 	n.lostMu.Unlock()
+}
+
+// healSignalEvery rate-limits onConnect's redial of every lost peer.
+const healSignalEvery = 5 * time.Second
+
+// onConnect: a lost peer is back, so whatever separated us has likely healed. Every other
+// lost peer is redialled at once, rather than when its backoff (up to RedialMax) ends:
+// each reconnection sets off the same at its ends, so a heal spreads through the fleet in
+// a few round trips, and an agent whose every link crossed the partition is found again
+// by its old peers. At most once per healSignalEvery, so a flapping peer can add no more
+// than one attempt per lost peer in that time.
+func (n *Node) onConnect(p peer.ID) {
+	now := time.Now()
+	n.lostMu.Lock()
+	_, wasLost := n.lost[p]
+	if !wasLost || now.Sub(n.lastHeal) < healSignalEvery {
+		n.lostMu.Unlock()
+		return
+	}
+	delete(n.lost, p)
+	n.lastHeal = now
+	for _, r := range n.lost {
+		r.next = now // one attempt now; the backoff goes on from where it was
+	}
+	n.lostMu.Unlock()
+	select {
+	case n.redialNow <- struct{}{}:
+	default:
+	}
 }
 
 // dueRedials returns the lost peers whose next attempt is due, and forgets those given up.
@@ -416,7 +459,7 @@ func (n *Node) dueRedials() []peer.AddrInfo {
 			delete(n.lost, p)
 		case !now.Before(r.next):
 			out = append(out, peer.AddrInfo{ID: p})
-			r.backoff = min(2*r.backoff, redialMax)
+			r.backoff = min(2*r.backoff, n.cfg.RedialMax)
 			// Jitter (50–100 % of the backoff) keeps the peers that lost each other at
 			// the same instant from redialling in lockstep for the rest of a partition.
 			r.next = now.Add(r.backoff/2 + time.Duration(rand.Int64N(int64(r.backoff/2)+1)))
@@ -439,6 +482,13 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.redialNow:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
 		n.connect(ctx)
 		wait := n.cfg.MaintainInterval
