@@ -35,7 +35,6 @@ const (
 	DefaultStaleAfter    = time.Hour
 	DefaultSyncInterval  = 30 * time.Second
 	DefaultCheckInterval = 5 * time.Second
-	DefaultPersistDelay  = time.Second
 	// maxHeadsPerPeer bounds what one sync answer can make the agent consider.
 	maxHeadsPerPeer = 64
 	// syncPeers is how many peers one anti-entropy round asks.
@@ -64,14 +63,8 @@ type Config struct {
 	SyncInterval time.Duration
 	// CheckInterval is how often staleness is evaluated. 0 means DefaultCheckInterval.
 	CheckInterval time.Duration
-	// PersistDelay is how long the agent waits after accepting a bundle before writing
-	// its last-known-good copy, gathering what arrives meanwhile into one write: the
-	// write (an fsync) stays out of the moment the bundle spreads, and a burst of publishes
-	// costs one write, not one each. A crash within it loses only bundles the agent gets
-	// again from its peers on restart. 0 means DefaultPersistDelay; negative writes at once.
-	PersistDelay time.Duration
-	Clock        trust.Clock
-	Logger       *slog.Logger
+	Clock         trust.Clock
+	Logger        *slog.Logger
 	// Registry receives the agent's metrics; nil means a private registry.
 	Registry *prometheus.Registry
 	// TuneP2P, when set, adjusts the p2p configuration (simulations, tests).
@@ -198,9 +191,6 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.CheckInterval == 0 {
 		cfg.CheckInterval = DefaultCheckInterval
-	}
-	if cfg.PersistDelay == 0 {
-		cfg.PersistDelay = DefaultPersistDelay
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -806,18 +796,8 @@ func (a *Agent) persistLoop(ctx context.Context) {
 			a.persist()
 			return
 		case <-a.persistKick:
+			a.persist()
 		}
-		if a.cfg.PersistDelay > 0 {
-			t := time.NewTimer(a.cfg.PersistDelay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				a.persist()
-				return
-			case <-t.C:
-			}
-		}
-		a.persist()
 	}
 }
 

@@ -145,31 +145,6 @@ func TestEmptyAgentSyncsSoon(t *testing.T) {
 	}
 }
 
-// TestPersistWaitsAndCloseFlushes: the LKG write waits PersistDelay after an accept, so
-// it stays off the moment a bundle spreads, and Close writes whatever is still pending.
-func TestPersistWaitsAndCloseFlushes(t *testing.T) {
-	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 1, func(c *node.Config) { c.PersistDelay = time.Hour })
-	p1 := d.payload(t, 1, 3)
-	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
-	waitVersion(t, 1, m.agents...)
-	lkg := filepath.Join(m.dirs[0], "lkg", "*.bundle")
-	if files, _ := filepath.Glob(lkg); len(files) != 0 {
-		t.Fatalf("LKG written at once (%v) with an hour's PersistDelay", files)
-	}
-	if err := m.agents[0].Close(); err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(lkg)
-	if len(files) != 1 {
-		t.Fatalf("after Close the LKG files are %v, want the pending v1 written", files)
-	}
-	b, err := os.ReadFile(files[0])
-	if err != nil || len(b) == 0 {
-		t.Fatalf("LKG file %s: %d bytes, %v", files[0], len(b), err)
-	}
-}
-
 // TestCorruptLKGIsNeverServed: a truncated newest file falls back to the previous copy;
 // with both corrupt the agent serves nothing and says why.
 func TestCorruptLKGIsNeverServed(t *testing.T) {

@@ -135,8 +135,7 @@ func crashChild() {
 	if err != nil {
 		fail(err)
 	}
-	a, err := node.New(context.Background(), node.Config{Root: root, DataDir: filepath.Join(dir, "agent"), Host: h, Clock: d.clock,
-		PersistDelay: -1}) // write each bundle at once: the kills test the write itself
+	a, err := node.New(context.Background(), node.Config{Root: root, DataDir: filepath.Join(dir, "agent"), Host: h, Clock: d.clock})
 	if err != nil {
 		fail(err)
 	}
