@@ -24,8 +24,9 @@ func TestCIScenario(t *testing.T) {
 	}
 	t.Logf("publishes %d delivered %.3f p50 %.0f ms p99 %.0f ms converge %.0f ms seed egress/publish %.0f B (bundle %d B) rejected %v",
 		res.Publishes, res.DeliveredRatio, res.P50Ms, res.P99Ms, res.ConvergeMs, res.SeedEgressPerPublish, res.BundleBytes, res.Rejected)
-	// The seed's share of the process's CPU is measured from a profile of the window.
-	if res.ServerCPUSeconds <= 0 || res.ServerCPUSeconds >= res.CPUSeconds {
+	// The seed's share of the process's CPU is measured from a profile of the window
+	// (-1 when not measured). At 100 samples a second a seed this idle may get none.
+	if res.ServerCPUSeconds < 0 || res.ServerCPUSeconds >= res.CPUSeconds {
 		t.Errorf("seed CPU %.3f s of %.3f s in all", res.ServerCPUSeconds, res.CPUSeconds)
 	}
 	// Every agent up serves configuration all along: through the partition, from peers
