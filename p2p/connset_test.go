@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -47,13 +46,7 @@ func TestConnSetFollowsConnections(t *testing.T) {
 	if err := hs[0].Network().ClosePeer(hs[3].ID()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second) // notifications are asynchronous
-	for s.len() != 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after a disconnect: len %d, want 10", s.len())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the set drops the disconnected peer", func() bool { return s.len() == 10 }) // notifications are asynchronous
 	for _, p := range s.sample(50, "") {
 		if p == hs[3].ID() {
 			t.Fatal("a disconnected peer is still sampled")
