@@ -43,6 +43,11 @@ const (
 	fetchPeers = 4
 )
 
+var (
+	_ p2p.EncodedSource = (*Agent)(nil)
+	_ p2p.Validator     = (*Agent)(nil)
+)
+
 // Config configures an Agent.
 type Config struct {
 	// Root is the domain's trusted root. Required; its domain is the agent's.
@@ -105,6 +110,10 @@ type heldBundle struct {
 	decodeOnce sync.Once // decoded lazily, once, for the southbound's per-resource changes
 	bundle     *bundlev1.Bundle
 	decodeErr  error
+
+	encodeOnce sync.Once // wire() encoded once: every fetch served and the LKG file share it
+	encoded    []byte
+	encodeErr  error
 }
 
 // decoded returns the held bundle decoded; the result is shared and must not be modified.
@@ -119,6 +128,13 @@ func (h *heldBundle) wire() *syncv1.HeldBundle {
 		hb.Payload = h.vb.Payload
 	}
 	return hb
+}
+
+// wireEncoded returns wire() encoded; the result is shared and must not be modified.
+// A held bundle is immutable, so it is encoded once however many peers fetch it.
+func (h *heldBundle) wireEncoded() ([]byte, error) {
+	h.encodeOnce.Do(func() { h.encoded, h.encodeErr = proto.Marshal(h.wire()) })
+	return h.encoded, h.encodeErr
 }
 
 // Agent is the per-host member of a domain: it verifies bundles from gossip and sync,
@@ -657,6 +673,33 @@ func (a *Agent) Held(hash []byte) *syncv1.HeldBundle {
 	return nil
 }
 
+// HeldEncoded is Held encoded (p2p serves fetches with it without marshalling again); the
+// result is shared and must not be modified.
+func (a *Agent) HeldEncoded(hash []byte) []byte {
+	if len(hash) != len(trust.Digest{}) {
+		return nil
+	}
+	d := trust.Digest(hash)
+	a.mu.Lock()
+	var held *heldBundle
+	for _, h := range a.held {
+		if h.vb.Held == d {
+			held = h
+			break
+		}
+	}
+	a.mu.Unlock()
+	if held == nil {
+		return nil
+	}
+	b, err := held.wireEncoded()
+	if err != nil {
+		a.log.Error("held bundle not encoded", "hash", d.String(), "err", err)
+		return nil
+	}
+	return b
+}
+
 func (a *Agent) kickSync() {
 	select {
 	case a.syncKick <- struct{}{}:
@@ -803,15 +846,15 @@ func (a *Agent) persistLoop(ctx context.Context) {
 
 func (a *Agent) persist() {
 	a.mu.Lock()
-	todo := map[string]*syncv1.HeldBundle{}
+	todo := map[string]*heldBundle{}
 	for v := range a.dirty {
-		todo[v] = a.held[v].wire()
+		todo[v] = a.held[v]
 	}
 	clear(a.dirty)
 	a.mu.Unlock()
 	var errs []error
-	for v, hb := range todo {
-		if err := a.lkg.save(v, hb); err != nil {
+	for v, h := range todo {
+		if err := a.lkg.save(v, h); err != nil {
 			errs = append(errs, err)
 			a.log.Error("last-known-good not saved", "variant", v, "err", err)
 			a.mu.Lock()

@@ -12,10 +12,12 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
+	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -60,6 +62,7 @@ func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
 	m.seed.offer(t, d, 2, p2)
 	m.seed.publish(t, d.delta(t, p1, p2))
 	waitVersion(t, 2, m.agents...)
+	checkHeldEncoded(t, m.agents, p2) // a delta's result: the delta's envelope and the bundle
 
 	p3 := d.payload(t, 3, 2000) // ~94 KiB: above the 64 KiB gossip limit
 	if len(p3) <= 64<<10 {
@@ -85,6 +88,29 @@ func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
 	}
 	if byGossip < uint64(2*len(m.agents)) {
 		t.Errorf("%d of %d acceptances came by gossip", byGossip, 3*len(m.agents))
+	}
+	checkHeldEncoded(t, m.agents, p3) // a snapshot's envelope alone
+}
+
+// checkHeldEncoded: what every agent serves to a fetch from its cached encoding is the
+// bundle it holds, and it serves nothing for a bundle it does not hold.
+func checkHeldEncoded(t *testing.T, agents []*node.Agent, payload []byte) {
+	t.Helper()
+	h := bundle.Hash(payload)
+	for i, a := range agents {
+		want := a.Held(h[:])
+		if want == nil {
+			t.Fatalf("agent %d does not hold %x", i, h[:6])
+		}
+		got := &syncv1.HeldBundle{}
+		if err := proto.Unmarshal(a.HeldEncoded(h[:]), got); err != nil || !proto.Equal(got, want) {
+			t.Fatalf("agent %d serves proof %d B, payload %d B (%v); holds proof %d B, payload %d B",
+				i, len(got.GetProof()), len(got.GetPayload()), err, len(want.GetProof()), len(want.GetPayload()))
+		}
+		other := bundle.Hash([]byte("not held"))
+		if b := a.HeldEncoded(other[:]); b != nil {
+			t.Fatalf("agent %d serves %d bytes for a bundle it does not hold", i, len(b))
+		}
 	}
 }
 

@@ -286,6 +286,9 @@ func joinReasons(rs []string) string {
 func (x *extensions) status(held map[string]*heldBundle) []ExtensionStatus {
 	byKey := map[artifactKey]*ExtensionStatus{}
 	for _, h := range held {
+		if !bundle.HasExtensionBindings(h.vb.Payload) {
+			continue // nothing to report, and no reason to decode it (status runs after every accept)
+		}
 		b, err := h.decoded()
 		if err != nil {
 			continue

@@ -46,9 +46,9 @@ func variantFile(variant string) string {
 	return hex.EncodeToString(h[:8]) + lkgExt
 }
 
-// save makes hb the current LKG of variant.
-func (s *lkgStore) save(variant string, hb *syncv1.HeldBundle) error {
-	b, err := proto.Marshal(hb)
+// save makes h the current LKG of variant.
+func (s *lkgStore) save(variant string, h *heldBundle) error {
+	b, err := h.wireEncoded()
 	if err != nil {
 		return fmt.Errorf("node: encode lkg: %w", err)
 	}

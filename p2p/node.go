@@ -73,6 +73,15 @@ type Source interface {
 	Held(hash []byte) *syncv1.HeldBundle
 }
 
+// EncodedSource is a Source that keeps each held bundle encoded: a fetch is then served
+// by copying those bytes instead of marshalling the bundle again for every peer (a 64 KiB
+// bundle is fetched by every neighbour). HeldEncoded returns Held(hash) encoded, or nil;
+// the node does not modify the bytes.
+type EncodedSource interface {
+	Source
+	HeldEncoded(hash []byte) []byte
+}
+
 // Role selects gossipsub parameters.
 type Role int
 

@@ -3,6 +3,7 @@ package p2p
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 )
@@ -148,10 +150,45 @@ func (n *Node) serveSync(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
+	w := &countingWriter{w: s, n: n}
+	if held := n.heldEncoded(req); held != nil {
+		if err := writeHeldResponse(w, held); err != nil {
+			_ = s.Reset()
+		}
+		return
+	}
 	resp := n.answer(s.Conn().RemotePeer(), req)
-	if _, err := protodelim.MarshalTo(&countingWriter{w: s, n: n}, resp); err != nil {
+	if _, err := protodelim.MarshalTo(w, resp); err != nil {
 		_ = s.Reset()
 	}
+}
+
+// heldEncoded returns the encoded bundle a fetch asks for when the source keeps it
+// encoded, else nil (the request is then answered by answer).
+func (n *Node) heldEncoded(req *syncv1.SyncRequest) []byte {
+	es, ok := n.cfg.Source.(EncodedSource)
+	if !ok || len(req.GetFetch().GetHash()) != 32 {
+		return nil
+	}
+	return es.HeldEncoded(req.GetFetch().GetHash())
+}
+
+// syncResponseBundle is SyncResponse's field number for a fetched bundle.
+var syncResponseBundle = (&syncv1.SyncResponse{}).ProtoReflect().Descriptor().Fields().ByName("bundle").Number()
+
+// writeHeldResponse writes what protodelim.MarshalTo writes for
+// SyncResponse{Result: Bundle(held)}, without copying held into a new message: the
+// length prefix, the field's tag and length, then held as is.
+func writeHeldResponse(w io.Writer, held []byte) error {
+	size := protowire.SizeTag(syncResponseBundle) + protowire.SizeBytes(len(held))
+	head := protowire.AppendVarint(make([]byte, 0, 2*binary.MaxVarintLen64+1), uint64(size))
+	head = protowire.AppendTag(head, syncResponseBundle, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(held)))
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	_, err := w.Write(held)
+	return err
 }
 
 func (n *Node) answer(from peer.ID, req *syncv1.SyncRequest) *syncv1.SyncResponse {

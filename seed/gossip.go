@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/p2p"
@@ -34,18 +35,19 @@ type Gossip struct {
 	node      *p2p.Node
 	inlineMax int
 
-	mu      sync.Mutex                          // guards the following
-	held    map[trust.Digest]*syncv1.HeldBundle // by payload hash; the newest two versions
+	mu      sync.Mutex                    // guards the following
+	held    map[trust.Digest]heldSnapshot // by payload hash; the newest two versions
 	heads   []*syncv1.Head
 	prev    map[trust.Digest]bool
 	reports map[peer.ID]nodeReport // the newest report of each agent
 }
 
 var (
-	_ Publisher     = (*Gossip)(nil)
-	_ Restorer      = (*Gossip)(nil)
-	_ p2p.Source    = (*Gossip)(nil)
-	_ p2p.Validator = (*Gossip)(nil)
+	_ Publisher         = (*Gossip)(nil)
+	_ Restorer          = (*Gossip)(nil)
+	_ p2p.Source        = (*Gossip)(nil)
+	_ p2p.EncodedSource = (*Gossip)(nil)
+	_ p2p.Validator     = (*Gossip)(nil)
 )
 
 // NewGossip joins the domain as a seed: cfg.Role, cfg.Validator and cfg.Source are set
@@ -54,7 +56,7 @@ func NewGossip(ctx context.Context, cfg p2p.Config, inlineMax int) (*Gossip, err
 	if inlineMax == 0 {
 		inlineMax = DefaultInlineMax
 	}
-	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]*syncv1.HeldBundle{}, reports: map[peer.ID]nodeReport{}}
+	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]heldSnapshot{}, reports: map[peer.ID]nodeReport{}}
 	cfg.Role, cfg.Validator, cfg.Source, cfg.OnReport = p2p.RoleSeed, g, g, g.onReport
 	n, err := p2p.New(ctx, cfg)
 	if err != nil {
@@ -97,11 +99,18 @@ func (g *Gossip) Publish(ctx context.Context, p *Publication) error {
 	return errors.Join(errs...)
 }
 
+// heldSnapshot is a snapshot the seed serves, with its encoding: the seed's mesh
+// fetches every large snapshot, and each fetch then costs a copy, not a marshal.
+type heldSnapshot struct {
+	msg     *syncv1.HeldBundle
+	encoded []byte
+}
+
 // Restore serves p's snapshots over sync without gossiping them.
 func (g *Gossip) Restore(p *Publication) { _ = g.remember(p) }
 
 func (g *Gossip) remember(p *Publication) error {
-	held := map[trust.Digest]*syncv1.HeldBundle{}
+	held := map[trust.Digest]heldSnapshot{}
 	var heads []*syncv1.Head
 	for _, v := range p.Variants {
 		env, err := trust.DecodeEnvelope(v.Snapshot, 0)
@@ -109,7 +118,12 @@ func (g *Gossip) remember(p *Publication) error {
 			return fmt.Errorf("seed: own snapshot: %w", err)
 		}
 		h := bundle.Hash(env.GetPayload())
-		held[trust.Digest(h)] = &syncv1.HeldBundle{Proof: v.Snapshot}
+		hb := &syncv1.HeldBundle{Proof: v.Snapshot}
+		enc, err := proto.Marshal(hb)
+		if err != nil {
+			return fmt.Errorf("seed: encode own snapshot: %w", err)
+		}
+		held[trust.Digest(h)] = heldSnapshot{msg: hb, encoded: enc}
 		heads = append(heads, &syncv1.Head{
 			RequiredCapabilities: slices.Clone(v.RequiredCapabilities), Epoch: p.Info.GetEpoch(), Version: p.Info.GetVersion(),
 			Hash: h[:], Size: uint64(len(env.GetPayload())),
@@ -148,7 +162,17 @@ func (g *Gossip) Held(hash []byte) *syncv1.HeldBundle {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.held[trust.Digest(hash)]
+	return g.held[trust.Digest(hash)].msg
+}
+
+// HeldEncoded implements p2p.EncodedSource.
+func (g *Gossip) HeldEncoded(hash []byte) []byte {
+	if len(hash) != len(trust.Digest{}) {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held[trust.Digest(hash)].encoded
 }
 
 // Validate implements p2p.Validator: a seed relays only what it publishes. What agents
