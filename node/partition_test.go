@@ -1,9 +1,11 @@
 package node_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"meshkit.dev/meshkit/bundle"
@@ -28,35 +30,48 @@ func TestPartitionHealsWithoutTheSeed(t *testing.T) {
 		}
 		return true
 	})
+	// Cut only once gossipsub has its streams to every agent connected: mocknet can leave
+	// a stream opened while its connection is being closed alive (one carried v2 across
+	// the partition in about one run in four, repeated in one process).
+	waitFor(t, "gossip streams between connected agents", func() bool {
+		for _, x := range m.agents {
+			subscribed := x.Node().TopicPeers()
+			for _, p := range x.Node().Peers() {
+				if p != m.seed.node.ID() && !slices.Contains(subscribed, p) {
+					return false
+				}
+			}
+		}
+		return true
+	})
 
 	// Partition: group b loses the seed and group a.
-	cut := func() {
+	crossingPairs := func(f func(b, other host.Host)) {
 		for i := 3; i < 6; i++ {
-			for _, other := range append([]int{0, 1, 2}, -1) {
-				id := m.seed.node.ID()
-				if other >= 0 {
-					id = m.hosts[other].ID()
-				}
-				_ = m.mn.UnlinkPeers(m.hosts[i].ID(), id)
-				_ = m.mn.DisconnectPeers(m.hosts[i].ID(), id)
+			for j := range 3 {
+				f(m.hosts[i], m.hosts[j])
 			}
+			f(m.hosts[i], m.seed.node.Host())
 		}
 	}
-	// A dial already under way when the links go can still connect: cut until no
-	// connection crosses the partition.
+	cut := func() {
+		crossingPairs(func(b, other host.Host) {
+			_ = m.mn.UnlinkPeers(b.ID(), other.ID())
+			_ = m.mn.DisconnectPeers(b.ID(), other.ID())
+			_ = m.mn.DisconnectPeers(other.ID(), b.ID())
+		})
+	}
+	// A dial already under way when the links go can still connect, and mocknet adds a
+	// new connection to its two ends one after the other: cut until neither end of any
+	// pair across the partition has a connection (a one-sided connection still carries
+	// gossip: the flake this test once had).
 	crossing := func() bool {
-		for i := 3; i < 6; i++ {
-			for _, other := range append([]int{0, 1, 2}, -1) {
-				id := m.seed.node.ID()
-				if other >= 0 {
-					id = m.hosts[other].ID()
-				}
-				if m.hosts[i].Network().Connectedness(id) == network.Connected {
-					return true
-				}
-			}
-		}
-		return false
+		found := false
+		crossingPairs(func(b, other host.Host) {
+			found = found || b.Network().Connectedness(other.ID()) == network.Connected ||
+				other.Network().Connectedness(b.ID()) == network.Connected
+		})
+		return found
 	}
 	waitFor(t, "the partition in place", func() bool {
 		cut()
