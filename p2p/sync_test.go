@@ -1,9 +1,11 @@
 package p2p
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,5 +107,79 @@ func TestFetchIsServedFromTheEncoding(t *testing.T) {
 	}
 	if _, err := hs[1].Fetch(ctx, hs[0].ID(), bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("fetch of a bundle not held: %v, want ErrNotFound", err)
+	}
+}
+
+// twoSource holds two bundles, keyed by the first byte of the hash.
+type twoSource struct{ fuzzSource }
+
+func (twoSource) Held(hash []byte) *syncv1.HeldBundle {
+	if len(hash) == 32 && hash[0] < 2 {
+		return &syncv1.HeldBundle{Proof: bytes.Repeat([]byte{'a' + hash[0]}, 8<<10)}
+	}
+	return nil
+}
+
+// TestFetchedBundlesDoNotShareTheReadBuffer: answers are read into a reused buffer; a
+// bundle fetched first must not change when the next one is read.
+func TestFetchedBundlesDoNotShareTheReadBuffer(t *testing.T) {
+	mn := mocknet.New()
+	t.Cleanup(func() { _ = mn.Close() })
+	var nodes [2]*Node
+	for i := range nodes {
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nodes[i], err = New(context.Background(), Config{Domain: "prod", Host: h, Validator: fuzzSource{}, Source: twoSource{}}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nodes[i].Close() })
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nodes[1].Host().Connect(ctx, peer.AddrInfo{ID: nodes[0].ID(), Addrs: nodes[0].Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	// Several rounds: a pooled buffer comes back to the goroutine's own processor only.
+	var got []*syncv1.HeldBundle
+	for k := range 20 {
+		hash := make([]byte, 32)
+		hash[0] = byte(k % 2)
+		hb, err := nodes[1].Fetch(ctx, nodes[0].ID(), hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, hb)
+	}
+	for k, hb := range got {
+		if want := bytes.Repeat([]byte{'a' + byte(k%2)}, 8<<10); !bytes.Equal(hb.GetProof(), want) {
+			t.Fatalf("fetch %d changed after the next ones: starts %q", k, hb.GetProof()[:8])
+		}
+	}
+}
+
+// TestReadAnswerRefuses: an answer over the limit, cut short or malformed is refused with
+// the reason.
+func TestReadAnswerRefuses(t *testing.T) {
+	n := &Node{cfg: Config{MaxFetchBytes: 100}}
+	for _, c := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"over the limit", []byte{0xc8, 0x01}, "over the 100-byte limit"},
+		{"empty", nil, "length prefix: EOF"},
+		{"length prefix cut short", []byte{0x80}, "length prefix: unexpected EOF"},
+		{"body cut short", []byte{10, 1, 2}, "unexpected EOF"},
+		{"not a SyncResponse", []byte{2, 0xff, 0xff}, "proto"},
+	} {
+		err := n.readAnswer(bufio.NewReader(bytes.NewReader(c.in)), &syncv1.SyncResponse{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
+		}
 	}
 }
