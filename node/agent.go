@@ -659,6 +659,29 @@ func (a *Agent) Heads() []*syncv1.Head {
 
 // Held implements p2p.Source.
 func (a *Agent) Held(hash []byte) *syncv1.HeldBundle {
+	if h := a.heldByHash(hash); h != nil {
+		return h.wire()
+	}
+	return nil
+}
+
+// HeldEncoded is Held encoded (p2p serves fetches with it without marshalling again); the
+// result is shared and must not be modified.
+func (a *Agent) HeldEncoded(hash []byte) []byte {
+	h := a.heldByHash(hash)
+	if h == nil {
+		return nil
+	}
+	b, err := h.wireEncoded()
+	if err != nil {
+		a.log.Error("held bundle not encoded", "hash", h.vb.Held.String(), "err", err)
+		return nil
+	}
+	return b
+}
+
+// heldByHash returns the held bundle whose payload hashes to hash, or nil.
+func (a *Agent) heldByHash(hash []byte) *heldBundle {
 	if len(hash) != len(trust.Digest{}) {
 		return nil
 	}
@@ -667,37 +690,10 @@ func (a *Agent) Held(hash []byte) *syncv1.HeldBundle {
 	defer a.mu.Unlock()
 	for _, h := range a.held {
 		if h.vb.Held == d {
-			return h.wire()
+			return h
 		}
 	}
 	return nil
-}
-
-// HeldEncoded is Held encoded (p2p serves fetches with it without marshalling again); the
-// result is shared and must not be modified.
-func (a *Agent) HeldEncoded(hash []byte) []byte {
-	if len(hash) != len(trust.Digest{}) {
-		return nil
-	}
-	d := trust.Digest(hash)
-	a.mu.Lock()
-	var held *heldBundle
-	for _, h := range a.held {
-		if h.vb.Held == d {
-			held = h
-			break
-		}
-	}
-	a.mu.Unlock()
-	if held == nil {
-		return nil
-	}
-	b, err := held.wireEncoded()
-	if err != nil {
-		a.log.Error("held bundle not encoded", "hash", d.String(), "err", err)
-		return nil
-	}
-	return b
 }
 
 func (a *Agent) kickSync() {
