@@ -65,37 +65,41 @@ func (s *encodedSource) HeldEncoded(hash []byte) []byte {
 	return b
 }
 
-func TestFetchIsServedFromTheEncoding(t *testing.T) {
+// fetchPair starts a node serving src and a node connected to it that fetches from it,
+// over mocknet; both close with tb.
+func fetchPair(tb testing.TB, src Source) (server, client *Node) {
+	tb.Helper()
 	mn := mocknet.New()
-	t.Cleanup(func() { _ = mn.Close() })
-	hs := make([]*Node, 2)
-	want := &syncv1.HeldBundle{Proof: bytes.Repeat([]byte("p"), 70<<10), Payload: []byte("body")}
-	src := &encodedSource{fuzzSource: fuzzSource{held: want}}
-	for i := range hs {
+	tb.Cleanup(func() { _ = mn.Close() })
+	var nodes [2]*Node
+	for i, s := range []Source{src, fuzzSource{}} {
 		h, err := mn.GenPeer()
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		var s Source = fuzzSource{}
-		if i == 0 {
-			s = src
+		if nodes[i], err = New(context.Background(), Config{Domain: "prod", Host: h, Validator: fuzzSource{}, Source: s}); err != nil {
+			tb.Fatal(err)
 		}
-		n, err := New(context.Background(), Config{Domain: "prod", Host: h, Validator: fuzzSource{}, Source: s})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = n.Close() })
-		hs[i] = n
+		tb.Cleanup(func() { _ = nodes[i].Close() })
 	}
 	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := hs[1].Host().Connect(ctx, peer.AddrInfo{ID: hs[0].ID(), Addrs: hs[0].Host().Addrs()}); err != nil {
-		t.Fatal(err)
+	if err := nodes[1].Host().Connect(ctx, peer.AddrInfo{ID: nodes[0].ID(), Addrs: nodes[0].Host().Addrs()}); err != nil {
+		tb.Fatal(err)
 	}
-	got, err := hs[1].Fetch(ctx, hs[0].ID(), make([]byte, 32))
+	return nodes[0], nodes[1]
+}
+
+func TestFetchIsServedFromTheEncoding(t *testing.T) {
+	want := &syncv1.HeldBundle{Proof: bytes.Repeat([]byte("p"), 70<<10), Payload: []byte("body")}
+	src := &encodedSource{fuzzSource: fuzzSource{held: want}}
+	server, client := fetchPair(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := client.Fetch(ctx, server.ID(), make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +109,7 @@ func TestFetchIsServedFromTheEncoding(t *testing.T) {
 	if n := src.served.Load(); n != 1 {
 		t.Fatalf("the encoding served %d fetches, want 1", n)
 	}
-	if _, err := hs[1].Fetch(ctx, hs[0].ID(), bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNotFound) {
+	if _, err := client.Fetch(ctx, server.ID(), bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("fetch of a bundle not held: %v, want ErrNotFound", err)
 	}
 }
@@ -123,33 +127,15 @@ func (twoSource) Held(hash []byte) *syncv1.HeldBundle {
 // TestFetchedBundlesDoNotShareTheReadBuffer: answers are read into a reused buffer; a
 // bundle fetched first must not change when the next one is read.
 func TestFetchedBundlesDoNotShareTheReadBuffer(t *testing.T) {
-	mn := mocknet.New()
-	t.Cleanup(func() { _ = mn.Close() })
-	var nodes [2]*Node
-	for i := range nodes {
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if nodes[i], err = New(context.Background(), Config{Domain: "prod", Host: h, Validator: fuzzSource{}, Source: twoSource{}}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nodes[i].Close() })
-	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
+	server, client := fetchPair(t, twoSource{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := nodes[1].Host().Connect(ctx, peer.AddrInfo{ID: nodes[0].ID(), Addrs: nodes[0].Host().Addrs()}); err != nil {
-		t.Fatal(err)
-	}
 	// Several rounds: a pooled buffer comes back to the goroutine's own processor only.
 	var got []*syncv1.HeldBundle
 	for k := range 20 {
 		hash := make([]byte, 32)
 		hash[0] = byte(k % 2)
-		hb, err := nodes[1].Fetch(ctx, nodes[0].ID(), hash)
+		hb, err := client.Fetch(ctx, server.ID(), hash)
 		if err != nil {
 			t.Fatal(err)
 		}
