@@ -38,6 +38,7 @@ func corpus(t testing.TB) map[string][][]byte {
 		"FuzzDecodeResources": {[]byte(validSet), examples, []byte("kind: [\n"), []byte("---\n")},
 		"FuzzDecodeBundle":    {base, targetPayload, {}},
 		"FuzzApplyDelta":      {delta, {}},
+		"FuzzApplyDeltaView":  {delta, {}},
 	}
 }
 
@@ -109,6 +110,36 @@ func FuzzApplyDelta(f *testing.F) {
 		}
 		if h := Hash(out); !bytes.Equal(h[:], d.GetTargetHash()) {
 			t.Fatal("applied delta does not hash to its target")
+		}
+	})
+}
+
+// FuzzApplyDeltaView applies arbitrary deltas to a fixed base the way agents do: no
+// panic; a success always hashes to the promised target; and a delta in canonical
+// encoding that the decoding path applies is applied by the view too, to the same bytes.
+func FuzzApplyDeltaView(f *testing.F) {
+	base := fuzzBase(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := DecodeDeltaView(data)
+		if err != nil {
+			return
+		}
+		out, err := ApplyDeltaView(base, Hash(base), v)
+		if err == nil {
+			if h := Hash(out); !bytes.Equal(h[:], v.GetTargetHash()) {
+				t.Fatal("applied delta does not hash to its target")
+			}
+		}
+		d, derr := DecodeDelta(data)
+		if derr != nil {
+			return
+		}
+		if canon, _ := EncodeDelta(d); !bytes.Equal(canon, data) {
+			return
+		}
+		want, _, werr := ApplyDelta(base, d)
+		if werr == nil && (err != nil || !bytes.Equal(out, want)) {
+			t.Fatalf("the decoding path applies this delta, the view does not: %v", err)
 		}
 	})
 }

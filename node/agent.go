@@ -569,16 +569,8 @@ func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
 	if base == nil {
 		return fmt.Errorf("%w: no bundle of variant %q held", trust.ErrBaseMismatch, vb.Variant)
 	}
-	var (
-		payload []byte
-		decoded *bundlev1.Bundle
-		err     error
-	)
-	if b, derr := base.decoded(); derr == nil {
-		payload, decoded, err = bundle.ApplyDeltaDecoded(b, bundle.Digest(base.vb.Held), vb.Delta)
-	} else {
-		payload, decoded, err = bundle.ApplyDelta(base.vb.Payload, vb.Delta)
-	}
+	// Applied to the held bytes: the target is decoded only if the southbound needs it.
+	payload, err := bundle.ApplyDeltaView(base.vb.Payload, bundle.Digest(base.vb.Held), vb.Delta)
 	if err != nil {
 		return fmt.Errorf("%w: %v", trust.ErrBaseMismatch, err)
 	}
@@ -589,9 +581,7 @@ func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
 	if err := a.verifier.Commit(vb); err != nil {
 		return err
 	}
-	h := &heldBundle{vb: target, proof: envelope, withBody: true}
-	h.decodeOnce.Do(func() { h.bundle = decoded }) // the next delta applies to it as is
-	a.installLocked(target, h)
+	a.installLocked(target, &heldBundle{vb: target, proof: envelope, withBody: true})
 	return nil
 }
 

@@ -142,7 +142,7 @@ func TestDeltasReproduceSnapshots(t *testing.T) {
 		if err != nil {
 			t.Fatalf("delta v%d: %v", i+2, err)
 		}
-		got, _, err := bundle.ApplyDelta(held, dv.Delta)
+		got, err := bundle.ApplyDeltaView(held, bundle.Hash(held), dv.Delta)
 		if err != nil {
 			t.Fatalf("apply delta v%d: %v", i+2, err)
 		}

@@ -102,8 +102,10 @@ type Verified struct {
 	Variant string
 	// Role is the role whose keys signed (seed or bridge).
 	Role *trustv1.Role
-	// Delta is set when PayloadType is PayloadDelta.
-	Delta *bundlev1.BundleDelta
+	// Delta is set when PayloadType is PayloadDelta. Its header and upserts stay encoded:
+	// an agent applies them as bytes (bundle.ApplyDeltaView), and the target's hash, which
+	// the signature covers, vouches for what they produce.
+	Delta *bundlev1.BundleDeltaView
 	// Announce is set when PayloadType is PayloadAnnounce; Held is then its snapshot hash.
 	Announce *bundlev1.Announce
 	// Expired is set when the bundle or the root has expired (only with AllowExpired).
@@ -434,8 +436,8 @@ func checkHeader(h *bundlev1.BundleHeader) error {
 	return nil
 }
 
-func checkDelta(payload []byte, held Mark, have, checkBase bool) (*bundlev1.BundleDelta, error) {
-	d := &bundlev1.BundleDelta{}
+func checkDelta(payload []byte, held Mark, have, checkBase bool) (*bundlev1.BundleDeltaView, error) {
+	d := &bundlev1.BundleDeltaView{}
 	if err := proto.Unmarshal(payload, d); err != nil {
 		return nil, refuse(ErrMalformed, "delta: %v", err)
 	}
@@ -467,7 +469,11 @@ func checkNamespaces(vb *Verified, role *trustv1.Role) error {
 		return nil
 	}
 	if vb.Delta != nil {
-		for _, r := range vb.Delta.GetUpserts() {
+		for i, raw := range vb.Delta.GetUpserts() {
+			r := &bundlev1.Resource{}
+			if err := proto.Unmarshal(raw, r); err != nil {
+				return refuse(ErrMalformed, "delta upsert %d: %v", i, err)
+			}
 			md := resourceMetadata(r)
 			if err := check("upsert of", md.GetNamespace(), md.GetName()); err != nil {
 				return err

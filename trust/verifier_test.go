@@ -3,6 +3,7 @@ package trust_test
 import (
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,6 +220,17 @@ func TestDeltaMustStartFromHeldBundle(t *testing.T) {
 	}
 	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, delta(baseHash[:], "billing")), f.bridge)); !errors.Is(err, trust.ErrNamespace) {
 		t.Fatalf("bridge delta removing outside its namespace: err = %v, want ErrNamespace", err)
+	}
+	// Upserts stay encoded in what Verify returns; a bridge's are still decoded and checked.
+	upsert := delta(baseHash[:], "shop")
+	upsert.Removals = nil
+	upsert.Upserts = []*bundlev1.Resource{{Kind: &bundlev1.Resource_Route{Route: &bundlev1.Route{Metadata: &bundlev1.Metadata{Name: "api", Namespace: "billing"}}}}}
+	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, upsert), f.bridge)); !errors.Is(err, trust.ErrNamespace) {
+		t.Fatalf("bridge delta upserting outside its namespace: err = %v, want ErrNamespace", err)
+	}
+	garbled := &bundlev1.BundleDeltaView{Header: encode(t, target.Header), BaseEpoch: 1, BaseVersion: 1, BaseHash: baseHash[:], TargetHash: make([]byte, 32), Upserts: [][]byte{{0x12, 0x05, 0x0a}}}
+	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, garbled), f.bridge)); !errors.Is(err, trust.ErrMalformed) || !strings.Contains(err.Error(), "upsert 0") {
+		t.Fatalf("bridge delta with a garbled upsert: err = %v, want ErrMalformed naming upsert 0", err)
 	}
 	fresh := f.verifier(t, nil)
 	if _, err := fresh.Verify(seal(t, trust.PayloadDelta, encode(t, delta(baseHash[:], "shop")), f.seed)); !errors.Is(err, trust.ErrBaseMismatch) {

@@ -688,6 +688,104 @@ func (x *BundleDelta) GetRemovals() []*ResourceKey {
 	return nil
 }
 
+// BundleDeltaView decodes an encoded BundleDelta but leaves its header and upserts
+// encoded (the same wire format: a length-delimited message reads as bytes). Agents apply
+// a delta to their held bundle's bytes with it, copying resources instead of decoding and
+// re-encoding them; nothing is trusted from it that the target_hash check does not cover.
+type BundleDeltaView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header of the target bundle, encoded.
+	Header      []byte `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	BaseEpoch   uint64 `protobuf:"varint,2,opt,name=base_epoch,json=baseEpoch,proto3" json:"base_epoch,omitempty"`
+	BaseVersion uint64 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	BaseHash    []byte `protobuf:"bytes,4,opt,name=base_hash,json=baseHash,proto3" json:"base_hash,omitempty"`
+	TargetHash  []byte `protobuf:"bytes,5,opt,name=target_hash,json=targetHash,proto3" json:"target_hash,omitempty"`
+	// upserts, each an encoded Resource.
+	Upserts       [][]byte       `protobuf:"bytes,6,rep,name=upserts,proto3" json:"upserts,omitempty"`
+	Removals      []*ResourceKey `protobuf:"bytes,7,rep,name=removals,proto3" json:"removals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleDeltaView) Reset() {
+	*x = BundleDeltaView{}
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleDeltaView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleDeltaView) ProtoMessage() {}
+
+func (x *BundleDeltaView) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleDeltaView.ProtoReflect.Descriptor instead.
+func (*BundleDeltaView) Descriptor() ([]byte, []int) {
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BundleDeltaView) GetHeader() []byte {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BundleDeltaView) GetBaseEpoch() uint64 {
+	if x != nil {
+		return x.BaseEpoch
+	}
+	return 0
+}
+
+func (x *BundleDeltaView) GetBaseVersion() uint64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *BundleDeltaView) GetBaseHash() []byte {
+	if x != nil {
+		return x.BaseHash
+	}
+	return nil
+}
+
+func (x *BundleDeltaView) GetTargetHash() []byte {
+	if x != nil {
+		return x.TargetHash
+	}
+	return nil
+}
+
+func (x *BundleDeltaView) GetUpserts() [][]byte {
+	if x != nil {
+		return x.Upserts
+	}
+	return nil
+}
+
+func (x *BundleDeltaView) GetRemovals() []*ResourceKey {
+	if x != nil {
+		return x.Removals
+	}
+	return nil
+}
+
 // Resource is any one resource of a bundle.
 type Resource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -706,7 +804,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[4]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +816,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[4]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +829,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{4}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -848,7 +946,7 @@ type ResourceKey struct {
 
 func (x *ResourceKey) Reset() {
 	*x = ResourceKey{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[5]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +958,7 @@ func (x *ResourceKey) String() string {
 func (*ResourceKey) ProtoMessage() {}
 
 func (x *ResourceKey) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[5]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +971,7 @@ func (x *ResourceKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceKey.ProtoReflect.Descriptor instead.
 func (*ResourceKey) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{5}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ResourceKey) GetKind() string {
@@ -912,7 +1010,7 @@ type Metadata struct {
 
 func (x *Metadata) Reset() {
 	*x = Metadata{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[6]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1022,7 @@ func (x *Metadata) String() string {
 func (*Metadata) ProtoMessage() {}
 
 func (x *Metadata) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[6]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1035,7 @@ func (x *Metadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
 func (*Metadata) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{6}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Metadata) GetName() string {
@@ -986,7 +1084,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[7]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1096,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[7]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1109,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{7}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Label) GetKey() string {
@@ -1039,7 +1137,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[8]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1149,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[8]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1162,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{8}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Cluster) GetMetadata() *Metadata {
@@ -1096,7 +1194,7 @@ type ClusterSpec struct {
 
 func (x *ClusterSpec) Reset() {
 	*x = ClusterSpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[9]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1206,7 @@ func (x *ClusterSpec) String() string {
 func (*ClusterSpec) ProtoMessage() {}
 
 func (x *ClusterSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[9]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1219,7 @@ func (x *ClusterSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSpec.ProtoReflect.Descriptor instead.
 func (*ClusterSpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{9}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClusterSpec) GetEndpoints() []*Endpoint {
@@ -1179,7 +1277,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[10]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1289,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[10]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1302,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{10}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1247,7 +1345,7 @@ type UpstreamTls struct {
 
 func (x *UpstreamTls) Reset() {
 	*x = UpstreamTls{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[11]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1357,7 @@ func (x *UpstreamTls) String() string {
 func (*UpstreamTls) ProtoMessage() {}
 
 func (x *UpstreamTls) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[11]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1370,7 @@ func (x *UpstreamTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTls.ProtoReflect.Descriptor instead.
 func (*UpstreamTls) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{11}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpstreamTls) GetSni() string {
@@ -1303,7 +1401,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[12]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1413,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[12]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1426,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{12}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HealthCheck) GetPath() string {
@@ -1377,7 +1475,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[13]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1487,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[13]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1500,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{13}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Route) GetMetadata() *Metadata {
@@ -1440,7 +1538,7 @@ type RouteSpec struct {
 
 func (x *RouteSpec) Reset() {
 	*x = RouteSpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[14]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1550,7 @@ func (x *RouteSpec) String() string {
 func (*RouteSpec) ProtoMessage() {}
 
 func (x *RouteSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[14]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1563,7 @@ func (x *RouteSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteSpec.ProtoReflect.Descriptor instead.
 func (*RouteSpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{14}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteSpec) GetMatch() *RouteMatch {
@@ -1539,7 +1637,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[15]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1649,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[15]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1662,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{15}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RouteMatch) GetHosts() []string {
@@ -1615,7 +1713,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[16]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1725,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[16]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1738,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{16}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -1682,7 +1780,7 @@ type WeightedCluster struct {
 
 func (x *WeightedCluster) Reset() {
 	*x = WeightedCluster{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[17]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1792,7 @@ func (x *WeightedCluster) String() string {
 func (*WeightedCluster) ProtoMessage() {}
 
 func (x *WeightedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[17]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1805,7 @@ func (x *WeightedCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedCluster.ProtoReflect.Descriptor instead.
 func (*WeightedCluster) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{17}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WeightedCluster) GetCluster() string {
@@ -1735,7 +1833,7 @@ type AuthzPolicy struct {
 
 func (x *AuthzPolicy) Reset() {
 	*x = AuthzPolicy{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[18]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1845,7 @@ func (x *AuthzPolicy) String() string {
 func (*AuthzPolicy) ProtoMessage() {}
 
 func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[18]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1858,7 @@ func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzPolicy.ProtoReflect.Descriptor instead.
 func (*AuthzPolicy) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuthzPolicy) GetMetadata() *Metadata {
@@ -1790,7 +1888,7 @@ type AuthzPolicySpec struct {
 
 func (x *AuthzPolicySpec) Reset() {
 	*x = AuthzPolicySpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[19]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1900,7 @@ func (x *AuthzPolicySpec) String() string {
 func (*AuthzPolicySpec) ProtoMessage() {}
 
 func (x *AuthzPolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[19]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1913,7 @@ func (x *AuthzPolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzPolicySpec.ProtoReflect.Descriptor instead.
 func (*AuthzPolicySpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuthzPolicySpec) GetAction() AuthzAction {
@@ -1852,7 +1950,7 @@ type AuthzRule struct {
 
 func (x *AuthzRule) Reset() {
 	*x = AuthzRule{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[20]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1962,7 @@ func (x *AuthzRule) String() string {
 func (*AuthzRule) ProtoMessage() {}
 
 func (x *AuthzRule) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[20]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1975,7 @@ func (x *AuthzRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRule.ProtoReflect.Descriptor instead.
 func (*AuthzRule) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuthzRule) GetPrincipals() []string {
@@ -1912,7 +2010,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[21]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2022,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[21]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2035,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetryPolicy) GetMetadata() *Metadata {
@@ -1970,7 +2068,7 @@ type RetryPolicySpec struct {
 
 func (x *RetryPolicySpec) Reset() {
 	*x = RetryPolicySpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[22]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2080,7 @@ func (x *RetryPolicySpec) String() string {
 func (*RetryPolicySpec) ProtoMessage() {}
 
 func (x *RetryPolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[22]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2093,7 @@ func (x *RetryPolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicySpec.ProtoReflect.Descriptor instead.
 func (*RetryPolicySpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetryPolicySpec) GetAttempts() uint32 {
@@ -2056,7 +2154,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[23]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2166,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[23]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2179,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CircuitBreaker) GetMaxConnections() uint32 {
@@ -2151,7 +2249,7 @@ type ExtensionSpec struct {
 
 func (x *ExtensionSpec) Reset() {
 	*x = ExtensionSpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[24]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2261,7 @@ func (x *ExtensionSpec) String() string {
 func (*ExtensionSpec) ProtoMessage() {}
 
 func (x *ExtensionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[24]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2274,7 @@ func (x *ExtensionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtensionSpec.ProtoReflect.Descriptor instead.
 func (*ExtensionSpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExtensionSpec) GetKind() ExtensionKind {
@@ -2241,7 +2339,7 @@ type CanaryScope struct {
 
 func (x *CanaryScope) Reset() {
 	*x = CanaryScope{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[25]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2351,7 @@ func (x *CanaryScope) String() string {
 func (*CanaryScope) ProtoMessage() {}
 
 func (x *CanaryScope) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[25]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2364,7 @@ func (x *CanaryScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryScope.ProtoReflect.Descriptor instead.
 func (*CanaryScope) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CanaryScope) GetPercent() uint32 {
@@ -2309,7 +2407,7 @@ type ExtensionBindingSpec struct {
 
 func (x *ExtensionBindingSpec) Reset() {
 	*x = ExtensionBindingSpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[26]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2419,7 @@ func (x *ExtensionBindingSpec) String() string {
 func (*ExtensionBindingSpec) ProtoMessage() {}
 
 func (x *ExtensionBindingSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[26]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2432,7 @@ func (x *ExtensionBindingSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtensionBindingSpec.ProtoReflect.Descriptor instead.
 func (*ExtensionBindingSpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExtensionBindingSpec) GetExtension() string {
@@ -2391,7 +2489,7 @@ type ExtensionBinding struct {
 
 func (x *ExtensionBinding) Reset() {
 	*x = ExtensionBinding{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[27]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2501,7 @@ func (x *ExtensionBinding) String() string {
 func (*ExtensionBinding) ProtoMessage() {}
 
 func (x *ExtensionBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[27]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2514,7 @@ func (x *ExtensionBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtensionBinding.ProtoReflect.Descriptor instead.
 func (*ExtensionBinding) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExtensionBinding) GetMetadata() *Metadata {
@@ -2451,7 +2549,7 @@ type KillSwitch struct {
 
 func (x *KillSwitch) Reset() {
 	*x = KillSwitch{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[28]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2561,7 @@ func (x *KillSwitch) String() string {
 func (*KillSwitch) ProtoMessage() {}
 
 func (x *KillSwitch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[28]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2574,7 @@ func (x *KillSwitch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitch.ProtoReflect.Descriptor instead.
 func (*KillSwitch) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KillSwitch) GetMetadata() *Metadata {
@@ -2506,7 +2604,7 @@ type KillSwitchSpec struct {
 
 func (x *KillSwitchSpec) Reset() {
 	*x = KillSwitchSpec{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[29]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2616,7 @@ func (x *KillSwitchSpec) String() string {
 func (*KillSwitchSpec) ProtoMessage() {}
 
 func (x *KillSwitchSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[29]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2629,7 @@ func (x *KillSwitchSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchSpec.ProtoReflect.Descriptor instead.
 func (*KillSwitchSpec) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KillSwitchSpec) GetTarget() KillSwitchTarget {
@@ -2573,7 +2671,7 @@ type Announce struct {
 
 func (x *Announce) Reset() {
 	*x = Announce{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2683,7 @@ func (x *Announce) String() string {
 func (*Announce) ProtoMessage() {}
 
 func (x *Announce) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[30]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2696,7 @@ func (x *Announce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announce.ProtoReflect.Descriptor instead.
 func (*Announce) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Announce) GetHeader() *BundleHeader {
@@ -2657,6 +2755,16 @@ const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
 	"\vtarget_hash\x18\x05 \x01(\fR\n" +
 	"targetHash\x125\n" +
 	"\aupserts\x18\x06 \x03(\v2\x1b.meshkit.bundle.v1.ResourceR\aupserts\x12:\n" +
+	"\bremovals\x18\a \x03(\v2\x1e.meshkit.bundle.v1.ResourceKeyR\bremovals\"\xff\x01\n" +
+	"\x0fBundleDeltaView\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\fR\x06header\x12\x1d\n" +
+	"\n" +
+	"base_epoch\x18\x02 \x01(\x04R\tbaseEpoch\x12!\n" +
+	"\fbase_version\x18\x03 \x01(\x04R\vbaseVersion\x12\x1b\n" +
+	"\tbase_hash\x18\x04 \x01(\fR\bbaseHash\x12\x1f\n" +
+	"\vtarget_hash\x18\x05 \x01(\fR\n" +
+	"targetHash\x12\x18\n" +
+	"\aupserts\x18\x06 \x03(\fR\aupserts\x12:\n" +
 	"\bremovals\x18\a \x03(\v2\x1e.meshkit.bundle.v1.ResourceKeyR\bremovals\"\x9c\x03\n" +
 	"\bResource\x126\n" +
 	"\acluster\x18\x01 \x01(\v2\x1a.meshkit.bundle.v1.ClusterH\x00R\acluster\x120\n" +
@@ -2847,7 +2955,7 @@ func file_meshkit_bundle_v1_bundle_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_bundle_v1_bundle_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(LbPolicy)(0),                 // 0: meshkit.bundle.v1.LbPolicy
 	(Protocol)(0),                 // 1: meshkit.bundle.v1.Protocol
@@ -2859,100 +2967,102 @@ var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(*HeaderView)(nil),            // 7: meshkit.bundle.v1.HeaderView
 	(*Bundle)(nil),                // 8: meshkit.bundle.v1.Bundle
 	(*BundleDelta)(nil),           // 9: meshkit.bundle.v1.BundleDelta
-	(*Resource)(nil),              // 10: meshkit.bundle.v1.Resource
-	(*ResourceKey)(nil),           // 11: meshkit.bundle.v1.ResourceKey
-	(*Metadata)(nil),              // 12: meshkit.bundle.v1.Metadata
-	(*Label)(nil),                 // 13: meshkit.bundle.v1.Label
-	(*Cluster)(nil),               // 14: meshkit.bundle.v1.Cluster
-	(*ClusterSpec)(nil),           // 15: meshkit.bundle.v1.ClusterSpec
-	(*Endpoint)(nil),              // 16: meshkit.bundle.v1.Endpoint
-	(*UpstreamTls)(nil),           // 17: meshkit.bundle.v1.UpstreamTls
-	(*HealthCheck)(nil),           // 18: meshkit.bundle.v1.HealthCheck
-	(*Route)(nil),                 // 19: meshkit.bundle.v1.Route
-	(*RouteSpec)(nil),             // 20: meshkit.bundle.v1.RouteSpec
-	(*RouteMatch)(nil),            // 21: meshkit.bundle.v1.RouteMatch
-	(*HeaderMatch)(nil),           // 22: meshkit.bundle.v1.HeaderMatch
-	(*WeightedCluster)(nil),       // 23: meshkit.bundle.v1.WeightedCluster
-	(*AuthzPolicy)(nil),           // 24: meshkit.bundle.v1.AuthzPolicy
-	(*AuthzPolicySpec)(nil),       // 25: meshkit.bundle.v1.AuthzPolicySpec
-	(*AuthzRule)(nil),             // 26: meshkit.bundle.v1.AuthzRule
-	(*RetryPolicy)(nil),           // 27: meshkit.bundle.v1.RetryPolicy
-	(*RetryPolicySpec)(nil),       // 28: meshkit.bundle.v1.RetryPolicySpec
-	(*CircuitBreaker)(nil),        // 29: meshkit.bundle.v1.CircuitBreaker
-	(*ExtensionSpec)(nil),         // 30: meshkit.bundle.v1.ExtensionSpec
-	(*CanaryScope)(nil),           // 31: meshkit.bundle.v1.CanaryScope
-	(*ExtensionBindingSpec)(nil),  // 32: meshkit.bundle.v1.ExtensionBindingSpec
-	(*ExtensionBinding)(nil),      // 33: meshkit.bundle.v1.ExtensionBinding
-	(*KillSwitch)(nil),            // 34: meshkit.bundle.v1.KillSwitch
-	(*KillSwitchSpec)(nil),        // 35: meshkit.bundle.v1.KillSwitchSpec
-	(*Announce)(nil),              // 36: meshkit.bundle.v1.Announce
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*BundleDeltaView)(nil),       // 10: meshkit.bundle.v1.BundleDeltaView
+	(*Resource)(nil),              // 11: meshkit.bundle.v1.Resource
+	(*ResourceKey)(nil),           // 12: meshkit.bundle.v1.ResourceKey
+	(*Metadata)(nil),              // 13: meshkit.bundle.v1.Metadata
+	(*Label)(nil),                 // 14: meshkit.bundle.v1.Label
+	(*Cluster)(nil),               // 15: meshkit.bundle.v1.Cluster
+	(*ClusterSpec)(nil),           // 16: meshkit.bundle.v1.ClusterSpec
+	(*Endpoint)(nil),              // 17: meshkit.bundle.v1.Endpoint
+	(*UpstreamTls)(nil),           // 18: meshkit.bundle.v1.UpstreamTls
+	(*HealthCheck)(nil),           // 19: meshkit.bundle.v1.HealthCheck
+	(*Route)(nil),                 // 20: meshkit.bundle.v1.Route
+	(*RouteSpec)(nil),             // 21: meshkit.bundle.v1.RouteSpec
+	(*RouteMatch)(nil),            // 22: meshkit.bundle.v1.RouteMatch
+	(*HeaderMatch)(nil),           // 23: meshkit.bundle.v1.HeaderMatch
+	(*WeightedCluster)(nil),       // 24: meshkit.bundle.v1.WeightedCluster
+	(*AuthzPolicy)(nil),           // 25: meshkit.bundle.v1.AuthzPolicy
+	(*AuthzPolicySpec)(nil),       // 26: meshkit.bundle.v1.AuthzPolicySpec
+	(*AuthzRule)(nil),             // 27: meshkit.bundle.v1.AuthzRule
+	(*RetryPolicy)(nil),           // 28: meshkit.bundle.v1.RetryPolicy
+	(*RetryPolicySpec)(nil),       // 29: meshkit.bundle.v1.RetryPolicySpec
+	(*CircuitBreaker)(nil),        // 30: meshkit.bundle.v1.CircuitBreaker
+	(*ExtensionSpec)(nil),         // 31: meshkit.bundle.v1.ExtensionSpec
+	(*CanaryScope)(nil),           // 32: meshkit.bundle.v1.CanaryScope
+	(*ExtensionBindingSpec)(nil),  // 33: meshkit.bundle.v1.ExtensionBindingSpec
+	(*ExtensionBinding)(nil),      // 34: meshkit.bundle.v1.ExtensionBinding
+	(*KillSwitch)(nil),            // 35: meshkit.bundle.v1.KillSwitch
+	(*KillSwitchSpec)(nil),        // 36: meshkit.bundle.v1.KillSwitchSpec
+	(*Announce)(nil),              // 37: meshkit.bundle.v1.Announce
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
-	37, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
-	37, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
+	38, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 2: meshkit.bundle.v1.HeaderView.header:type_name -> meshkit.bundle.v1.BundleHeader
 	6,  // 3: meshkit.bundle.v1.Bundle.header:type_name -> meshkit.bundle.v1.BundleHeader
-	14, // 4: meshkit.bundle.v1.Bundle.clusters:type_name -> meshkit.bundle.v1.Cluster
-	19, // 5: meshkit.bundle.v1.Bundle.routes:type_name -> meshkit.bundle.v1.Route
-	24, // 6: meshkit.bundle.v1.Bundle.authz_policies:type_name -> meshkit.bundle.v1.AuthzPolicy
-	27, // 7: meshkit.bundle.v1.Bundle.retry_policies:type_name -> meshkit.bundle.v1.RetryPolicy
-	33, // 8: meshkit.bundle.v1.Bundle.extension_bindings:type_name -> meshkit.bundle.v1.ExtensionBinding
-	34, // 9: meshkit.bundle.v1.Bundle.kill_switches:type_name -> meshkit.bundle.v1.KillSwitch
+	15, // 4: meshkit.bundle.v1.Bundle.clusters:type_name -> meshkit.bundle.v1.Cluster
+	20, // 5: meshkit.bundle.v1.Bundle.routes:type_name -> meshkit.bundle.v1.Route
+	25, // 6: meshkit.bundle.v1.Bundle.authz_policies:type_name -> meshkit.bundle.v1.AuthzPolicy
+	28, // 7: meshkit.bundle.v1.Bundle.retry_policies:type_name -> meshkit.bundle.v1.RetryPolicy
+	34, // 8: meshkit.bundle.v1.Bundle.extension_bindings:type_name -> meshkit.bundle.v1.ExtensionBinding
+	35, // 9: meshkit.bundle.v1.Bundle.kill_switches:type_name -> meshkit.bundle.v1.KillSwitch
 	6,  // 10: meshkit.bundle.v1.BundleDelta.header:type_name -> meshkit.bundle.v1.BundleHeader
-	10, // 11: meshkit.bundle.v1.BundleDelta.upserts:type_name -> meshkit.bundle.v1.Resource
-	11, // 12: meshkit.bundle.v1.BundleDelta.removals:type_name -> meshkit.bundle.v1.ResourceKey
-	14, // 13: meshkit.bundle.v1.Resource.cluster:type_name -> meshkit.bundle.v1.Cluster
-	19, // 14: meshkit.bundle.v1.Resource.route:type_name -> meshkit.bundle.v1.Route
-	24, // 15: meshkit.bundle.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicy
-	27, // 16: meshkit.bundle.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicy
-	33, // 17: meshkit.bundle.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBinding
-	34, // 18: meshkit.bundle.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitch
-	13, // 19: meshkit.bundle.v1.Metadata.labels:type_name -> meshkit.bundle.v1.Label
-	12, // 20: meshkit.bundle.v1.Cluster.metadata:type_name -> meshkit.bundle.v1.Metadata
-	15, // 21: meshkit.bundle.v1.Cluster.spec:type_name -> meshkit.bundle.v1.ClusterSpec
-	16, // 22: meshkit.bundle.v1.ClusterSpec.endpoints:type_name -> meshkit.bundle.v1.Endpoint
-	0,  // 23: meshkit.bundle.v1.ClusterSpec.lb_policy:type_name -> meshkit.bundle.v1.LbPolicy
-	1,  // 24: meshkit.bundle.v1.ClusterSpec.protocol:type_name -> meshkit.bundle.v1.Protocol
-	38, // 25: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
-	17, // 26: meshkit.bundle.v1.ClusterSpec.tls:type_name -> meshkit.bundle.v1.UpstreamTls
-	18, // 27: meshkit.bundle.v1.ClusterSpec.health_check:type_name -> meshkit.bundle.v1.HealthCheck
-	38, // 28: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	38, // 29: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	12, // 30: meshkit.bundle.v1.Route.metadata:type_name -> meshkit.bundle.v1.Metadata
-	20, // 31: meshkit.bundle.v1.Route.spec:type_name -> meshkit.bundle.v1.RouteSpec
-	21, // 32: meshkit.bundle.v1.RouteSpec.match:type_name -> meshkit.bundle.v1.RouteMatch
-	23, // 33: meshkit.bundle.v1.RouteSpec.weighted_clusters:type_name -> meshkit.bundle.v1.WeightedCluster
-	38, // 34: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
-	22, // 35: meshkit.bundle.v1.RouteMatch.headers:type_name -> meshkit.bundle.v1.HeaderMatch
-	12, // 36: meshkit.bundle.v1.AuthzPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
-	25, // 37: meshkit.bundle.v1.AuthzPolicy.spec:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	2,  // 38: meshkit.bundle.v1.AuthzPolicySpec.action:type_name -> meshkit.bundle.v1.AuthzAction
-	26, // 39: meshkit.bundle.v1.AuthzPolicySpec.rules:type_name -> meshkit.bundle.v1.AuthzRule
-	12, // 40: meshkit.bundle.v1.RetryPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
-	28, // 41: meshkit.bundle.v1.RetryPolicy.spec:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	38, // 42: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
-	38, // 43: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
-	38, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
-	29, // 45: meshkit.bundle.v1.RetryPolicySpec.circuit_breaker:type_name -> meshkit.bundle.v1.CircuitBreaker
-	38, // 46: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
-	3,  // 47: meshkit.bundle.v1.ExtensionSpec.kind:type_name -> meshkit.bundle.v1.ExtensionKind
-	4,  // 48: meshkit.bundle.v1.ExtensionSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
-	4,  // 49: meshkit.bundle.v1.ExtensionBindingSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
-	31, // 50: meshkit.bundle.v1.ExtensionBindingSpec.canary:type_name -> meshkit.bundle.v1.CanaryScope
-	12, // 51: meshkit.bundle.v1.ExtensionBinding.metadata:type_name -> meshkit.bundle.v1.Metadata
-	32, // 52: meshkit.bundle.v1.ExtensionBinding.spec:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	30, // 53: meshkit.bundle.v1.ExtensionBinding.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	12, // 54: meshkit.bundle.v1.KillSwitch.metadata:type_name -> meshkit.bundle.v1.Metadata
-	35, // 55: meshkit.bundle.v1.KillSwitch.spec:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	5,  // 56: meshkit.bundle.v1.KillSwitchSpec.target:type_name -> meshkit.bundle.v1.KillSwitchTarget
-	6,  // 57: meshkit.bundle.v1.Announce.header:type_name -> meshkit.bundle.v1.BundleHeader
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	11, // 11: meshkit.bundle.v1.BundleDelta.upserts:type_name -> meshkit.bundle.v1.Resource
+	12, // 12: meshkit.bundle.v1.BundleDelta.removals:type_name -> meshkit.bundle.v1.ResourceKey
+	12, // 13: meshkit.bundle.v1.BundleDeltaView.removals:type_name -> meshkit.bundle.v1.ResourceKey
+	15, // 14: meshkit.bundle.v1.Resource.cluster:type_name -> meshkit.bundle.v1.Cluster
+	20, // 15: meshkit.bundle.v1.Resource.route:type_name -> meshkit.bundle.v1.Route
+	25, // 16: meshkit.bundle.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicy
+	28, // 17: meshkit.bundle.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicy
+	34, // 18: meshkit.bundle.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBinding
+	35, // 19: meshkit.bundle.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitch
+	14, // 20: meshkit.bundle.v1.Metadata.labels:type_name -> meshkit.bundle.v1.Label
+	13, // 21: meshkit.bundle.v1.Cluster.metadata:type_name -> meshkit.bundle.v1.Metadata
+	16, // 22: meshkit.bundle.v1.Cluster.spec:type_name -> meshkit.bundle.v1.ClusterSpec
+	17, // 23: meshkit.bundle.v1.ClusterSpec.endpoints:type_name -> meshkit.bundle.v1.Endpoint
+	0,  // 24: meshkit.bundle.v1.ClusterSpec.lb_policy:type_name -> meshkit.bundle.v1.LbPolicy
+	1,  // 25: meshkit.bundle.v1.ClusterSpec.protocol:type_name -> meshkit.bundle.v1.Protocol
+	39, // 26: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
+	18, // 27: meshkit.bundle.v1.ClusterSpec.tls:type_name -> meshkit.bundle.v1.UpstreamTls
+	19, // 28: meshkit.bundle.v1.ClusterSpec.health_check:type_name -> meshkit.bundle.v1.HealthCheck
+	39, // 29: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	39, // 30: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	13, // 31: meshkit.bundle.v1.Route.metadata:type_name -> meshkit.bundle.v1.Metadata
+	21, // 32: meshkit.bundle.v1.Route.spec:type_name -> meshkit.bundle.v1.RouteSpec
+	22, // 33: meshkit.bundle.v1.RouteSpec.match:type_name -> meshkit.bundle.v1.RouteMatch
+	24, // 34: meshkit.bundle.v1.RouteSpec.weighted_clusters:type_name -> meshkit.bundle.v1.WeightedCluster
+	39, // 35: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
+	23, // 36: meshkit.bundle.v1.RouteMatch.headers:type_name -> meshkit.bundle.v1.HeaderMatch
+	13, // 37: meshkit.bundle.v1.AuthzPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
+	26, // 38: meshkit.bundle.v1.AuthzPolicy.spec:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	2,  // 39: meshkit.bundle.v1.AuthzPolicySpec.action:type_name -> meshkit.bundle.v1.AuthzAction
+	27, // 40: meshkit.bundle.v1.AuthzPolicySpec.rules:type_name -> meshkit.bundle.v1.AuthzRule
+	13, // 41: meshkit.bundle.v1.RetryPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
+	29, // 42: meshkit.bundle.v1.RetryPolicy.spec:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	39, // 43: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
+	39, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
+	39, // 45: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
+	30, // 46: meshkit.bundle.v1.RetryPolicySpec.circuit_breaker:type_name -> meshkit.bundle.v1.CircuitBreaker
+	39, // 47: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
+	3,  // 48: meshkit.bundle.v1.ExtensionSpec.kind:type_name -> meshkit.bundle.v1.ExtensionKind
+	4,  // 49: meshkit.bundle.v1.ExtensionSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
+	4,  // 50: meshkit.bundle.v1.ExtensionBindingSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
+	32, // 51: meshkit.bundle.v1.ExtensionBindingSpec.canary:type_name -> meshkit.bundle.v1.CanaryScope
+	13, // 52: meshkit.bundle.v1.ExtensionBinding.metadata:type_name -> meshkit.bundle.v1.Metadata
+	33, // 53: meshkit.bundle.v1.ExtensionBinding.spec:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	31, // 54: meshkit.bundle.v1.ExtensionBinding.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	13, // 55: meshkit.bundle.v1.KillSwitch.metadata:type_name -> meshkit.bundle.v1.Metadata
+	36, // 56: meshkit.bundle.v1.KillSwitch.spec:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	5,  // 57: meshkit.bundle.v1.KillSwitchSpec.target:type_name -> meshkit.bundle.v1.KillSwitchTarget
+	6,  // 58: meshkit.bundle.v1.Announce.header:type_name -> meshkit.bundle.v1.BundleHeader
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_bundle_v1_bundle_proto_init() }
@@ -2960,7 +3070,7 @@ func file_meshkit_bundle_v1_bundle_proto_init() {
 	if File_meshkit_bundle_v1_bundle_proto != nil {
 		return
 	}
-	file_meshkit_bundle_v1_bundle_proto_msgTypes[4].OneofWrappers = []any{
+	file_meshkit_bundle_v1_bundle_proto_msgTypes[5].OneofWrappers = []any{
 		(*Resource_Cluster)(nil),
 		(*Resource_Route)(nil),
 		(*Resource_AuthzPolicy)(nil),
@@ -2974,7 +3084,7 @@ func file_meshkit_bundle_v1_bundle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_bundle_v1_bundle_proto_rawDesc), len(file_meshkit_bundle_v1_bundle_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
