@@ -518,7 +518,8 @@ func namedBundle(env *trustv1.Envelope) trust.Digest {
 
 // acceptHeld verifies and adopts a bundle fetched from a peer; when ann is set the bundle
 // must be the announced one.
-func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source string) error {
+func (a *Agent) acceptHeld(f *p2p.Fetched, ann *trust.Verified, source string) error {
+	hb := f.Held
 	a.modelCost(len(hb.GetProof()) + len(hb.GetPayload()))
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -533,6 +534,11 @@ func (a *Agent) acceptHeld(hb *syncv1.HeldBundle, ann *trust.Verified, source st
 		return err
 	}
 	h := &heldBundle{vb: vb, proof: hb.GetProof(), withBody: len(hb.GetPayload()) > 0, relayed: source == "gossip"}
+	if f.Encoded != nil && proto.Size(h.wire()) == len(f.Encoded) {
+		// The peer sent exactly what wire() would encode (the same proof and payload, in
+		// canonical form): keep its bytes for the LKG file and for serving fetches.
+		h.encodeOnce.Do(func() { h.encoded = f.Encoded })
+	}
 	if err := a.adoptLocked(vb, h); err != nil {
 		return err
 	}

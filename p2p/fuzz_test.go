@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"testing"
@@ -42,12 +43,16 @@ func syncCorpus(t testing.TB) [][]byte {
 		enc(&syncv1.SyncRequest{Op: &syncv1.SyncRequest_Fetch{Fetch: &syncv1.FetchRequest{Hash: []byte{1}}}}),
 		enc(&syncv1.SyncRequest{Op: &syncv1.SyncRequest_Peers{Peers: &syncv1.PeersRequest{Limit: 1 << 30}}}),
 		enc(&syncv1.PeersResponse{Peers: []*syncv1.PeerAddrs{{Id: []byte("not a peer id"), Addrs: [][]byte{{4, 127, 0, 0, 1}}}}}),
+		enc(&syncv1.SyncResponse{Result: &syncv1.SyncResponse_Bundle{Bundle: &syncv1.HeldBundle{Proof: []byte("proof"), Payload: []byte("payload")}}}),
+		enc(&syncv1.SyncResponse{Result: &syncv1.SyncResponse_Bundle{Bundle: &syncv1.HeldBundle{Proof: []byte("proof")}}}),
 		{},
 	}
 }
 
 // FuzzSyncDecoders feeds the same bytes to what a node decodes from peers over sync: a
-// request (which it answers) and a peer-exchange answer (which it dials).
+// request (which it answers), a peer-exchange answer (which it dials) and a fetch answer
+// (which it aliases when canonical: then it must be what proto.Unmarshal reads, and its
+// kept encoding what proto.Marshal writes).
 func FuzzSyncDecoders(f *testing.F) {
 	for _, in := range syncCorpus(f) {
 		f.Add(in)
@@ -76,6 +81,15 @@ func FuzzSyncDecoders(f *testing.F) {
 			}
 			if len(resp.GetPeers().GetPeers()) > maxExchangedPeers {
 				t.Fatal("peer exchange answer over its bound")
+			}
+		}
+		if f := aliasHeld(data); f != nil {
+			resp := &syncv1.SyncResponse{}
+			if err := proto.Unmarshal(data, resp); err != nil || !proto.Equal(resp.GetBundle(), f.Held) {
+				t.Fatalf("aliased %v, proto.Unmarshal reads %v (%v)", f.Held, resp.GetBundle(), err)
+			}
+			if enc, err := proto.Marshal(f.Held); err != nil || !bytes.Equal(enc, f.Encoded) {
+				t.Fatalf("kept encoding %x is not the bundle's %x", f.Encoded, enc)
 			}
 		}
 		pr := &syncv1.PeersResponse{}

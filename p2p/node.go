@@ -170,7 +170,6 @@ type Node struct {
 	mesh                map[peer.ID]bool // the bundles topic mesh, from GRAFT and PRUNE traces
 	bytesIn, bytesOut   atomic.Uint64
 	gossipIn, gossipOut atomic.Uint64
-	answerBufs          sync.Pool // *[]byte: sync answers are read into these (see readAnswer)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

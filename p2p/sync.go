@@ -21,8 +21,6 @@ import (
 )
 
 const (
-	// maxPooledAnswer is the largest sync answer read into a reused buffer.
-	maxPooledAnswer     = 1 << 20
 	maxSyncRequestBytes = 4 << 10
 	syncStreamTimeout   = 30 * time.Second
 	maxExchangedPeers   = 32
@@ -44,10 +42,26 @@ func (n *Node) Heads(ctx context.Context, p peer.ID) ([]*syncv1.Head, error) {
 	return h.GetHeads(), nil
 }
 
+// Fetched is a bundle fetched from a peer, not yet verified.
+type Fetched struct {
+	Held *syncv1.HeldBundle
+	// Encoded, when not nil, is the canonical encoding of Held, as the peer sent it; Held's
+	// proof and payload alias it. A holder that keeps the bundle encoded (to persist it and
+	// to serve it on) keeps these bytes rather than encoding Held again.
+	Encoded []byte
+}
+
 // Fetch asks p for the bundle whose payload hashes to hash. The answer is untrusted:
 // verify it (trust.Verifier.VerifyHeld) before use.
-func (n *Node) Fetch(ctx context.Context, p peer.ID, hash []byte) (*syncv1.HeldBundle, error) {
-	resp, err := n.request(ctx, p, &syncv1.SyncRequest{Op: &syncv1.SyncRequest_Fetch{Fetch: &syncv1.FetchRequest{Hash: hash}}})
+func (n *Node) Fetch(ctx context.Context, p peer.ID, hash []byte) (*Fetched, error) {
+	buf, err := n.exchange(ctx, p, &syncv1.SyncRequest{Op: &syncv1.SyncRequest_Fetch{Fetch: &syncv1.FetchRequest{Hash: hash}}})
+	if err != nil {
+		return nil, err
+	}
+	if f := aliasHeld(buf); f != nil {
+		return f, nil
+	}
+	resp, err := decodeAnswer(p, buf)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +72,46 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, hash []byte) (*syncv1.HeldB
 		}
 		return nil, fmt.Errorf("p2p: fetch from %s: %s", p, describe(resp))
 	}
-	return b, nil
+	return &Fetched{Held: b}, nil
+}
+
+// aliasHeld reads a fetch answer that is exactly SyncResponse{bundle: HeldBundle{proof,
+// payload}} in canonical encoding (what serveSync writes) without copying: the result
+// aliases answer. Anything else returns nil, for proto.Unmarshal to decode or refuse.
+func aliasHeld(answer []byte) *Fetched {
+	num, typ, n := protowire.ConsumeTag(answer)
+	if n < 0 || num != syncResponseBundle || typ != protowire.BytesType {
+		return nil
+	}
+	held, m := protowire.ConsumeBytes(answer[n:])
+	if m < 0 || n+m != len(answer) {
+		return nil
+	}
+	hb := &syncv1.HeldBundle{}
+	rest := held
+	for _, f := range []struct {
+		num protowire.Number
+		dst *[]byte
+	}{{heldProof, &hb.Proof}, {heldPayload, &hb.Payload}} {
+		if len(rest) == 0 {
+			break
+		}
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 || num != f.num || typ != protowire.BytesType {
+			return nil
+		}
+		v, m := protowire.ConsumeBytes(rest[n:])
+		if m < 0 {
+			return nil
+		}
+		*f.dst, rest = v, rest[n+m:]
+	}
+	// Nothing left over, and no longer than proto.Marshal would write (no empty field, no
+	// overlong varint): then held is byte for byte hb's encoding.
+	if len(rest) != 0 || proto.Size(hb) != len(held) {
+		return nil
+	}
+	return &Fetched{Held: hb, Encoded: held}
 }
 
 // ExchangePeers asks p for up to limit other peers of the domain.
@@ -109,6 +162,23 @@ func describe(resp *syncv1.SyncResponse) string {
 const errNotHeld = "not held"
 
 func (n *Node) request(ctx context.Context, p peer.ID, req *syncv1.SyncRequest) (*syncv1.SyncResponse, error) {
+	buf, err := n.exchange(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswer(p, buf)
+}
+
+func decodeAnswer(p peer.ID, buf []byte) (*syncv1.SyncResponse, error) {
+	resp := &syncv1.SyncResponse{}
+	if err := proto.Unmarshal(buf, resp); err != nil {
+		return nil, fmt.Errorf("p2p: sync answer from %s: %w", p, err)
+	}
+	return resp, nil
+}
+
+// exchange sends req to p and returns the encoded answer.
+func (n *Node) exchange(ctx context.Context, p peer.ID, req *syncv1.SyncRequest) ([]byte, error) {
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, SyncProtocol(n.cfg.Domain))
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open sync stream to %s: %w", p, err)
@@ -131,51 +201,38 @@ func (n *Node) request(ctx context.Context, p peer.ID, req *syncv1.SyncRequest) 
 		_ = s.Reset()
 		return nil, fmt.Errorf("p2p: sync request to %s: %w", p, err)
 	}
-	resp := &syncv1.SyncResponse{}
-	if err := n.readAnswer(bufio.NewReaderSize(&countingReader{r: s, n: n}, 64), resp); err != nil {
+	buf, err := n.readAnswer(bufio.NewReaderSize(&countingReader{r: s, n: n}, 64))
+	if err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("p2p: sync answer from %s: %w", p, err)
 	}
-	return resp, nil
+	return buf, nil
 }
 
-// readAnswer reads one length-delimited answer into resp, as protodelim.UnmarshalFrom
-// does (Config.MaxFetchBytes bounds it), but into a buffer reused across fetches:
-// proto.Unmarshal copies what it keeps, so the buffer is free again once it returns. A
-// 64 KiB bundle fetched by every agent would otherwise be a fresh 64 KiB each time, and on
-// the 1,000-agent simulation the page faults of fresh memory were a large part of the CPU.
-func (n *Node) readAnswer(r *bufio.Reader, resp *syncv1.SyncResponse) error {
+// readAnswer reads one length-delimited answer, as protodelim.UnmarshalFrom does
+// (Config.MaxFetchBytes bounds it), into a buffer of its own: a fetched bundle aliases it
+// (see aliasHeld) instead of being copied out of it. On the 1,000-agent 64 KiB
+// simulation, copies of fetched bundles (and the page faults of the fresh memory they
+// took) were the largest part of the CPU.
+func (n *Node) readAnswer(r *bufio.Reader) ([]byte, error) {
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
-		return fmt.Errorf("length prefix: %w", err)
+		return nil, fmt.Errorf("length prefix: %w", err)
 	}
 	if size > uint64(n.cfg.MaxFetchBytes) {
-		return fmt.Errorf("answer of %d bytes is over the %d-byte limit", size, n.cfg.MaxFetchBytes)
+		return nil, fmt.Errorf("answer of %d bytes is over the %d-byte limit", size, n.cfg.MaxFetchBytes)
 	}
-	var buf []byte
-	if size <= maxPooledAnswer {
-		bp, _ := n.answerBufs.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
-		defer n.answerBufs.Put(bp)
-		if cap(*bp) < int(size) {
-			*bp = make([]byte, size)
-		}
-		buf = (*bp)[:size]
-	} else {
-		buf = make([]byte, size) // rare: not worth keeping a buffer this big around
-	}
+	buf := make([]byte, size)
 	if _, err := io.ReadFull(r, buf); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return err
+		return nil, err
 	}
-	return proto.Unmarshal(buf, resp)
+	return buf, nil
 }
 
 func (n *Node) serveSync(s network.Stream) {
@@ -211,8 +268,12 @@ func (n *Node) heldEncoded(req *syncv1.SyncRequest) []byte {
 	return es.HeldEncoded(req.GetFetch().GetHash())
 }
 
-// syncResponseBundle is SyncResponse's field number for a fetched bundle.
-var syncResponseBundle = (&syncv1.SyncResponse{}).ProtoReflect().Descriptor().Fields().ByName("bundle").Number()
+// Field numbers of a fetch answer, from the descriptors.
+var (
+	syncResponseBundle = (&syncv1.SyncResponse{}).ProtoReflect().Descriptor().Fields().ByName("bundle").Number()
+	heldProof          = (&syncv1.HeldBundle{}).ProtoReflect().Descriptor().Fields().ByName("proof").Number()
+	heldPayload        = (&syncv1.HeldBundle{}).ProtoReflect().Descriptor().Fields().ByName("payload").Number()
+)
 
 // writeHeldResponse writes what protodelim.MarshalTo writes for
 // SyncResponse{Result: Bundle(held)}, without copying held into a new message: the

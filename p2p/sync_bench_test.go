@@ -32,8 +32,8 @@ func BenchmarkFetch64KiB(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(got.GetProof()) != len(held.Proof) {
-			b.Fatalf("fetched %d bytes, want %d", len(got.GetProof()), len(held.Proof))
+		if len(got.Held.GetProof()) != len(held.Proof) {
+			b.Fatalf("fetched %d bytes, want %d", len(got.Held.GetProof()), len(held.Proof))
 		}
 	}
 }

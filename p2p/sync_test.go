@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -99,12 +101,16 @@ func TestFetchIsServedFromTheEncoding(t *testing.T) {
 	server, client := fetchPair(t, src)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got, err := client.Fetch(ctx, server.ID(), make([]byte, 32))
+	f, err := client.Fetch(ctx, server.ID(), make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := f.Held
 	if !proto.Equal(got, want) {
 		t.Fatalf("fetched proof %d B, payload %q; want proof %d B, payload %q", len(got.Proof), got.Payload, len(want.Proof), want.Payload)
+	}
+	if enc, _ := proto.Marshal(want); !bytes.Equal(f.Encoded, enc) {
+		t.Fatalf("Encoded is %d bytes, not the bundle's encoding (%d bytes)", len(f.Encoded), len(enc))
 	}
 	if n := src.served.Load(); n != 1 {
 		t.Fatalf("the encoding served %d fetches, want 1", n)
@@ -124,22 +130,22 @@ func (twoSource) Held(hash []byte) *syncv1.HeldBundle {
 	return nil
 }
 
-// TestFetchedBundlesDoNotShareTheReadBuffer: answers are read into a reused buffer; a
-// bundle fetched first must not change when the next one is read.
+// TestFetchedBundlesDoNotShareTheReadBuffer: a fetched bundle aliases the buffer its answer
+// was read into, so that buffer must be its own: one fetched first must not change when
+// the next ones are read.
 func TestFetchedBundlesDoNotShareTheReadBuffer(t *testing.T) {
 	server, client := fetchPair(t, twoSource{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Several rounds: a pooled buffer comes back to the goroutine's own processor only.
 	var got []*syncv1.HeldBundle
 	for k := range 20 {
 		hash := make([]byte, 32)
 		hash[0] = byte(k % 2)
-		hb, err := client.Fetch(ctx, server.ID(), hash)
+		f, err := client.Fetch(ctx, server.ID(), hash)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, hb)
+		got = append(got, f.Held)
 	}
 	for k, hb := range got {
 		if want := bytes.Repeat([]byte{'a' + byte(k%2)}, 8<<10); !bytes.Equal(hb.GetProof(), want) {
@@ -148,8 +154,55 @@ func TestFetchedBundlesDoNotShareTheReadBuffer(t *testing.T) {
 	}
 }
 
-// TestReadAnswerRefuses: an answer over the limit, cut short or malformed is refused with
-// the reason.
+// TestAliasHeld: only an answer in exactly the canonical form of SyncResponse{bundle} is
+// aliased (and its encoding kept); every other valid encoding is left to proto.Unmarshal,
+// which reads the same bundle.
+func TestAliasHeld(t *testing.T) {
+	hb := &syncv1.HeldBundle{Proof: []byte("proof"), Payload: []byte("payload")}
+	held, _ := proto.Marshal(hb)
+	answer := func(held []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, syncResponseBundle, protowire.BytesType), held)
+	}
+	proof := protowire.AppendBytes(protowire.AppendTag(nil, heldProof, protowire.BytesType), hb.Proof)
+	payload := protowire.AppendBytes(protowire.AppendTag(nil, heldPayload, protowire.BytesType), hb.Payload)
+	emptyPayload := protowire.AppendBytes(protowire.AppendTag(nil, heldPayload, protowire.BytesType), nil)
+	overlong := append(protowire.AppendTag(nil, heldProof, protowire.BytesType), 0x85, 0x00) // 5, in two bytes
+	overlong = append(overlong, hb.Proof...)
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 1)
+
+	f := aliasHeld(answer(held))
+	if f == nil || !proto.Equal(f.Held, hb) || !bytes.Equal(f.Encoded, held) {
+		t.Fatalf("canonical answer: %v", f)
+	}
+	f.Encoded[len(f.Encoded)-1] = '!' // aliased: the bundle is the answer's bytes
+	if string(f.Held.Payload) != "payloa!" {
+		t.Fatalf("payload %q does not alias the answer", f.Held.Payload)
+	}
+	for _, c := range []struct {
+		name   string
+		answer []byte
+	}{
+		{"payload before proof", answer(slices.Concat(payload, proof))},
+		{"empty payload written", answer(slices.Concat(proof, emptyPayload))},
+		{"overlong length", answer(overlong)},
+		{"unknown field", answer(slices.Concat(proof, payload, unknown))},
+		{"field after the bundle", slices.Concat(answer(held), unknown)},
+		{"an error answer", protowire.AppendString(protowire.AppendTag(nil, 4, protowire.BytesType), "not held")},
+	} {
+		if f := aliasHeld(c.answer); f != nil {
+			t.Errorf("%s: aliased, want it left to proto.Unmarshal", c.name)
+		}
+		if c.name == "an error answer" {
+			continue
+		}
+		resp := &syncv1.SyncResponse{}
+		if err := proto.Unmarshal(c.answer, resp); err != nil || !bytes.Equal(resp.GetBundle().GetProof(), hb.Proof) {
+			t.Errorf("%s: proto.Unmarshal = %v, %v; the case must be a valid encoding of the bundle", c.name, resp, err)
+		}
+	}
+}
+
+// TestReadAnswerRefuses: an answer over the limit or cut short is refused with the reason.
 func TestReadAnswerRefuses(t *testing.T) {
 	n := &Node{cfg: Config{MaxFetchBytes: 100}}
 	for _, c := range []struct {
@@ -161,9 +214,8 @@ func TestReadAnswerRefuses(t *testing.T) {
 		{"empty", nil, "length prefix: EOF"},
 		{"length prefix cut short", []byte{0x80}, "length prefix: unexpected EOF"},
 		{"body cut short", []byte{10, 1, 2}, "unexpected EOF"},
-		{"not a SyncResponse", []byte{2, 0xff, 0xff}, "proto"},
 	} {
-		err := n.readAnswer(bufio.NewReader(bytes.NewReader(c.in)), &syncv1.SyncResponse{})
+		_, err := n.readAnswer(bufio.NewReader(bytes.NewReader(c.in)))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
 		}
