@@ -79,6 +79,7 @@ bench:
 	$(GO) test ./wasm -run '^$$' -bench . -benchtime 3x
 	$(GO) test ./content -run '^$$' -bench ArtifactSpread -benchtime 1x -count 3
 	$(GO) test ./p2p -run '^$$' -bench Fetch64KiB -benchmem -count $(BENCHCOUNT)
+	$(GO) test ./bundle -run '^$$' -bench ApplyDelta -benchmem -count $(BENCHCOUNT)
 
 ## dev: the README's run command
 dev:
