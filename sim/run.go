@@ -587,12 +587,15 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 // in a virtual machine than the allocation. That cost grew with each publish as the heap
 // grew (1,000 agents, 4 KiB: per-publish p99 from 395 to 590 ms over six publishes) and
 // is an artefact of simulating many processes in one. Call it right after a collection
-// (heapInUse): it allocates up to the goal that collection set.
+// (heapInUse): it allocates up to the goal that collection set, but never more than half
+// the memory the machine has available (a goal five times a large live heap may be more
+// than the run would ever reach).
 func warmHeap() {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	const chunk = 32 << 20
 	want := int64(m.NextGC) - int64(m.HeapAlloc) - 2*chunk // stay under the goal: no collection meanwhile
+	want = min(want, availableMemory()/2)
 	keep := make([][]byte, 0, max(want/chunk, 0))
 	for n := int64(0); n < want; n += chunk {
 		b := make([]byte, chunk)
