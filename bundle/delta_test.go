@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -54,7 +55,8 @@ func mutate(rng *rand.Rand, b *bundlev1.Bundle) {
 }
 
 // TestDeltaReproducesTarget: for random chains of edits, applying each delta to its base
-// yields exactly the target's bytes and hash.
+// yields exactly the target's bytes and hash, decoded (ApplyDelta) and as bytes
+// (ApplyDeltaView, on its wire path itself, not by falling back to decoding).
 func TestDeltaReproducesTarget(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	cur := genBundle(1, 50)
@@ -88,10 +90,23 @@ func TestDeltaReproducesTarget(t *testing.T) {
 		if Hash(got) != Hash(nextPayload) || !proto.Equal(gotBundle, next) {
 			t.Fatalf("step %d: delta produced %s, target is %s", step, Hash(got), Hash(nextPayload))
 		}
+		v, err := DecodeDeltaView(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wire, ok := applyWire(curPayload, v); !ok || !bytes.Equal(wire, nextPayload) {
+			t.Fatalf("step %d: the wire path did not reproduce the target (ok %v)", step, ok)
+		}
+		if got, err := ApplyDeltaView(curPayload, Hash(curPayload), v); err != nil || !bytes.Equal(got, nextPayload) {
+			t.Fatalf("step %d: ApplyDeltaView = %s, %v; target is %s", step, Hash(got), err, Hash(nextPayload))
+		}
 		cur, curPayload = next, nextPayload
 	}
 }
 
+// TestDeltaRefusesWrongBaseAndTampering: a delta that does not fit its base, or does not
+// produce its target, fails with ErrDeltaMismatch and a message that says which, applied
+// decoded or as bytes.
 func TestDeltaRefusesWrongBaseAndTampering(t *testing.T) {
 	base := genBundle(1, 5)
 	basePayload, _ := Encode(base)
@@ -106,27 +121,40 @@ func TestDeltaRefusesWrongBaseAndTampering(t *testing.T) {
 	if len(d.GetRemovals()) != 1 || len(d.GetUpserts()) != 0 {
 		t.Fatalf("delta = %d upserts, %d removals; want 0, 1", len(d.GetUpserts()), len(d.GetRemovals()))
 	}
-
-	other := genBundle(1, 6)
-	otherPayload, _ := Encode(other)
-	if _, _, err := ApplyDelta(otherPayload, d); !errors.Is(err, ErrDeltaMismatch) {
-		t.Errorf("wrong base: err = %v", err)
-	}
+	other, _ := Encode(genBundle(1, 6))
 	extra := proto.Clone(d).(*bundlev1.BundleDelta)
 	r, _ := wrap((&bundlev1.RetryPolicy{Metadata: &bundlev1.Metadata{Name: "sneaky", Namespace: "shop"}}).ProtoReflect())
 	extra.Upserts = append(extra.Upserts, r)
-	if _, _, err := ApplyDelta(basePayload, extra); !errors.Is(err, ErrDeltaMismatch) || !strings.Contains(err.Error(), "promises") {
-		t.Errorf("tampered delta: err = %v", err)
-	}
 	ghost := proto.Clone(d).(*bundlev1.BundleDelta)
 	ghost.Removals = append(ghost.Removals, &bundlev1.ResourceKey{Kind: "Route", Namespace: "shop", Name: "ghost"})
-	if _, _, err := ApplyDelta(basePayload, ghost); !errors.Is(err, ErrDeltaMismatch) {
-		t.Errorf("removal of a missing resource: err = %v", err)
-	}
+	noMeta := proto.Clone(d).(*bundlev1.BundleDelta)
+	noMeta.Upserts = append(noMeta.Upserts, &bundlev1.Resource{Kind: &bundlev1.Resource_Route{Route: &bundlev1.Route{}}})
 	empty := proto.Clone(d).(*bundlev1.BundleDelta)
 	empty.Upserts = append(empty.Upserts, &bundlev1.Resource{})
-	if _, _, err := ApplyDelta(basePayload, empty); !errors.Is(err, ErrDeltaMismatch) {
-		t.Errorf("empty upsert: err = %v", err)
+
+	for _, tc := range []struct {
+		name string
+		base []byte
+		d    *bundlev1.BundleDelta
+		want string
+	}{
+		{"wrong base", other, d, "the delta expects"},
+		{"tampered", basePayload, extra, "promises"},
+		{"removal of a missing resource", basePayload, ghost, "removal of Route shop/ghost, which the base does not hold"},
+		{"upsert without metadata", basePayload, noMeta, "without metadata"},
+		{"empty upsert", basePayload, empty, "empty resource"},
+	} {
+		enc, _ := EncodeDelta(tc.d)
+		dec, _ := DecodeDelta(enc)
+		_, _, err := ApplyDelta(tc.base, dec)
+		if !errors.Is(err, ErrDeltaMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s, decoded: err = %v; want ErrDeltaMismatch saying %q", tc.name, err, tc.want)
+		}
+		v, _ := DecodeDeltaView(enc)
+		_, err = ApplyDeltaView(tc.base, Hash(tc.base), v)
+		if !errors.Is(err, ErrDeltaMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s, as bytes: err = %v; want ErrDeltaMismatch saying %q", tc.name, err, tc.want)
+		}
 	}
 }
 
