@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -195,21 +196,26 @@ func TestCorruptLKGIsNeverServed(t *testing.T) {
 	if err := m.agents[0].Close(); err != nil {
 		t.Fatal(err)
 	}
+	// v1 went to slot 0 and v2 to slot 1: truncate the newest.
 	files, _ := filepath.Glob(filepath.Join(m.dirs[0], "lkg", "*.bundle"))
-	if len(files) != 1 {
-		t.Fatalf("lkg files %v, want one variant", files)
+	if len(files) != 2 || !strings.HasSuffix(files[1], ".1.bundle") {
+		t.Fatalf("lkg files %v, want the two slots of one variant", files)
 	}
-	cur := files[0]
-	b, _ := os.ReadFile(cur)
-	if err := os.WriteFile(cur, b[:len(b)/2], 0o600); err != nil {
+	b, _ := os.ReadFile(files[1])
+	if err := os.WriteFile(files[1], b[:len(b)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	restart := func() *node.Agent {
+	restart := func(bootstrap ...peer.AddrInfo) *node.Agent {
 		h, err := m.mn.GenPeer()
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: m.dirs[0], Host: h, Clock: d.clock})
+		if len(bootstrap) > 0 {
+			if _, err := m.mn.LinkPeers(h.ID(), bootstrap[0].ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: m.dirs[0], Host: h, Clock: d.clock, Bootstrap: bootstrap})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,8 +228,23 @@ func TestCorruptLKGIsNeverServed(t *testing.T) {
 	}
 	_ = a.Close()
 
+	// Restarted on v1 from slot 0, the agent fetches v2 from the seed again: the write must
+	// go to the torn slot 1, never over slot 0, the only good copy while it is written.
+	served, _ := os.ReadFile(files[0])
+	a = restart(m.seedInfo())
+	waitVersion(t, 2, a)
+	_ = a.Close() // flushes the write
+	if now, _ := os.ReadFile(files[0]); !bytes.Equal(now, served) {
+		t.Fatal("the v2 write went over the slot the agent was serving v1 from")
+	}
+	a = restart()
+	if b, ok := a.Current(); !ok || b.Version != 2 {
+		t.Fatalf("after v2 was written again: serves v%d (ok=%v), want v2", b.Version, ok)
+	}
+	_ = a.Close()
+
 	// Flip one byte of the signed content in both copies: signatures no longer verify.
-	for _, f := range []string{cur, cur + ".prev"} {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
