@@ -319,8 +319,8 @@ func (a *Agent) Close() error {
 	// runs a stream opened then was left without a reset.
 	err := a.node.Close()
 	a.cancel()
-	a.wg.Wait()
-	return err
+	a.wg.Wait() // the persist loop has flushed: the LKG files can close
+	return errors.Join(err, a.lkg.close())
 }
 
 // Node is the agent's p2p node.
