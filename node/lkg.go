@@ -39,7 +39,7 @@ type lkgStore struct {
 	// synced lists slot files whose directory entry is known durable (created by us and
 	// the directory fsynced, or found by load).
 	synced map[string]bool
-	open   map[string]*os.File // slot files kept open for writing
+	open   map[string]*os.File // slot files kept open for writing: two per variant (usually 1–2)
 }
 
 const lkgExt = ".bundle"
