@@ -39,6 +39,10 @@ type Result struct {
 	Rejected map[string]uint64 `json:"rejected,omitempty"`
 	// Regressions counts agents that ever served an older (epoch, version) after a newer one.
 	Regressions int `json:"regressions"`
+	// CrossedPartition counts agents that, cut off from the seed by a partition, came to
+	// hold a version published after the cut before it healed: the simulated network
+	// leaked (a mocknet stream can outlive its connection). 0 means every partition held.
+	CrossedPartition int `json:"crossed_partition"`
 	// WallSeconds is how long the run took, and HeapBytesPerAgent the heap it held per agent.
 	WallSeconds       float64 `json:"wall_seconds"`
 	HeapBytesPerAgent float64 `json:"heap_bytes_per_agent"`
@@ -80,10 +84,18 @@ type tracker struct {
 	regress  []bool
 	pubAt    map[uint64]time.Duration
 	pubOrder []uint64
+	// While a partition is in place: the agents cut off from the seed, the newest version
+	// published before the cut, and the agents that came to hold a newer one anyway (it
+	// crossed the cut: the simulated network leaked).
+	off      map[int]bool
+	offAbove uint64
+	crossed  map[int]bool
+	maxPub   uint64 // the newest version published, warm-up included (reset keeps it)
 }
 
 func newTracker(agents int) *tracker {
-	t := &tracker{held: make([]map[uint64]time.Duration, agents), last: make([]uint64, agents), regress: make([]bool, agents), pubAt: map[uint64]time.Duration{}}
+	t := &tracker{held: make([]map[uint64]time.Duration, agents), last: make([]uint64, agents), regress: make([]bool, agents),
+		pubAt: map[uint64]time.Duration{}, crossed: map[int]bool{}}
 	for i := range t.held {
 		t.held[i] = map[uint64]time.Duration{}
 	}
@@ -102,11 +114,36 @@ func (t *tracker) hold(agent int, version uint64) {
 	if _, ok := t.held[agent][version]; !ok {
 		t.held[agent][version] = t.now()
 	}
+	if t.off[agent] && version > t.offAbove {
+		t.crossed[agent] = true
+	}
+}
+
+// cutOff records that agents are cut off from the seed from now on: no version published
+// after this can reach them until healed.
+func (t *tracker) cutOff(agents []int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.off == nil {
+		t.off = map[int]bool{}
+		t.offAbove = t.maxPub
+	}
+	for _, a := range agents {
+		t.off[a] = true
+	}
+}
+
+// healed ends the partition.
+func (t *tracker) healed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.off, t.offAbove = nil, 0
 }
 
 func (t *tracker) published(version uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.maxPub = max(t.maxPub, version)
 	if _, ok := t.pubAt[version]; !ok {
 		t.pubAt[version] = t.now()
 		t.pubOrder = append(t.pubOrder, version)
@@ -196,6 +233,7 @@ func (t *tracker) result(up []int, lastHeal time.Duration, healTarget uint64) *R
 			res.Regressions++
 		}
 	}
+	res.CrossedPartition = len(t.crossed)
 	return res
 }
 

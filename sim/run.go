@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,12 +11,14 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
@@ -39,6 +42,9 @@ type Options struct {
 	// CPUProfile, when set, receives the CPU profile of the measured window (after
 	// warm-up) of a wall-clock run (`meshkit sim --cpuprofile`).
 	CPUProfile io.Writer
+	// leaveLinked makes a partition leave that many of the links it should cut in place:
+	// a leaky partition, for the test that the leak is seen.
+	leaveLinked int
 }
 
 // MeasuredCost is the verify-and-apply cost measured by the trust benchmarks on this kind
@@ -73,7 +79,9 @@ type world struct {
 	cut   map[[2]int]bool
 	// live are the mocknet links up now, with their base latency, for the shaper.
 	live map[[2]int]liveLink
-	mu   sync.Mutex
+	// closed are connections closed so far whose streams may outlive them (see reapGhosts).
+	closed []network.Conn
+	mu     sync.Mutex
 }
 
 type liveLink struct {
@@ -166,6 +174,11 @@ func (w *world) up(i int) (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.Network().Notify(&network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		w.mu.Lock()
+		w.closed = append(w.closed, c)
+		w.mu.Unlock()
+	}})
 	w.mu.Lock()
 	s.host = h
 	w.mu.Unlock()
@@ -257,22 +270,118 @@ func (w *world) down(i int) {
 	_ = h.Close()
 }
 
-// partition cuts the links between side (with the seed) and the rest.
-func (w *world) partition(side map[int]bool) {
+// partition cuts the links between side (with the seed) and the rest, then closes every
+// connection across the cut until none is left: a dial under way when its link goes can
+// still connect, and mocknet adds a new connection to its two ends one after the other
+// (a one-sided connection still carries gossip). It sweeps at most sweepFor, then
+// returns the pairs still connected (0 when the cut is clean).
+func (w *world) partition(side map[int]bool, leaveLinked int) int {
 	w.mu.Lock()
 	var cut [][2]int
 	for p := range w.links {
 		if side[p[0]] != side[p[1]] {
-			w.cut[p] = true
-			delete(w.live, p)
 			cut = append(cut, p)
 		}
+	}
+	if leaveLinked > 0 { // links between agents, which carry their gossip mesh
+		slices.SortFunc(cut, func(a, b [2]int) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+		cut = slices.DeleteFunc(cut, func(p [2]int) bool {
+			if p[0] != 0 && leaveLinked > 0 {
+				leaveLinked--
+				return true
+			}
+			return false
+		})
+	}
+	for _, p := range cut {
+		w.cut[p] = true
+		delete(w.live, p)
 	}
 	w.mu.Unlock()
 	for _, p := range cut {
 		_ = w.mn.UnlinkPeers(w.slots[p[0]].id, w.slots[p[1]].id)
-		_ = w.mn.DisconnectPeers(w.slots[p[0]].id, w.slots[p[1]].id)
 	}
+	// Clean means no connection across the cut at two checks a sweepPause apart (a dial
+	// begun before the cut lands within that).
+	left := 0
+	for deadline, clean := time.Now().Add(sweepFor), 0; clean < 2 && time.Now().Before(deadline); {
+		left = w.disconnect(cut)
+		w.reapGhosts()
+		if left == 0 {
+			clean++
+		} else {
+			clean = 0
+		}
+		time.Sleep(sweepPause)
+	}
+	return left
+}
+
+const (
+	sweepFor   = 5 * time.Second
+	sweepPause = 100 * time.Millisecond
+)
+
+// reapGhosts resets the streams of every connection closed so far and forgets the
+// connections left without any. mocknet adds a stream to its far end's connection
+// asynchronously, and opens one on a connection whatever its state: a stream opened while
+// its connection closes can stay alive after it, carrying data over a link that no longer
+// exists (gossipsub then keeps that peer across a partition). Over a real transport a
+// closed connection takes its streams with it, which this restores.
+func (w *world) reapGhosts() (reset int) {
+	w.mu.Lock()
+	closed := w.closed
+	w.closed = nil
+	w.mu.Unlock()
+	var keep []network.Conn
+	for _, c := range closed {
+		streams := c.GetStreams()
+		for _, s := range streams {
+			_ = s.Reset()
+			reset++
+		}
+		if len(streams) > 0 {
+			keep = append(keep, c) // checked again next time
+		}
+	}
+	w.mu.Lock()
+	w.closed = append(w.closed, keep...)
+	w.mu.Unlock()
+	return reset
+}
+
+// reap calls reapGhosts every interval until ctx ends.
+func (w *world) reap(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.reapGhosts()
+	}
+}
+
+// disconnect closes both ends' connections for every pair and returns how many pairs
+// had one.
+func (w *world) disconnect(pairs [][2]int) int {
+	n := 0
+	for _, p := range pairs {
+		w.mu.Lock()
+		a, b := w.slots[p[0]].host, w.slots[p[1]].host
+		w.mu.Unlock()
+		if a == nil || b == nil {
+			continue
+		}
+		if a.Network().Connectedness(b.ID()) == network.Connected || b.Network().Connectedness(a.ID()) == network.Connected {
+			n++
+		}
+		_ = w.mn.DisconnectPeers(a.ID(), b.ID())
+		_ = w.mn.DisconnectPeers(b.ID(), a.ID())
+	}
+	return n
 }
 
 // heal restores every cut link between slots that are up.
@@ -469,6 +578,13 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	// Once everything is up, the run always ends by itself: warm-up, duration and a minute.
 	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute)
 	defer cancel()
+	// Ghost streams are reaped all along, not only when a partition sweeps: one left to a
+	// killed or churned agent would hold its peer's gossip writer on a dead pipe.
+	var reaper sync.WaitGroup
+	reapCtx, stopReaping := context.WithCancel(ctx)
+	reaper.Go(func() { w.reap(reapCtx, time.Second) })
+	defer reaper.Wait()
+	defer stopReaping()
 	if sc.Link.shaped() {
 		var shaper sync.WaitGroup
 		shapeCtx, stopShaping := context.WithCancel(ctx)
@@ -531,8 +647,18 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 			for _, a := range w.rng.Perm(sc.Agents)[:int(st.ev.Partition*float64(sc.Agents))] {
 				side[a+1] = true
 			}
-			w.partition(side)
+			var off []int
+			for a := range sc.Agents {
+				if !side[a+1] {
+					off = append(off, a)
+				}
+			}
+			d.t.cutOff(off)
+			if left := w.partition(side, opt.leaveLinked); left > 0 {
+				d.log.Warn("connections still cross the partition", "pairs", left)
+			}
 		case st.ev.Heal:
+			d.t.healed()
 			err = w.heal()
 			lastHeal, healTarget = d.t.now(), d.t.newest()
 		case st.ev.Publish > 0:

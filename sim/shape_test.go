@@ -35,7 +35,7 @@ link: {latency: 20ms, jitter: 5ms, loss: 0.1}
 	for i := 1; i <= 20; i++ {
 		side[i] = true
 	}
-	w.partition(side)
+	w.partition(side, 0)
 	rto := sc.Link.rto(20 * time.Millisecond)
 	if rto != 200*time.Millisecond {
 		t.Fatalf("default rto %s, want 200ms (Linux's minimum)", rto)

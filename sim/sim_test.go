@@ -43,6 +43,11 @@ func TestCIScenario(t *testing.T) {
 	if res.Regressions != 0 {
 		t.Errorf("%d agents saw a version go backwards", res.Regressions)
 	}
+	// The partition must hold: nothing the seed publishes meanwhile reaches the cut-off half
+	// before the heal (the delivery after it is what converge measures).
+	if res.CrossedPartition != 0 {
+		t.Errorf("%d cut-off agents got a version across the partition", res.CrossedPartition)
+	}
 	if res.ConvergeMs < 0 {
 		t.Error("the agents did not converge after the heal")
 	}

@@ -203,6 +203,7 @@ func printSim(w io.Writer, sc *sim.Scenario, m, b *sim.Result) {
 	row("received per agent KiB", func(r *sim.Result) float64 { return r.BytesPerAgent / 1024 }, "%.1f", true)
 	row("converge after heal ms", func(r *sim.Result) float64 { return r.ConvergeMs }, "%.0f", false)
 	row("version regressions", func(r *sim.Result) float64 { return float64(r.Regressions) }, "%.0f", false)
+	row("agents reached across the cut", func(r *sim.Result) float64 { return float64(r.CrossedPartition) }, "%.0f", false)
 	row("agents serving, lowest %", func(r *sim.Result) float64 { return 100 * r.ServingMin }, "%.1f", false)
 	row("agents serving, mean %", func(r *sim.Result) float64 { return 100 * r.ServingAvg }, "%.1f", false)
 	row("CPU s (whole process)", func(r *sim.Result) float64 { return r.CPUSeconds }, "%.2f", true)
