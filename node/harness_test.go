@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/memnet"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -231,6 +232,8 @@ type mesh struct {
 	agents []*node.Agent
 	dirs   []string
 	tune   func(*node.Config)
+	// ghosts resets streams mocknet leaves alive on closed connections (package memnet).
+	ghosts memnet.Reaper
 }
 
 func fastP2P(c *p2p.Config) {
@@ -248,10 +251,15 @@ func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config)) *
 	t.Helper()
 	m := &mesh{t: t, d: d, mn: mocknet.New(), tune: tune}
 	t.Cleanup(func() { _ = m.mn.Close() })
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	var reaper sync.WaitGroup
+	reaper.Go(func() { m.ghosts.Run(reapCtx, 100*time.Millisecond) })
+	t.Cleanup(func() { stopReaping(); reaper.Wait() })
 	sh, err := m.mn.GenPeer()
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.ghosts.Watch(sh)
 	m.seed = &testSeed{held: map[trust.Digest]*syncv1.HeldBundle{}, reports: make(chan *syncv1.NodeReport, 64)}
 	cfg := p2p.Config{Domain: d.name, Host: sh, Role: p2p.RoleSeed, Validator: m.seed, Source: m.seed,
 		OnReport: func(_ peer.ID, r *syncv1.NodeReport) {
@@ -270,6 +278,7 @@ func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config)) *
 		if err != nil {
 			t.Fatal(err)
 		}
+		m.ghosts.Watch(h)
 		m.hosts = append(m.hosts, h)
 		m.dirs = append(m.dirs, t.TempDir())
 	}

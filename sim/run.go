@@ -22,6 +22,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"meshkit.dev/meshkit/internal/memnet"
 )
 
 // Options tune a run without changing the scenario.
@@ -79,8 +81,8 @@ type world struct {
 	cut   map[[2]int]bool
 	// live are the mocknet links up now, with their base latency, for the shaper.
 	live map[[2]int]liveLink
-	// closed are connections closed so far whose streams may outlive them (see reapGhosts).
-	closed []network.Conn
+	// ghosts resets the streams mocknet leaves alive on closed connections.
+	ghosts memnet.Reaper
 	mu     sync.Mutex
 }
 
@@ -174,11 +176,7 @@ func (w *world) up(i int) (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.Network().Notify(&network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
-		w.mu.Lock()
-		w.closed = append(w.closed, c)
-		w.mu.Unlock()
-	}})
+	w.ghosts.Watch(h)
 	w.mu.Lock()
 	s.host = h
 	w.mu.Unlock()
@@ -306,7 +304,7 @@ func (w *world) partition(side map[int]bool, leaveLinked int) int {
 	left := 0
 	for deadline, clean := time.Now().Add(sweepFor), 0; clean < 2 && time.Now().Before(deadline); {
 		left = w.disconnect(cut)
-		w.reapGhosts()
+		w.ghosts.Reap()
 		if left == 0 {
 			clean++
 		} else {
@@ -321,48 +319,6 @@ const (
 	sweepFor   = 5 * time.Second
 	sweepPause = 100 * time.Millisecond
 )
-
-// reapGhosts resets the streams of every connection closed so far and forgets the
-// connections left without any. mocknet adds a stream to its far end's connection
-// asynchronously, and opens one on a connection whatever its state: a stream opened while
-// its connection closes can stay alive after it, carrying data over a link that no longer
-// exists (gossipsub then keeps that peer across a partition). Over a real transport a
-// closed connection takes its streams with it, which this restores.
-func (w *world) reapGhosts() (reset int) {
-	w.mu.Lock()
-	closed := w.closed
-	w.closed = nil
-	w.mu.Unlock()
-	var keep []network.Conn
-	for _, c := range closed {
-		streams := c.GetStreams()
-		for _, s := range streams {
-			_ = s.Reset()
-			reset++
-		}
-		if len(streams) > 0 {
-			keep = append(keep, c) // checked again next time
-		}
-	}
-	w.mu.Lock()
-	w.closed = append(w.closed, keep...)
-	w.mu.Unlock()
-	return reset
-}
-
-// reap calls reapGhosts every interval until ctx ends.
-func (w *world) reap(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		w.reapGhosts()
-	}
-}
 
 // disconnect closes both ends' connections for every pair and returns how many pairs
 // had one.
@@ -578,11 +534,12 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	// Once everything is up, the run always ends by itself: warm-up, duration and a minute.
 	ctx, cancel := context.WithTimeout(ctx, sc.Warmup.D()+sc.Duration.D()+time.Minute)
 	defer cancel()
-	// Ghost streams are reaped all along, not only when a partition sweeps: one left to a
-	// killed or churned agent would hold its peer's gossip writer on a dead pipe.
+	// Streams closed connections left alive are reset all along, not only when a partition
+	// sweeps: one left to a killed or churned agent would hold its peer's gossip writer on
+	// a dead pipe (package memnet).
 	var reaper sync.WaitGroup
 	reapCtx, stopReaping := context.WithCancel(ctx)
-	reaper.Go(func() { w.reap(reapCtx, time.Second) })
+	reaper.Go(func() { w.ghosts.Run(reapCtx, time.Second) })
 	defer reaper.Wait()
 	defer stopReaping()
 	if sc.Link.shaped() {
