@@ -271,9 +271,9 @@ func (w *world) down(i int) {
 // partition cuts the links between side (with the seed) and the rest, then closes every
 // connection across the cut until none is left: a dial under way when its link goes can
 // still connect, and mocknet adds a new connection to its two ends one after the other
-// (a one-sided connection still carries gossip). It sweeps at most sweepFor, then
-// returns the pairs still connected (0 when the cut is clean).
-func (w *world) partition(side map[int]bool, leaveLinked int) int {
+// (a one-sided connection still carries gossip). It sweeps at most sweepFor (or until ctx
+// ends), then returns the pairs still connected (0 when the cut is clean).
+func (w *world) partition(ctx context.Context, side map[int]bool, leaveLinked int) int {
 	w.mu.Lock()
 	var cut [][2]int
 	for p := range w.links {
@@ -310,7 +310,9 @@ func (w *world) partition(side map[int]bool, leaveLinked int) int {
 		} else {
 			clean = 0
 		}
-		time.Sleep(sweepPause)
+		if sleepUntil(ctx, time.Now(), sweepPause) != nil {
+			break
+		}
 	}
 	return left
 }
@@ -611,7 +613,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 				}
 			}
 			d.t.cutOff(off)
-			if left := w.partition(side, opt.leaveLinked); left > 0 {
+			if left := w.partition(ctx, side, opt.leaveLinked); left > 0 {
 				d.log.Warn("connections still cross the partition", "pairs", left)
 			}
 		case st.ev.Heal:

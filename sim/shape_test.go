@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ link: {latency: 20ms, jitter: 5ms, loss: 0.1}
 	for i := 1; i <= 20; i++ {
 		side[i] = true
 	}
-	w.partition(side, 0)
+	w.partition(context.Background(), side, 0)
 	rto := sc.Link.rto(20 * time.Millisecond)
 	if rto != 200*time.Millisecond {
 		t.Fatalf("default rto %s, want 200ms (Linux's minimum)", rto)
