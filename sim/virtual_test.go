@@ -59,6 +59,9 @@ events:
 	if res.DeliveredRatio != 1 || res.Regressions != 0 || res.ConvergeMs < 0 {
 		t.Fatalf("delivered %.3f, regressions %d, converge %.0f ms", res.DeliveredRatio, res.Regressions, res.ConvergeMs)
 	}
+	if res.CrossedPartition != 0 {
+		t.Fatalf("%d cut-off agents got the version published during the partition before the heal", res.CrossedPartition)
+	}
 	// Before the partition every publish reaches everyone within a few hops.
 	if p := res.PerPublish[0]; p.MaxMs <= 0 {
 		t.Fatalf("first publish: %+v", p)
