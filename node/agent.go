@@ -54,6 +54,10 @@ type Config struct {
 	Root *trust.Root
 	// DataDir holds the last-known-good bundles (DataDir/lkg). Required.
 	DataDir string
+	// LKGCloseFiles closes the last-known-good slot files after each write instead of
+	// keeping them open between writes (two per variant). For a process that hosts many
+	// agents, like the simulator at 10,000, whose open-file limit cannot hold two each.
+	LKGCloseFiles bool
 	// Host is the libp2p host (p2p.NewHost; a mocknet host in tests). Required. The agent
 	// does not own it: close it after the agent.
 	Host host.Host
@@ -221,7 +225,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if a.verifier, err = trust.NewVerifier(trust.Config{Root: cfg.Root, Clock: cfg.Clock}); err != nil {
 		return nil, err
 	}
-	if a.lkg, err = newLKGStore(filepath.Join(cfg.DataDir, "lkg")); err != nil {
+	if a.lkg, err = newLKGStore(filepath.Join(cfg.DataDir, "lkg"), cfg.LKGCloseFiles); err != nil {
 		return nil, err
 	}
 	if a.metrics, err = newMetrics(cfg.Registry, a); err != nil {

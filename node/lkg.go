@@ -40,15 +40,17 @@ type lkgStore struct {
 	// the directory fsynced, or found by load).
 	synced map[string]bool
 	open   map[string]*os.File // slot files kept open for writing: two per variant (usually 1–2)
+	// closeFiles closes each slot file after its write instead (Config.LKGCloseFiles).
+	closeFiles bool
 }
 
 const lkgExt = ".bundle"
 
-func newLKGStore(dir string) (*lkgStore, error) {
+func newLKGStore(dir string, closeFiles bool) (*lkgStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: lkg directory: %w", err)
 	}
-	return &lkgStore{dir: dir, next: map[string]int{}, synced: map[string]bool{}, open: map[string]*os.File{}}, nil
+	return &lkgStore{dir: dir, next: map[string]int{}, synced: map[string]bool{}, open: map[string]*os.File{}, closeFiles: closeFiles}, nil
 }
 
 // variantID names a variant's files: a fixed-length digest, so any variant name is safe.
@@ -91,8 +93,8 @@ func (s *lkgStore) writeSlot(name string, b []byte) (err error) {
 		s.open[name] = f
 	}
 	defer func() {
-		if err != nil { // reopened next time
-			f.Close()
+		if err != nil || s.closeFiles { // reopened next time
+			err = errors.Join(err, f.Close())
 			delete(s.open, name)
 		}
 	}()

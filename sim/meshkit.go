@@ -239,6 +239,7 @@ func (r *meshkitRun) startAgent(i int) error {
 	a, err := node.New(r.ctx, node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
 		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, CostModel: r.d.opt.CostModel,
+		LKGCloseFiles: closeLKGFiles(r.sc.Agents, openFileLimit()),
 	})
 	if err != nil {
 		return err
