@@ -53,6 +53,8 @@ type meshkitRun struct {
 	root   *trust.Root
 	signer *trust.PrivateKey
 	t      *tracker
+	// closeLKG has agents close their LKG files after each write (see closeLKGFiles).
+	closeLKG bool
 
 	seedStore  *boltstore.Store
 	seedGossip *seed.Gossip
@@ -86,7 +88,8 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 			return nil, err
 		}
 		r := &meshkitRun{d: d, sc: sc, log: d.log, w: d.w, dir: d.dir, root: root, signer: signer, t: d.t,
-			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{}}
+			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{},
+			closeLKG: closeLKGFiles(sc.Agents, openFileLimit())}
 		r.ctx, r.stop = context.WithCancel(ctx)
 		return r, nil
 	})
@@ -239,7 +242,7 @@ func (r *meshkitRun) startAgent(i int) error {
 	a, err := node.New(r.ctx, node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
 		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, CostModel: r.d.opt.CostModel,
-		LKGCloseFiles: closeLKGFiles(r.sc.Agents, openFileLimit()),
+		LKGCloseFiles: r.closeLKG,
 	})
 	if err != nil {
 		return err
