@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/content"
-	"meshkit.dev/meshkit/internal/wat"
+	"meshkit.dev/meshkit/internal/wasmfixture"
 	"meshkit.dev/meshkit/node"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -66,15 +65,6 @@ func extPayload(t *testing.T, d *domain, version uint64, exts []testExt) []byte 
 	return p
 }
 
-func watModule(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := wat.CompileFile(filepath.Join("..", "wasm", "testdata", name+".wat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestAgentsFetchAdmitAndServeExtensions: a bundle binds five extensions. Every agent
 // fetches the artifacts (from one another, the seed only as a last resort), admits them
 // with wazero, serves the valid one to its data plane, and honours each failure policy
@@ -86,14 +76,14 @@ func TestAgentsFetchAdmitAndServeExtensions(t *testing.T) {
 		c.ArtifactWait = 8 * time.Second
 		c.ArtifactFetchTimeout = 6 * time.Second
 	})
-	valid, loop, forbidden := watModule(t, "valid"), watModule(t, "loop"), watModule(t, "forbidden")
+	valid, loop, forbidden := wasmfixture.Module(t, "valid"), wasmfixture.Module(t, "loop"), wasmfixture.Module(t, "forbidden")
 	exts := []testExt{
 		{name: "auth", module: valid, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED},
 		{name: "spin", module: loop, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED},
 		{name: "shell", module: forbidden, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_OPEN},
 		{name: "ghost", module: nil, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_OPEN},
 		// The manifest understates the size: no holder qualifies, so it is never fetched.
-		{name: "liar", module: watModule(t, "noexport"), size: 10, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED},
+		{name: "liar", module: wasmfixture.Module(t, "noexport"), size: 10, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED},
 	}
 	// The seed holds every artifact that exists, and serves one transfer at a time.
 	store, err := content.Open(t.TempDir(), content.Options{})

@@ -11,16 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"meshkit.dev/meshkit/internal/wat"
+	"meshkit.dev/meshkit/internal/wasmfixture"
 )
 
 func module(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := wat.CompileFile(filepath.Join("testdata", name+".wat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return wasmfixture.Module(t, name)
 }
 
 func codes(v Verdict) []string {
@@ -130,10 +126,7 @@ func FuzzAdmit(f *testing.F) {
 // two shapes of code: functions of 64 statements (as compilers emit) and of one.
 func BenchmarkAdmit1MiB(b *testing.B) {
 	for _, perFunc := range []int{64, 1} {
-		m, err := wat.Compile(wat.Large(1<<20, perFunc))
-		if err != nil {
-			b.Fatal(err)
-		}
+		m := wasmfixture.Large(1<<20, perFunc)
 		for _, interpreter := range []bool{false, true} {
 			engine := "optimizing"
 			if interpreter {
@@ -180,10 +173,7 @@ func BenchmarkAdmitPeakRSS10MiB(b *testing.B) {
 	if os.Getenv("MESHKIT_ADMIT_CHILD") != "" {
 		return
 	}
-	m, err := wat.Compile(wat.Large(10<<20, 64))
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := wasmfixture.Large(10<<20, 64)
 	path := filepath.Join(b.TempDir(), "big.wasm")
 	if err := os.WriteFile(path, m, 0o600); err != nil {
 		b.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"meshkit.dev/meshkit/content"
-	"meshkit.dev/meshkit/internal/wat"
+	"meshkit.dev/meshkit/internal/wasmfixture"
 	"meshkit.dev/meshkit/node"
 )
 
@@ -58,14 +58,7 @@ func TestDevExtensionPushAdmitServe(t *testing.T) {
 		}
 		return p
 	}
-	valid, err := wat.CompileFile("../../wasm/testdata/valid.wat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	loop, err := wat.CompileFile("../../wasm/testdata/loop.wat")
-	if err != nil {
-		t.Fatal(err)
-	}
+	valid, loop := wasmfixture.Module(t, "valid"), wasmfixture.Module(t, "loop")
 	validPath, loopPath := write("auth.wasm", valid), write("spin.wasm", loop)
 	push := func(args ...string) (int, string) {
 		return cli(t, append([]string{"ext", "push"}, append(args, "--namespace", "shop", "--abi", "proxy-wasm/0.2.1", "--registry", httpAddr, "--seed", grpcAddr)...)...)
