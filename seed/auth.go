@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -154,6 +155,17 @@ func (e PolicyEntry) principal() *Principal {
 	return p
 }
 
+// subjectMatches reports whether a policy subject names cert. A subject with a scheme
+// ("spiffe://…") is a URI and matches a URI SAN only; any other subject is a name and
+// matches the CommonName only. Otherwise a certificate whose CommonName is spelled like
+// another principal's SPIFFE ID would pass as that principal.
+func subjectMatches(subject string, cert *x509.Certificate) bool {
+	if strings.Contains(subject, "://") {
+		return slices.ContainsFunc(cert.URIs, func(u *url.URL) bool { return u.String() == subject })
+	}
+	return cert.Subject.CommonName == subject
+}
+
 // HashToken returns the hex SHA-256 a policy stores for a bearer token.
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
@@ -175,12 +187,8 @@ func (p *Policy) Authenticate(token string, cert *x509.Certificate) (*Principal,
 		return nil, status.Error(codes.Unauthenticated, "unknown bearer token")
 	}
 	if cert != nil {
-		names := []string{cert.Subject.CommonName}
-		for _, u := range cert.URIs {
-			names = append(names, u.String())
-		}
 		for _, e := range p.Principals {
-			if e.Subject != "" && slices.Contains(names, e.Subject) {
+			if e.Subject != "" && subjectMatches(e.Subject, cert) {
 				return e.principal(), nil
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
+	"meshkit.dev/meshkit/trust"
 )
 
 const crashChildEnv = "MESHKIT_SEED_CRASH_CHILD"
@@ -141,12 +142,50 @@ func TestKill9DuringApplyAndPublish(t *testing.T) {
 				t.Fatalf("iteration %d: acknowledged apply c-%d was lost (%d entries)", it, i, res.GetEntries())
 			}
 		}
-		// A real seed starts on the directory (its start-up check of log against state passes).
+		// A real seed starts on the directory (its start-up check of log against state
+		// passes), and publishes every acknowledged apply: none stays unpublished because
+		// the kill fell between an apply and the publish after it.
 		ts := open(t, dir)
+		published := publishedClusters(t, ts)
 		ts.close()
+		for i := 0; i <= acked; i++ {
+			if !published[fmt.Sprintf("c-%d", i)] {
+				t.Fatalf("iteration %d: acknowledged apply c-%d is stored but was not published after the restart", it, i)
+			}
+		}
 	}
 	if acked < iterations {
 		t.Fatalf("only %d applies acknowledged over %d runs", acked+1, iterations)
 	}
 	t.Logf("%d kill -9 runs, %d acknowledged applies, none lost", iterations, acked+1)
+}
+
+// publishedClusters waits until ts has nothing pending and returns the names of the
+// clusters in the bundle it publishes.
+func publishedClusters(t *testing.T, ts *testSeed) map[string]bool {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for ts.Status().GetPending() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending after 20 s: %v", ts.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := ts.api.GetBundle(adminCtx(), &adminv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatalf("the newest published bundle: %v", err)
+	}
+	env, err := trust.DecodeEnvelope(resp.GetEnvelope(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.DecodeBundle(env.GetPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, c := range b.GetClusters() {
+		out[c.GetMetadata().GetName()] = true
+	}
+	return out
 }

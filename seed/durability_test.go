@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
+	"meshkit.dev/meshkit/trust"
 )
 
 func TestRestartKeepsStateVersionAndDeltas(t *testing.T) {
@@ -194,5 +198,73 @@ func TestPublisherFailureIsRetriedUntilDelivered(t *testing.T) {
 	}
 	if len(p.Variants) != 1 || ts.Status().GetLastError() != "" {
 		t.Fatalf("delivered %v; status %v", p.Info, ts.Status())
+	}
+}
+
+// gatedSigner blocks its first signature until release is closed, signs the rest of that
+// publish (a first publish of one variant signs its snapshot and its announce), and fails
+// every signature after, as if the process died before it could publish again.
+type gatedSigner struct {
+	trust.Signer
+	entered, release chan struct{}
+	calls            atomic.Int32
+}
+
+const firstPublishSignatures = 2
+
+func (g *gatedSigner) SignMessage(msg []byte) ([]byte, error) {
+	switch n := g.calls.Add(1); {
+	case n == 1:
+		close(g.entered)
+		<-g.release
+		return g.Signer.SignMessage(msg)
+	case n <= firstPublishSignatures:
+		return g.Signer.SignMessage(msg)
+	default:
+		return nil, errors.New("the process is gone")
+	}
+}
+
+// TestChangeAppliedWhilePublishingSurvivesACrash: a change acknowledged while a publish
+// is compiling is not in that publish's bundles. If the seed dies before publishing
+// again, it must come back with the change pending and publish it, not take the state
+// the publish entry was committed on for the state it signed.
+func TestChangeAppliedWhilePublishingSurvivesACrash(t *testing.T) {
+	dir := t.TempDir()
+	cluster := func(name string) []*adminv1.Resource {
+		r, err := seed.ResourceFromObject(bundle.Object{Kind: bundle.KindCluster, Metadata: &bundleMeta{Name: name, Namespace: "crash"}, Spec: clusterSpec()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []*adminv1.Resource{r}
+	}
+	gate := &gatedSigner{entered: make(chan struct{}), release: make(chan struct{})}
+	ts := open(t, dir, func(c *seed.Config) { gate.Signer = c.Signer; c.Signer = gate })
+	ts.apply(t, cluster("a"))
+	<-gate.entered // the publish of a is compiling
+	ts.apply(t, cluster("b"))
+	close(gate.release)
+	ts.waitPublished(t, 1)
+	ts.close() // every later publish failed: b was acknowledged but never published
+
+	ts = open(t, dir)
+	if !ts.Status().GetPending() {
+		t.Fatal("after the restart the seed reports nothing pending, but b was never published")
+	}
+	p := ts.waitPublished(t, 2)
+	env, err := trust.DecodeEnvelope(p.Variants[0].Snapshot, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.DecodeBundle(env.GetPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range b.GetClusters() {
+		names = append(names, c.GetMetadata().GetName())
+	}
+	if !slices.Equal(names, []string{"a", "b"}) {
+		t.Fatalf("published v2 holds clusters %v, want [a b]", names)
 	}
 }

@@ -149,3 +149,15 @@ type bundleMeta = bundlev1.Metadata
 func clusterSpec() *bundlev1.ClusterSpec {
 	return &bundlev1.ClusterSpec{Endpoints: []*bundlev1.Endpoint{{Address: "10.0.0.1", Port: 80}}}
 }
+
+// waitFor polls cond for up to 20 seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 20 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -29,6 +30,7 @@ import (
 
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/trust"
 )
 
 func TestScopesAndTenants(t *testing.T) {
@@ -75,6 +77,40 @@ func TestScopesAndTenants(t *testing.T) {
 	entries, _ := ts.api.Audit(adminCtx(), &adminv1.AuditRequest{})
 	if last := entries.GetEntries()[len(entries.GetEntries())-1]; last.GetActor() != "acme-ci" {
 		t.Errorf("audit actor %q, want acme-ci", last.GetActor())
+	}
+}
+
+// TestNoTakeoverOfAnotherTenantsResource: globex names acme's route with tenant globex.
+// The incoming tenant is globex's own, but the record it would replace is acme's, so the
+// apply (and its dry run) is refused and acme's route is untouched; an operator holding
+// both tenants may move a resource between them.
+func TestNoTakeoverOfAnotherTenantsResource(t *testing.T) {
+	ts := open(t, "")
+	ts.apply(t, resources(t, "../examples/shop"))
+	globex := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "globex-ci", Scope: seed.ScopeOperate, Tenants: []string{"globex"}})
+	both := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "platform", Scope: seed.ScopeOperate, Tenants: []string{"acme", "globex"}})
+	route := func(name, tenant string) []*adminv1.Resource {
+		return resources(t, "apiVersion: meshkit.dev/v1alpha1\nkind: Route\nmetadata: {name: "+name+", namespace: shop, tenant: "+tenant+"}\n"+
+			"spec: {match: {hosts: ["+name+".example.com]}, refuse: true}\n")
+	}
+	ts.apply(t, route("lonely", "acme"))
+	for _, name := range []string{"storefront", "lonely"} {
+		for _, dry := range []bool{true, false} {
+			_, err := ts.api.Apply(globex, &adminv1.ApplyRequest{Resources: route(name, "globex"), DryRun: dry})
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `belongs to tenant "acme"`) {
+				t.Fatalf("%s, dry run %v: %v, want PermissionDenied naming acme", name, dry, err)
+			}
+		}
+		got, err := ts.api.Get(adminCtx(), &adminv1.GetRequest{Kind: "Route", Namespace: "shop", Name: name})
+		if err != nil || got.GetResource().GetMetadata().GetTenant() != "acme" {
+			t.Fatalf("%s after the attempts: %v %v", name, got, err)
+		}
+	}
+	if _, err := ts.api.Apply(both, &adminv1.ApplyRequest{Resources: route("lonely", "globex")}); err != nil {
+		t.Fatalf("a principal of both tenants moves a route: %v", err)
+	}
+	if got, _ := ts.api.Get(globex, &adminv1.GetRequest{Kind: "Route", Namespace: "shop", Name: "lonely"}); got.GetResource().GetMetadata().GetTenant() != "globex" {
+		t.Fatalf("lonely after the move: %v", got)
 	}
 }
 
@@ -252,5 +288,137 @@ func TestPolicyFileValidation(t *testing.T) {
 	}
 	if _, err := p.Authenticate("wrong", nil); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("a wrong token in dev mode must still be refused: %v", err)
+	}
+}
+
+// TestAnonymousAdminOnlyOnLoopback: a policy that lets anonymous callers administer (the
+// embedded dev mode) is refused on a wildcard address and served on loopback.
+func TestAnonymousAdminOnlyOnLoopback(t *testing.T) {
+	ts := open(t, "")
+	anon := &seed.Policy{AllowAnonymous: true}
+	for _, cfg := range []seed.ServeConfig{
+		{GRPCAddr: "0.0.0.0:0", HTTPAddr: "127.0.0.1:0", Policy: anon},
+		{GRPCAddr: "127.0.0.1:0", HTTPAddr: "[::]:0", Policy: anon},
+	} {
+		srv, err := ts.Serve(cfg)
+		if !errors.Is(err, seed.ErrAnonymousNotLoopback) {
+			if srv != nil {
+				srv.Close()
+			}
+			t.Fatalf("%s / %s: %v, want ErrAnonymousNotLoopback", cfg.GRPCAddr, cfg.HTTPAddr, err)
+		}
+	}
+	srv, err := ts.Serve(seed.ServeConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Policy: anon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	// With real principals any address is allowed.
+	srv, err = ts.Serve(seed.ServeConfig{GRPCAddr: "0.0.0.0:0", HTTPAddr: "0.0.0.0:0", Policy: &seed.Policy{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+}
+
+// TestCertificateSubjectsMatchByKind: a policy subject with a scheme is a URI and matches
+// a URI SAN only; any other is a name and matches the CommonName only. A certificate whose
+// CommonName spells an admin's SPIFFE ID is not that admin.
+func TestCertificateSubjectsMatchByKind(t *testing.T) {
+	pol := &seed.Policy{Principals: []seed.PolicyEntry{
+		{Name: "platform", Subject: "spiffe://prod.example/ops/admin", Scopes: []string{"mesh.admin"}, Tenants: []string{"*"}},
+		{Name: "legacy", Subject: "ops-console", Scopes: []string{"mesh.read"}, Tenants: []string{"acme"}},
+	}}
+	admin, _ := url.Parse("spiffe://prod.example/ops/admin")
+	console, _ := url.Parse("ops-console")
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		want string // principal name, "" for refused
+	}{
+		{"URI SAN", &x509.Certificate{Subject: pkix.Name{CommonName: "anything"}, URIs: []*url.URL{admin}}, "platform"},
+		{"CommonName spelled as the URI", &x509.Certificate{Subject: pkix.Name{CommonName: "spiffe://prod.example/ops/admin"}}, ""},
+		{"CommonName", &x509.Certificate{Subject: pkix.Name{CommonName: "ops-console"}}, "legacy"},
+		{"URI SAN spelled as the name", &x509.Certificate{Subject: pkix.Name{CommonName: "x"}, URIs: []*url.URL{console}}, ""},
+	} {
+		p, err := pol.Authenticate("", tc.cert)
+		switch {
+		case tc.want == "" && (err == nil || status.Code(err) != codes.PermissionDenied):
+			t.Errorf("%s: %v %v, want PermissionDenied", tc.name, p, err)
+		case tc.want != "" && (err != nil || p.Name != tc.want):
+			t.Errorf("%s: %v %v, want %s", tc.name, p, err, tc.want)
+		}
+	}
+}
+
+// TestHTTPListenerDropsStalledClients: a client that keeps a connection idle after a
+// request, or never finishes its headers or its body, is disconnected by the listener's
+// timeouts instead of holding the connection (and a goroutine) for ever.
+func TestHTTPListenerDropsStalledClients(t *testing.T) {
+	ts := open(t, "")
+	srv, err := ts.Serve(seed.ServeConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Policy: &seed.Policy{AllowAnonymous: true},
+		ReadHeaderTimeout: 100 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, tc := range []struct{ name, send string }{
+		{"idle after a request", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"headers never finished", "GET /healthz HTTP/1.1\r\nHost: x\r\n"},
+		{"body never finished", "POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"resources\":"},
+	} {
+		conn, err := net.Dial("tcp", srv.HTTPAddr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(conn, tc.send)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.ReadAll(conn) // returns once the server closes the connection
+		conn.Close()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: the server kept the connection for 10 s", tc.name)
+		}
+	}
+}
+
+// failingSigner fails every signature, so every publish fails.
+type failingSigner struct{ trust.Signer }
+
+func (failingSigner) SignMessage([]byte) ([]byte, error) {
+	return nil, errors.New("hsm at /dev/secret-hsm0 rejected key slot 7")
+}
+
+// TestReadyzSaysWhyNotWithoutDetails: anonymous /readyz reports a failing publisher as not
+// ready without the error's text; an authenticated /v1/status has it.
+func TestReadyzSaysWhyNotWithoutDetails(t *testing.T) {
+	ts := open(t, "", func(c *seed.Config) { c.Signer = failingSigner{c.Signer} })
+	ts.apply(t, resources(t, "../examples/shop"))
+	waitFor(t, "a failed publish", func() bool { return ts.Status().GetLastError() != "" })
+	const token = "reader-token"
+	srv, err := ts.Serve(seed.ServeConfig{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Policy: &seed.Policy{Principals: []seed.PolicyEntry{
+		{Name: "viewer", TokenSHA256: seed.HashToken(token), Scopes: []string{"mesh.read"}, Tenants: []string{"*"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+srv.HTTPAddr.String()+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/readyz", "")
+	if code != http.StatusServiceUnavailable || strings.Contains(body, "hsm") || !strings.Contains(body, "meshkit status") {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	if code, body := get("/v1/status", token); code != 200 || !strings.Contains(body, "hsm at /dev/secret-hsm0") {
+		t.Fatalf("/v1/status = %d %s", code, body)
 	}
 }

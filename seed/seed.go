@@ -224,11 +224,13 @@ func (s *Seed) checkAuditHead() error {
 	return nil
 }
 
-// auditPublishedHash is the state hash the newest publish recorded (from the audit head
-// when the head is a publish; otherwise unknown, so the next publish happens).
+// auditPublishedHash is the state the newest publish compiled, when the audit head is that
+// publish; otherwise unknown, so the next publish happens. It is the entry's StateHash,
+// not its AfterHash: a write that lands while a publish compiles is in the state the
+// publish entry is committed on (AfterHash) but not in the bundles it signed.
 func (s *Seed) auditPublishedHash() string {
 	if s.auditHead != nil && s.auditHead.GetAction() == actionPublish {
-		return s.auditHead.GetAfterHash()
+		return s.auditHead.GetStateHash()
 	}
 	return ""
 }

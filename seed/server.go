@@ -32,6 +32,10 @@ import (
 // MaxRequestBytes bounds an admin request (gRPC message or REST body).
 const MaxRequestBytes = 64 << 20
 
+// ErrAnonymousNotLoopback refuses to serve anonymous admins (Policy.AllowAnonymous, the
+// embedded dev mode) on an address other machines can reach.
+var ErrAnonymousNotLoopback = errors.New("seed: anonymous admin access is served on loopback addresses only")
+
 // ServeConfig says where and how to serve the admin API.
 type ServeConfig struct {
 	// GRPCAddr and HTTPAddr are listen addresses ("127.0.0.1:17400", "127.0.0.1:17480").
@@ -44,6 +48,18 @@ type ServeConfig struct {
 	// Registry, when set, is served on /v2/ (the OCI distribution API): pulls need
 	// mesh.read, pushes mesh.operate, with the same credentials as the admin API.
 	Registry http.Handler
+	// Timeouts of the HTTP listener, so that a client holding connections open without
+	// finishing its requests cannot exhaust the seed. Zero means the default: 10 s to send
+	// the headers, 5 minutes for a whole request (a registry upload included) and its
+	// response, 2 minutes idle between requests.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+}
+
+func cmpOrDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // registryAuth guards the OCI registry: OCI clients authenticate with a bearer token (or
@@ -109,6 +125,17 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 		gl.Close()
 		return nil, fmt.Errorf("seed: HTTP listener: %w", err)
 	}
+	if cfg.Policy.AllowAnonymous {
+		// Anonymous callers are admins: only this machine may reach them. Checked on the
+		// bound addresses, so a wildcard or a name that resolves elsewhere is caught too.
+		for _, l := range []net.Listener{gl, hl} {
+			if tcp, ok := l.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+				gl.Close()
+				hl.Close()
+				return nil, fmt.Errorf("%w: %s is not a loopback address", ErrAnonymousNotLoopback, l.Addr())
+			}
+		}
+	}
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.UnaryInterceptor(authInterceptor(cfg.Policy))}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -116,7 +143,14 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 	}
 	srv := &Servers{GRPCAddr: gl.Addr(), HTTPAddr: hl.Addr(), grpc: grpc.NewServer(opts...)}
 	adminv1.RegisterAdminServiceServer(srv.grpc, s.AdminServer())
-	srv.http = &http.Server{Handler: s.httpHandler(cfg.Policy, cfg.Registry), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	srv.http = &http.Server{
+		Handler:           s.httpHandler(cfg.Policy, cfg.Registry),
+		ReadHeaderTimeout: cmpOrDuration(cfg.ReadHeaderTimeout, 10*time.Second),
+		ReadTimeout:       cmpOrDuration(cfg.ReadTimeout, 5*time.Minute),
+		WriteTimeout:      cmpOrDuration(cfg.WriteTimeout, 5*time.Minute),
+		IdleTimeout:       cmpOrDuration(cfg.IdleTimeout, 2*time.Minute),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	srv.wg.Add(2)
 	go func() { defer srv.wg.Done(); _ = srv.grpc.Serve(gl) }()
 	go func() { defer srv.wg.Done(); _ = srv.http.Serve(hl) }()
@@ -198,7 +232,13 @@ func (s *Seed) httpHandler(pol *Policy, reg http.Handler) http.Handler {
 		if !ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready, "version": st.GetVersion(), "pending": st.GetPending(), "last_error": st.GetLastError()})
+		// Anyone may probe readiness: the publisher's error text (paths, store and key
+		// details) is for authenticated callers of /v1/status only.
+		out := map[string]any{"ready": ready, "version": st.GetVersion(), "pending": st.GetPending()}
+		if st.GetLastError() != "" {
+			out["reason"] = "the last publish failed; `meshkit status` shows why"
+		}
+		_ = json.NewEncoder(w).Encode(out)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	rpc := func(call func(ctx context.Context, r *http.Request) (proto.Message, error)) http.Handler {

@@ -143,7 +143,16 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 	var changedPuts []*record
 	var subjects []string
 	for _, r := range puts {
-		if old, ok := byID[r.ID]; ok && old.Hash == r.Hash {
+		old, ok := byID[r.ID]
+		// The incoming tenant was checked against p when the request was decoded; the
+		// record it replaces belongs to its own tenant, which p must also hold, or any
+		// operator could take over another tenant's resource by naming it.
+		if ok && !p.allows(old.Tenant) {
+			s.metrics.writes.WithLabelValues(op, "denied").Inc()
+			return nil, status.Errorf(codes.PermissionDenied, "%s may not replace %s: it belongs to tenant %q, which is not among %v",
+				p.Name, r.Obj.Key(), old.Tenant, p.Tenants)
+		}
+		if ok && old.Hash == r.Hash {
 			continue // unchanged
 		}
 		changedPuts = append(changedPuts, r)

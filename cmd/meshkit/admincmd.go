@@ -32,6 +32,7 @@ import (
 type clientFlags struct {
 	addr, tokenFile, ca, cert, key, output string
 	timeout                                time.Duration
+	insecure                               bool
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
@@ -41,6 +42,7 @@ func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
 	fs.StringVar(&c.cert, "tls-cert", "", "client certificate for mTLS")
 	fs.StringVar(&c.key, "tls-key", "", "private key of --tls-cert")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the seed")
+	fs.BoolVar(&c.insecure, "insecure", false, "send the bearer token without TLS to a seed that is not on loopback (it can be read and replayed by anyone on the path)")
 	if outputs != "" {
 		fs.StringVar(&c.output, "output", "text", "output format: "+outputs)
 	}
@@ -62,6 +64,9 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	token, err := c.token()
+	if err == nil {
+		err = c.checkPlaintext(c.addr, token, c.ca != "" || c.cert != "")
+	}
 	if err != nil {
 		cancel()
 		conn.Close()
@@ -71,6 +76,15 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// checkPlaintext refuses to send a bearer token in clear to an address other machines
+// can see, unless --insecure says to.
+func (c *clientFlags) checkPlaintext(addr, token string, tls bool) error {
+	if token == "" || tls || c.insecure || loopback(addr) {
+		return nil
+	}
+	return usagef("refusing to send the bearer token without TLS to %s, which is not a loopback address: give --tls-ca CA.pem (the seed's --tls-cert issuer), or --insecure to send it in clear anyway", addr)
 }
 
 // tlsConfig is the client TLS configuration of --tls-ca, --tls-cert and --tls-key (the

@@ -51,6 +51,11 @@ func (a *app) dev(args []string) error {
 	if *agents < 1 || *agents > 64 {
 		return usagef("--agents must be between 1 and 64")
 	}
+	for _, addr := range []string{*grpcAddr, *httpAddr} {
+		if !loopback(addr) {
+			return usagef("dev lets anonymous callers administer its seed, so it only listens on loopback; %s is not (run `meshkit seed` with --policy to serve other machines)", addr)
+		}
+	}
 	if *data == "" {
 		d, err := os.MkdirTemp("", "meshkit-dev-")
 		if err != nil {

@@ -81,3 +81,18 @@ func TestDevAndWatch(t *testing.T) {
 		t.Errorf("the change reached the watch after %s; want within a second", took)
 	}
 }
+
+// TestDevRefusesNonLoopback: dev's seed lets anonymous callers administer, so it must not
+// listen where other machines reach it; the refusal names the address and exits 2.
+func TestDevRefusesNonLoopback(t *testing.T) {
+	for _, args := range [][]string{
+		{"--grpc-addr", "0.0.0.0:0"},
+		{"--http-addr", "0.0.0.0:0"},
+		{"--grpc-addr", "192.0.2.1:17400"},
+	} {
+		code, out := cli(t, append([]string{"dev", "--data", t.TempDir()}, args...)...)
+		if code != exitUsage || !strings.Contains(out, "only listens on loopback") || !strings.Contains(out, args[1]) {
+			t.Errorf("dev %v: exit %d\n%s", args, code, out)
+		}
+	}
+}

@@ -140,6 +140,9 @@ func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag,
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	if err := c.checkPlaintext(addr, token, c.ca != ""); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.ca != "" {
 		if tr.TLSClientConfig, err = c.tlsConfig(); err != nil {

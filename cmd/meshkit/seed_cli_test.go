@@ -136,3 +136,20 @@ func TestSeedRefusesAKeyTheRootDoesNotDelegate(t *testing.T) {
 		t.Fatalf("--dev on a public address: exit %d %s", code, out)
 	}
 }
+
+// TestNoBearerTokenInClearOffLoopback: with a token and no TLS, a command aimed at a seed
+// off loopback refuses before sending anything, naming the flags that fix it.
+func TestNoBearerTokenInClearOffLoopback(t *testing.T) {
+	t.Setenv("MESHKIT_TOKEN", "s3cret")
+	for _, args := range [][]string{
+		{"get", "Route", "--seed", "seed.invalid:17400"},
+		{"status", "--seed", "seed.invalid:17400"},
+		{"ext", "push", "x.wasm", "--name", "x", "--abi", "proxy-wasm/0.2.1", "--seed", "seed.invalid:17400"},
+	} {
+		code, out := cli(t, args...)
+		if code != exitUsage || !strings.Contains(out, "refusing to send the bearer token without TLS to seed.invalid:17400") ||
+			!strings.Contains(out, "--tls-ca") || !strings.Contains(out, "--insecure") || strings.Contains(out, "s3cret") {
+			t.Errorf("%v: exit %d\n%s", args, code, out)
+		}
+	}
+}
