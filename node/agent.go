@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -586,7 +585,7 @@ func (a *Agent) applyLocked(vb *trust.Verified, envelope []byte) error {
 	}
 	target := &trust.Verified{
 		PayloadType: trust.PayloadBundle, Payload: payload, Header: vb.Header, Digest: vb.Held, Held: vb.Held,
-		Variant: vb.Variant, Role: vb.Role,
+		Variant: vb.Variant, Source: vb.Source, Role: vb.Role,
 	}
 	if err := a.verifier.Commit(vb); err != nil {
 		return err
@@ -651,7 +650,7 @@ func (a *Agent) Heads() []*syncv1.Head {
 		h := a.held[k]
 		out = append(out, &syncv1.Head{
 			RequiredCapabilities: h.vb.Header.GetRequiredCapabilities(), Epoch: h.vb.Header.GetEpoch(), Version: h.vb.Header.GetVersion(),
-			Hash: h.vb.Held[:], Size: uint64(len(h.vb.Payload)),
+			Hash: h.vb.Held[:], Size: uint64(len(h.vb.Payload)), Source: h.vb.Source,
 		})
 	}
 	return out
@@ -782,7 +781,7 @@ func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
 			continue
 		}
 		for _, h := range heads[:min(len(heads), maxHeadsPerPeer)] {
-			v := strings.Join(h.GetRequiredCapabilities(), ",")
+			v := trust.VariantKey(h.GetSource(), h.GetRequiredCapabilities())
 			m, have := marks[v]
 			if have && !newer(h.GetEpoch(), h.GetVersion(), m.Epoch, m.Version) {
 				continue
@@ -827,20 +826,42 @@ func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
 func newer(e, v, he, hv uint64) bool { return e > he || (e == he && v > hv) }
 
 // persistLoop writes changed variants to the LKG store; on Close it flushes what is left.
+//
+// A failed write is retried with exponential backoff (persistRetryMin doubling up to
+// persistRetryMax) rather than only when the next bundle arrives, which may be hours
+// later; meanwhile the agent serves what it holds and says it is not persisting.
 func (a *Agent) persistLoop(ctx context.Context) {
 	defer a.wg.Done()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var backoff time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			a.persist()
 			return
 		case <-a.persistKick:
-			a.persist()
+		case <-retry.C:
 		}
+		if a.persist() {
+			backoff = 0
+			retry.Stop()
+			continue
+		}
+		backoff = min(max(2*backoff, persistRetryMin), persistRetryMax)
+		retry.Reset(backoff)
 	}
 }
 
-func (a *Agent) persist() {
+// Bounds of the backoff between retries of a failed last-known-good write.
+const (
+	persistRetryMin = time.Second
+	persistRetryMax = time.Minute
+)
+
+// persist writes every changed variant and reports whether all writes succeeded.
+func (a *Agent) persist() bool {
 	a.mu.Lock()
 	todo := map[string]*heldBundle{}
 	for v := range a.dirty {
@@ -852,15 +873,17 @@ func (a *Agent) persist() {
 	for v, h := range todo {
 		if err := a.lkg.save(v, h); err != nil {
 			errs = append(errs, err)
-			a.log.Error("last-known-good not saved", "variant", v, "err", err)
+			a.metrics.lkgWriteFailures.Inc()
+			a.log.Error("last-known-good not saved; retrying", "variant", v, "err", err)
 			a.mu.Lock()
-			a.dirty[v] = true // retried with the next change
+			a.dirty[v] = true // the newest held of v is written on the retry
 			a.mu.Unlock()
 		}
 	}
 	a.mu.Lock()
 	a.lastPersist = errors.Join(errs...)
 	a.mu.Unlock()
+	return len(errs) == 0
 }
 
 // checkLoop evaluates staleness and logs its transitions once.

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -287,5 +288,56 @@ func TestStalenessIsReportedOnceAndServingContinues(t *testing.T) {
 	a.Handler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if !strings.Contains(rr.Body.String(), "meshkit_agent_stale 1") || !strings.Contains(rr.Body.String(), "meshkit_agent_bundle_version 1") {
 		t.Fatalf("metrics do not report stale v1:\n%s", rr.Body.String())
+	}
+}
+
+// TestFailedLKGWriteIsRetried: the agent's LKG directory stops accepting writes. The agent
+// keeps serving the bundle it accepted, says in /status, /readyz and its metrics that it
+// is not persisting, and once the directory is back it writes the bundle by itself, with
+// no new bundle to prompt it.
+func TestFailedLKGWriteIsRetried(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMesh(t, d, 1)
+	a, lkgDir := m.agents[0], filepath.Join(m.dirs[0], "lkg")
+	if err := os.Rename(lkgDir, lkgDir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lkgDir, nil, 0o600); err != nil { // a file where the directory was
+		t.Fatal(err)
+	}
+	p1 := d.payload(t, 1, 3)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, a)
+	waitFor(t, "a failed LKG write", func() bool { return a.Status().PersistErr != "" })
+	get := func(path string) (int, string) {
+		rr := httptest.NewRecorder()
+		a.Handler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, path, nil))
+		return rr.Code, rr.Body.String()
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"persisting":false`) || !strings.Contains(body, "not a directory") {
+		t.Fatalf("/readyz while writes fail = %d %s", code, body)
+	}
+	if _, body := get("/metrics"); !regexp.MustCompile(`meshkit_agent_lkg_write_failures_total [1-9]`).MatchString(body) {
+		t.Fatalf("metrics do not count the failed write:\n%s", body)
+	}
+	if err := os.Remove(lkgDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lkgDir+".away", lkgDir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the retried LKG write", func() bool { return a.Status().PersistErr == "" })
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"persisting":true`) {
+		t.Fatalf("/readyz after the retry = %d %s", code, body)
+	}
+	files, _ := filepath.Glob(filepath.Join(lkgDir, "*.bundle"))
+	var held bool
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, p1) {
+			held = true
+		}
+	}
+	if !held {
+		t.Fatalf("no LKG file holds v1 after the retry (%v)", files)
 	}
 }

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -181,4 +183,41 @@ func (d *domain) payloadAt(t testing.TB, version uint64, issued, expires time.Ti
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestBridgeCannotWipeOrLockOutTheDomain: a bridge delegated namespace "edge" signs a
+// snapshot of its namespace alone at a far higher (epoch, version) than the seed's. Agents
+// hold and relay it as the bridge's own stream, but keep serving the seed's bundle whole,
+// and the seed's next version is still accepted, not refused as a rollback.
+func TestBridgeCannotWipeOrLockOutTheDomain(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMeshWith(t, d, 2, func(c *node.Config) { c.SyncInterval = time.Hour })
+	m.waitMesh()
+	p1 := d.payload(t, 1, 3)
+	m.seed.publish(t, m.seed.offer(t, d, 1, p1))
+	waitVersion(t, 1, m.agents...)
+
+	wipe := &bundlev1.Bundle{
+		Header: &bundlev1.BundleHeader{SchemaVersion: 1, Domain: d.name, Epoch: 900, Version: 999_999,
+			IssuedAt: timestamppb.New(t0.Add(-time.Minute)), ExpiresAt: timestamppb.New(t0.Add(24 * time.Hour))},
+		Clusters: []*bundlev1.Cluster{{Metadata: &bundlev1.Metadata{Name: "edge", Namespace: "edge"}, Spec: &bundlev1.ClusterSpec{Endpoints: []*bundlev1.Endpoint{{Address: "10.9.9.9", Port: 80}}}}},
+	}
+	bundle.Canonicalize(wipe)
+	wp, err := bundle.Encode(wipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.seed.publish(t, d.seal(t, trust.PayloadBundle, wp, d.bridge))
+	for i, a := range m.agents {
+		waitFor(t, "the bridge's stream", func() bool {
+			return slices.ContainsFunc(a.Status().Held, func(h node.HeadStatus) bool { return h.Variant == "bridge/edge|" && h.Version == 999_999 })
+		})
+		b, _ := a.Current()
+		if b.Version != 1 || !bytes.Equal(b.Payload, p1) {
+			t.Fatalf("agent %d serves version %d (%d bytes) after the bridge's snapshot, want the seed's v1 whole", i, b.Version, len(b.Payload))
+		}
+	}
+	p2 := d.payload(t, 2, 4)
+	m.seed.publish(t, m.seed.offer(t, d, 2, p2))
+	waitVersion(t, 2, m.agents...)
 }

@@ -119,6 +119,12 @@ func keyOf(eb *bundlev1.ExtensionBinding) artifactKey {
 // offerLocked decides what of h is offered now. A bundle without artifacts, or whose
 // artifacts all have verdicts, is offered at once; otherwise it waits for the resolver.
 func (x *extensions) offerLocked(h *heldBundle) {
+	if h.vb.Source != "" {
+		// Only the seeds' stream is offered to the data plane. A bridge's stream is held,
+		// persisted and relayed beside it under its own (epoch, version) order, so it can
+		// neither replace nor block what the seeds publish.
+		return
+	}
 	if len(h.artifacts()) == 0 {
 		x.a.setOfferLocked(h.vb.Variant, h)
 		return

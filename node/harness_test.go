@@ -47,9 +47,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 type domain struct {
 	name                   string
 	rootKey, seed, strange *trust.PrivateKey
-	root                   *trust.Root
-	rootBytes              []byte
-	clock                  *fakeClock
+	// bridge is the key of bridge "edge", delegated namespace "edge" by the root.
+	bridge    *trust.PrivateKey
+	root      *trust.Root
+	rootBytes []byte
+	clock     *fakeClock
 }
 
 func mustKey(t testing.TB) *trust.PrivateKey {
@@ -82,11 +84,12 @@ func newDomainFrom(t testing.TB, name string, seed byte) *domain {
 
 func newDomainWith(t testing.TB, name string, rootKey, seedKey, strange *trust.PrivateKey) *domain {
 	t.Helper()
-	d := &domain{name: name, rootKey: rootKey, seed: seedKey, strange: strange, clock: &fakeClock{now: t0}}
+	d := &domain{name: name, rootKey: rootKey, seed: seedKey, strange: strange, bridge: mustKey(t), clock: &fakeClock{now: t0}}
 	msg, err := trust.BuildRoot(trust.RootSpec{
 		Domain: name, Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
 		RootKeys: []trust.PublicKey{d.rootKey.Public()}, RootThreshold: 1,
 		SeedKeys: []trust.PublicKey{d.seed.Public()}, SeedThreshold: 1,
+		Bridges: []trust.BridgeSpec{{Name: "edge", Keys: []trust.PublicKey{d.bridge.Public()}, Threshold: 1, Namespaces: []string{"edge"}}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -5,15 +5,17 @@ import (
 )
 
 type metrics struct {
-	accepted      *prometheus.CounterVec
-	rejected      *prometheus.CounterVec
-	lkgRefused    prometheus.Counter
-	watchClients  prometheus.Gauge
-	watchRefused  prometheus.Counter
-	watchDelivery prometheus.Histogram
-	unsupported   prometheus.Counter
-	nacks         prometheus.Counter
-	admissions    *prometheus.CounterVec
+	accepted   *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	lkgRefused prometheus.Counter
+	// lkgWriteFailures counts failed last-known-good writes (each is retried).
+	lkgWriteFailures prometheus.Counter
+	watchClients     prometheus.Gauge
+	watchRefused     prometheus.Counter
+	watchDelivery    prometheus.Histogram
+	unsupported      prometheus.Counter
+	nacks            prometheus.Counter
+	admissions       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
@@ -26,6 +28,9 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		}, []string{"source", "reason"}),
 		lkgRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshkit_agent_lkg_refused_total", Help: "Last-known-good files refused at start (corrupt, truncated or forged).",
+		}),
+		lkgWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_lkg_write_failures_total", Help: "Last-known-good writes that failed; each is retried with backoff, and /readyz reports persisting: false meanwhile.",
 		}),
 		watchClients: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshkit_agent_watch_clients", Help: "Open data-plane watch streams (OmniRelay and MeshKit).",
@@ -60,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		return 0
 	}
 	cs := []prometheus.Collector{
-		m.accepted, m.rejected, m.lkgRefused, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
+		m.accepted, m.rejected, m.lkgRefused, m.lkgWriteFailures, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
 		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
 		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),

@@ -111,7 +111,13 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		s := a.Status()
 		w.Header().Set("Content-Type", "application/json")
-		body := map[string]any{"ready": s.Serving.Version > 0, "stale": s.Stale, "stale_reason": s.StaleReason, "version": s.Serving.Version}
+		// Serving matters to readiness; persisting is reported beside it: an agent whose
+		// disk refuses writes still serves, but would restart without what it holds now.
+		body := map[string]any{"ready": s.Serving.Version > 0, "stale": s.Stale, "stale_reason": s.StaleReason, "version": s.Serving.Version,
+			"persisting": s.PersistErr == ""}
+		if s.PersistErr != "" {
+			body["persist_error"] = s.PersistErr
+		}
 		if s.Serving.Version == 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -225,12 +226,30 @@ func (n *Node) readAnswer(r *bufio.Reader) ([]byte, error) {
 	if size > uint64(n.cfg.MaxFetchBytes) {
 		return nil, fmt.Errorf("answer of %d bytes is over the %d-byte limit", size, n.cfg.MaxFetchBytes)
 	}
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	return readBounded(r, int(size))
+}
+
+// answerChunk is the most readBounded allocates ahead of the bytes a peer has sent.
+const answerChunk = 64 << 10
+
+// readBounded reads exactly size bytes, growing its buffer as they arrive rather than
+// allocating the size a peer declared before it has sent a byte: a peer that claims a
+// large answer and stalls costs at most answerChunk, and what is allocated stays within
+// twice what arrived. Answers up to answerChunk take one allocation, as before.
+func readBounded(r io.Reader, size int) ([]byte, error) {
+	buf := make([]byte, 0, min(size, answerChunk))
+	for len(buf) < size {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(size-len(buf), max(cap(buf), answerChunk)))
 		}
-		return nil, err
+		n, err := r.Read(buf[len(buf):min(cap(buf), size)])
+		buf = buf[:len(buf)+n]
+		if err != nil && len(buf) < size {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return buf, nil
 }

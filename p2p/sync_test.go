@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -219,5 +222,38 @@ func TestReadAnswerRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
 		}
+	}
+}
+
+// stallingReader sends n bytes, then ends (as a peer that declared a large answer and
+// stopped sending).
+type stallingReader struct{ n int }
+
+func (s *stallingReader) Read(p []byte) (int, error) {
+	if s.n == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), s.n)
+	s.n -= k
+	return k, nil
+}
+
+// TestAnswerMemoryFollowsWhatArrives: a peer declares a 60 MiB answer and sends 10 bytes.
+// Reading it fails without allocating anywhere near what was declared; an honest answer
+// larger than one chunk still arrives whole.
+func TestAnswerMemoryFollowsWhatArrives(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := readBounded(&stallingReader{n: 10}, 60<<20); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated answer: %v, want ErrUnexpectedEOF", err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Fatalf("reading 10 bytes of a declared 60 MiB answer allocated %d bytes", got)
+	}
+	want := bytes.Repeat([]byte("0123456789abcdef"), (3*answerChunk+5)/16)
+	got, err := readBounded(iotest.OneByteReader(bytes.NewReader(want)), len(want))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("a %d-byte answer read one byte at a time: %d bytes, %v", len(want), len(got), err)
 	}
 }

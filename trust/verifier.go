@@ -98,8 +98,13 @@ type Verified struct {
 	// Held is the hash of the bundle held once this is applied: Digest for a snapshot,
 	// the signed target_hash for a delta. Commit records it as the mark's hash.
 	Held Digest
-	// Variant is the capability variant key the mark is kept under.
+	// Variant is the key the mark is kept under: the capability variant (the required
+	// capabilities joined with ","), prefixed with Source for any stream but the seeds'.
 	Variant string
+	// Source names the signed stream: "" for the domain's seeds, "bridge/NAME" for a
+	// bridge. Each stream has its own (epoch, version) order, so a bridge can neither
+	// advance nor replace what the seeds publish.
+	Source string
 	// Role is the role whose keys signed (seed or bridge).
 	Role *trustv1.Role
 	// Delta is set when PayloadType is PayloadDelta. Its header and upserts stay encoded:
@@ -252,7 +257,7 @@ func (v *Verifier) VerifyHeld(proof, payload []byte) (*Verified, error) {
 	if !proto.Equal(view.GetHeader(), vb.Header) {
 		return nil, refuse(ErrMalformed, "held bundle header differs from its proof's")
 	}
-	out := &Verified{PayloadType: PayloadBundle, Payload: payload, Header: vb.Header, Digest: vb.Held, Held: vb.Held, Variant: vb.Variant, Role: vb.Role, Expired: vb.Expired}
+	out := &Verified{PayloadType: PayloadBundle, Payload: payload, Header: vb.Header, Digest: vb.Held, Held: vb.Held, Variant: vb.Variant, Source: vb.Source, Role: vb.Role, Expired: vb.Expired}
 	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
 		if err := checkNamespaces(out, out.Role); err != nil {
 			return nil, err
@@ -298,7 +303,8 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 		return nil, err
 	}
 	out.Header = h
-	out.Variant = strings.Join(h.GetRequiredCapabilities(), ",")
+	out.Source = SourceOf(out.Role)
+	out.Variant = VariantKey(out.Source, h.GetRequiredCapabilities())
 	if h.GetDomain() != root.Domain() {
 		return nil, refuse(ErrWrongDomain, "bundle is for domain %q, this verifier trusts %q", h.GetDomain(), root.Domain())
 	}
@@ -336,10 +342,7 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 		out.Held = Digest(a.GetSnapshotHash())
 		return out, nil
 	case PayloadDelta:
-		if mode == modeHeld {
-			held, have = Mark{}, false
-		}
-		if out.Delta, err = checkDelta(out.Payload, held, have, mode == modeApply); err != nil {
+		if out.Delta, err = decodeDelta(out.Payload); err != nil {
 			return nil, err
 		}
 		out.Held = Digest(out.Delta.GetTargetHash())
@@ -347,12 +350,39 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 			return out, nil // namespaces are checked on the target bundle by VerifyHeld
 		}
 	}
+	// What a bridge signed is checked before its base: a delta outside the bridge's
+	// namespaces is a refusal of the sender whatever this verifier holds.
 	if out.Role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
 		if err := checkNamespaces(out, out.Role); err != nil {
 			return nil, err
 		}
 	}
+	if out.Delta != nil && mode == modeApply {
+		if err := checkBase(out.Delta, held, have); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
+}
+
+// SourceOf names the stream a signing role publishes: "" for a seed role, "bridge/NAME"
+// for a bridge role.
+func SourceOf(role *trustv1.Role) string {
+	if role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+		return "bridge/" + role.GetName()
+	}
+	return ""
+}
+
+// VariantKey is the key of a stream's capability variant: the capabilities joined with
+// ",", after "SOURCE|" for any source but the seeds'. The seeds' keys stay the bare
+// capability list, as stored marks and last-known-good copies name them.
+func VariantKey(source string, caps []string) string {
+	key := strings.Join(caps, ",")
+	if source != "" {
+		key = source + "|" + key
+	}
+	return key
 }
 
 // Commit advances the mark of vb's variant. It refuses, with ErrReplay or ErrRollback,
@@ -436,7 +466,7 @@ func checkHeader(h *bundlev1.BundleHeader) error {
 	return nil
 }
 
-func checkDelta(payload []byte, held Mark, have, checkBase bool) (*bundlev1.BundleDeltaView, error) {
+func decodeDelta(payload []byte) (*bundlev1.BundleDeltaView, error) {
 	d := &bundlev1.BundleDeltaView{}
 	if err := proto.Unmarshal(payload, d); err != nil {
 		return nil, refuse(ErrMalformed, "delta: %v", err)
@@ -444,18 +474,20 @@ func checkDelta(payload []byte, held Mark, have, checkBase bool) (*bundlev1.Bund
 	if len(d.GetBaseHash()) != sha256.Size || len(d.GetTargetHash()) != sha256.Size {
 		return nil, refuse(ErrMalformed, "delta base_hash and target_hash must be %d bytes", sha256.Size)
 	}
-	if !checkBase {
-		return d, nil
-	}
+	return d, nil
+}
+
+// checkBase refuses a delta whose base is not the bundle held of its stream and variant.
+func checkBase(d *bundlev1.BundleDeltaView, held Mark, have bool) error {
 	if !have {
-		return nil, refuse(ErrBaseMismatch, "delta from (epoch %d, version %d) but no bundle of this variant is held; fetch a snapshot", d.GetBaseEpoch(), d.GetBaseVersion())
+		return refuse(ErrBaseMismatch, "delta from (epoch %d, version %d) but no bundle of this variant is held; fetch a snapshot", d.GetBaseEpoch(), d.GetBaseVersion())
 	}
 	base := Digest(d.GetBaseHash())
 	if held.Epoch != d.GetBaseEpoch() || held.Version != d.GetBaseVersion() || held.Hash != base.String() {
-		return nil, refuse(ErrBaseMismatch, "delta base (epoch %d, version %d, %s) is not the held bundle (epoch %d, version %d, %s)",
+		return refuse(ErrBaseMismatch, "delta base (epoch %d, version %d, %s) is not the held bundle (epoch %d, version %d, %s)",
 			d.GetBaseEpoch(), d.GetBaseVersion(), base, held.Epoch, held.Version, held.Hash)
 	}
-	return d, nil
+	return nil
 }
 
 // checkNamespaces refuses a bridge-signed bundle or delta that touches any namespace

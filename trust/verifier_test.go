@@ -126,7 +126,7 @@ func TestVerifyRejections(t *testing.T) {
 				if err := v.Commit(vb); err != nil {
 					t.Fatalf("commit: %v", err)
 				}
-				if got := v.State().Marks["core/v1"]; got.Version != vb.Header.GetVersion() || got.Hash != vb.Digest.String() {
+				if got := v.State().Marks[vb.Variant]; got.Version != vb.Header.GetVersion() || got.Hash != vb.Digest.String() {
 					t.Fatalf("mark after commit = %+v", got)
 				}
 				return
@@ -359,5 +359,64 @@ func TestReasonLabelsAreDistinct(t *testing.T) {
 	}
 	if trust.Reason(errors.New("x")) != "other" || trust.Reason(nil) != "" {
 		t.Error("Reason of a foreign error or nil is wrong")
+	}
+}
+
+// TestBridgeHasAStreamOfItsOwn: a bridge delegated one namespace signs a snapshot at a far
+// higher (epoch, version) than the seed's. It verifies as the bridge's own stream, never
+// advances or replaces the seed's mark, and the seed's next bundle is still accepted; each
+// stream keeps its own replay and rollback order.
+func TestBridgeHasAStreamOfItsOwn(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	accept := func(env []byte) *trust.Verified {
+		t.Helper()
+		vb, err := v.Verify(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Commit(vb); err != nil {
+			t.Fatal(err)
+		}
+		return vb
+	}
+	seedV5 := accept(seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 5, "shop")), f.seed))
+	if seedV5.Source != "" || seedV5.Variant != "core/v1" {
+		t.Fatalf("seed bundle: source %q variant %q", seedV5.Source, seedV5.Variant)
+	}
+	bridge := accept(seal(t, trust.PayloadBundle, encode(t, bundleMsg(900, 999_999, "shop")), f.bridge))
+	if bridge.Source != "bridge/eu" || bridge.Variant != "bridge/eu|core/v1" {
+		t.Fatalf("bridge bundle: source %q variant %q", bridge.Source, bridge.Variant)
+	}
+	accept(seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 6, "shop")), f.seed))
+	marks := v.State().Marks
+	if m := marks["core/v1"]; m.Epoch != 1 || m.Version != 6 {
+		t.Fatalf("seed mark %+v, want (1, 6)", m)
+	}
+	if m := marks["bridge/eu|core/v1"]; m.Epoch != 900 || m.Version != 999_999 {
+		t.Fatalf("bridge mark %+v, want (900, 999999)", m)
+	}
+	for _, tc := range []struct {
+		name string
+		env  []byte
+		want error
+	}{
+		{"seed replay", seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 6, "shop")), f.seed), trust.ErrReplay},
+		{"seed rollback", seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 4, "shop")), f.seed), trust.ErrRollback},
+		{"bridge replay", seal(t, trust.PayloadBundle, encode(t, bundleMsg(900, 999_999, "shop")), f.bridge), trust.ErrReplay},
+		{"bridge rollback", seal(t, trust.PayloadBundle, encode(t, bundleMsg(1, 7, "shop")), f.bridge), trust.ErrRollback},
+		{"bridge snapshot outside its namespace", seal(t, trust.PayloadBundle, encode(t, bundleMsg(901, 1, "billing")), f.bridge), trust.ErrNamespace},
+	} {
+		if _, err := v.Verify(tc.env); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// A bridge delta cannot build on the seed's bundle: its base must be the bridge's own.
+	seedPayload := encode(t, bundleMsg(1, 6, "shop"))
+	seedHash := sha256.Sum256(seedPayload)
+	target := bundleMsg(901, 1, "shop")
+	d := &bundlev1.BundleDelta{Header: target.Header, BaseEpoch: 1, BaseVersion: 6, BaseHash: seedHash[:], TargetHash: make([]byte, 32)}
+	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, d), f.bridge)); !errors.Is(err, trust.ErrBaseMismatch) {
+		t.Errorf("bridge delta on the seed's bundle: %v, want ErrBaseMismatch", err)
 	}
 }

@@ -374,8 +374,11 @@ type Head struct {
 	Epoch                uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Version              uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// hash is the SHA-256 of the bundle's payload: the key to fetch it with.
-	Hash          []byte `protobuf:"bytes,4,opt,name=hash,proto3" json:"hash,omitempty"`
-	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Hash []byte `protobuf:"bytes,4,opt,name=hash,proto3" json:"hash,omitempty"`
+	Size uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// source names the signed stream the head belongs to: empty for the domain's seeds,
+	// "bridge/NAME" for a bridge. Each stream has its own (epoch, version) order.
+	Source        string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +446,13 @@ func (x *Head) GetSize() uint64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *Head) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
 }
 
 // HeadsResponse lists the heads a peer holds.
@@ -878,13 +888,14 @@ const file_meshkit_sync_v1_sync_proto_rawDesc = "" +
 	"\x06bundle\x18\x02 \x01(\v2\x1b.meshkit.sync.v1.HeldBundleH\x00R\x06bundle\x126\n" +
 	"\x05peers\x18\x03 \x01(\v2\x1e.meshkit.sync.v1.PeersResponseH\x00R\x05peers\x12\x16\n" +
 	"\x05error\x18\x04 \x01(\tH\x00R\x05errorB\b\n" +
-	"\x06result\"\x93\x01\n" +
+	"\x06result\"\xab\x01\n" +
 	"\x04Head\x123\n" +
 	"\x15required_capabilities\x18\x01 \x03(\tR\x14requiredCapabilities\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04hash\x18\x04 \x01(\fR\x04hash\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x04R\x04size\"<\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\"<\n" +
 	"\rHeadsResponse\x12+\n" +
 	"\x05heads\x18\x01 \x03(\v2\x15.meshkit.sync.v1.HeadR\x05heads\"<\n" +
 	"\n" +
