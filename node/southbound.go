@@ -325,6 +325,13 @@ type pending struct {
 // sent again.
 func (m *meshServer) Watch(stream grpc.BidiStreamingServer[southboundv1.WatchRequest, southboundv1.WatchResponse]) error {
 	ctx := stream.Context()
+	// Counted from the moment it opens: a stream that never sends its first request holds
+	// a slot as surely as one that does.
+	release, err := m.s.admit(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -333,11 +340,6 @@ func (m *meshServer) Watch(stream grpc.BidiStreamingServer[southboundv1.WatchReq
 	if err := checkNode(ctx, first.GetNodeId(), caps); err != nil {
 		return err
 	}
-	release, err := m.s.admit(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
 	a := m.s.a
 
 	reqs := make(chan *southboundv1.WatchRequest)

@@ -50,7 +50,7 @@ type southbound struct {
 	conn  *grpc.ClientConn
 }
 
-func newSouthbound(t *testing.T) *southbound {
+func newSouthbound(t *testing.T, cfg ...node.SouthboundConfig) *southbound {
 	t.Helper()
 	d := newDomain(t, "prod")
 	mn := mocknet.New()
@@ -64,7 +64,7 @@ func newSouthbound(t *testing.T) *southbound {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	sb := a.NewSouthbound(node.SouthboundConfig{})
+	sb := a.NewSouthbound(append(cfg, node.SouthboundConfig{})[0])
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -380,5 +380,30 @@ func TestNacksAreReportedToTheSeed(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the seed got no report of the NACK")
 		}
+	}
+}
+
+// TestSilentStreamsCountAgainstMaxStreams: MeshKit watch streams that open and never send
+// their first request hold slots, so a client cannot open unbounded streams by staying
+// silent; at the limit the next stream, of either API, is refused UNAVAILABLE.
+func TestSilentStreamsCountAgainstMaxStreams(t *testing.T) {
+	s := newSouthbound(t, node.SouthboundConfig{MaxStreams: 2})
+	s.give(t, s.d.payload(t, 1, 3))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mesh := southboundv1.NewSouthboundServiceClient(s.conn)
+	for range 2 {
+		if _, err := mesh.Watch(ctx); err != nil { // opened, nothing sent
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "two open streams", func() bool { return s.sb.Streams() == 2 })
+	w, err := controlpb.NewControlPlaneWatchClient(s.conn).Watch(ctx, &controlpb.ControlWatchRequest{NodeId: "web-1", Capabilities: &controlpb.CapabilitySet{Items: []string{"core/v1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = recvWithin(t, w.Recv)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a third stream: %v, want UNAVAILABLE", err)
 	}
 }

@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -291,11 +293,55 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// messageID is content-addressed: the same envelope published twice (a seed's retry, an
-// agent re-announcing after sync) is one message.
+// messageID keys gossipsub's seen-cache on what an envelope's signatures cover, its
+// payload type and payload, rather than on its bytes. Envelopes are malleable: the same
+// signed content can be resent with an unknown field, an extra or a different set of
+// signatures, and each such copy would otherwise be a new message that reaches the
+// validator and costs a full verification. The same signed content published twice (a
+// seed's retry, an agent relaying after sync) is likewise one message. Bytes that are no
+// envelope keep an id of their own bytes, in a separate space.
 func messageID(m *pb.Message) string {
+	if pt, payload, ok := envelopeContent(m.Data); ok {
+		h := sha256.New()
+		var n [binary.MaxVarintLen64]byte
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(pt)))])
+		h.Write(pt)
+		h.Write(payload)
+		return "s" + hex.EncodeToString(h.Sum(nil)[:20])
+	}
 	h := sha256.Sum256(m.Data)
-	return hex.EncodeToString(h[:20])
+	return "r" + hex.EncodeToString(h[:20])
+}
+
+// envelopeContent returns the payload_type (field 1) and payload (field 2) of an encoded
+// meshkit.trust.v1.Envelope, the last occurrence of each as proto.Unmarshal takes it,
+// skipping every other field; ok is false when b does not parse or has no payload.
+func envelopeContent(b []byte) (payloadType, payload []byte, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, false
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, nil, false
+			}
+			if num == 1 {
+				payloadType = v
+			} else {
+				payload, ok = v, true
+			}
+			b = b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return nil, nil, false
+		}
+		b = b[n:]
+	}
+	return payloadType, payload, ok
 }
 
 func (n *Node) validate(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {

@@ -14,6 +14,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 )
 
 // TestHeldResponseIsWhatProtodelimWrites: a fetch answered from the source's encoding is
@@ -255,5 +257,49 @@ func TestAnswerMemoryFollowsWhatArrives(t *testing.T) {
 	got, err := readBounded(iotest.OneByteReader(bytes.NewReader(want)), len(want))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("a %d-byte answer read one byte at a time: %d bytes, %v", len(want), len(got), err)
+	}
+}
+
+// TestMessageIDIsWhatWasSigned: copies of one envelope resent with an unknown field, an
+// extra signature or reordered signatures share its message id, so gossipsub's seen-cache
+// drops them before validation; another payload or payload type is another message; bytes
+// that are no envelope are keyed by themselves, apart from every envelope.
+func TestMessageIDIsWhatWasSigned(t *testing.T) {
+	sig := func(key string) *trustv1.Signature { return &trustv1.Signature{KeyId: key, Sig: []byte("sig-" + key)} }
+	env := func(pt string, payload []byte, sigs ...*trustv1.Signature) []byte {
+		b, err := proto.Marshal(&trustv1.Envelope{PayloadType: pt, Payload: payload, Signatures: sigs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	id := func(b []byte) string { return messageID(&pb.Message{Data: b}) }
+	const bundleType = "application/vnd.meshkit.bundle.v1+protobuf"
+	orig := env(bundleType, []byte("payload"), sig("a"))
+	same := map[string][]byte{
+		"unknown field appended":  protowire.AppendBytes(protowire.AppendTag(slices.Clone(orig), 9, protowire.BytesType), []byte("junk")),
+		"extra signature":         env(bundleType, []byte("payload"), sig("a"), sig("b")),
+		"signatures reordered":    env(bundleType, []byte("payload"), sig("b"), sig("a")),
+	}
+	// A payload_type field before the real one: proto.Unmarshal keeps the last.
+	twice := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "ignored/type")
+	same["payload type sent twice"] = append(twice, orig...)
+	for name, b := range same {
+		if id(b) != id(orig) {
+			t.Errorf("%s: a new message id for the same signed content", name)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"another payload":      env(bundleType, []byte("payload2"), sig("a")),
+		"another payload type": env("application/vnd.meshkit.delta.v1+protobuf", []byte("payload"), sig("a")),
+		"no envelope":          []byte{0xff, 0xff, 0xff},
+		"no payload":           env(bundleType, nil, sig("a")),
+	} {
+		if id(b) == id(orig) {
+			t.Errorf("%s: shares the original's message id", name)
+		}
+	}
+	if id([]byte{0xff}) == id([]byte{0xfe}) || !strings.HasPrefix(id([]byte{0xff}), "r") || !strings.HasPrefix(id(orig), "s") {
+		t.Error("unparseable bytes are not keyed by their own bytes, apart from envelopes")
 	}
 }
