@@ -166,6 +166,8 @@ type Agent struct {
 	stale       string        // why the agent is stale, "" when fresh
 	lastAccept  time.Time
 	lastPersist error
+	// bans are the peers anti-entropy does not ask, for claiming heads they did not deliver.
+	bans syncBans
 	nacks       map[uint64]*syncv1.VersionNacks // data-plane NACKs by version
 	accepted    map[string]uint64               // by source
 	rejected    map[string]uint64               // by reason, for sync and announce fetches
@@ -452,7 +454,7 @@ func (a *Agent) onAnnounce(ctx context.Context, m p2p.Message, env *trustv1.Enve
 			a.log.Debug("announced bundle not fetched", "peer", p, "err", err)
 			continue
 		}
-		if err := a.acceptHeld(hb, ann, "gossip"); err != nil {
+		if err := a.acceptHeld(hb, &expected{held: ann.Held, epoch: ann.Header.GetEpoch(), version: ann.Header.GetVersion()}, "gossip"); err != nil {
 			if errors.Is(err, trust.ErrReplay) && a.holds(ann.Held) {
 				return p2p.Ignore // fetched meanwhile by another path
 			}
@@ -521,7 +523,14 @@ func namedBundle(env *trustv1.Envelope) trust.Digest {
 
 // acceptHeld verifies and adopts a bundle fetched from a peer; when ann is set the bundle
 // must be the announced one.
-func (a *Agent) acceptHeld(f *p2p.Fetched, ann *trust.Verified, source string) error {
+// expected is what a fetched bundle must be: the head a peer claimed, or what a signed
+// announce named.
+type expected struct {
+	held           trust.Digest
+	epoch, version uint64
+}
+
+func (a *Agent) acceptHeld(f *p2p.Fetched, want *expected, source string) error {
 	hb := f.Held
 	a.modelCost(len(hb.GetProof()) + len(hb.GetPayload()))
 	a.mu.Lock()
@@ -531,8 +540,9 @@ func (a *Agent) acceptHeld(f *p2p.Fetched, ann *trust.Verified, source string) e
 		a.countRefusalLocked(source, err)
 		return err
 	}
-	if ann != nil && (vb.Held != ann.Held || vb.Header.GetVersion() != ann.Header.GetVersion() || vb.Header.GetEpoch() != ann.Header.GetEpoch()) {
-		err := fmt.Errorf("%w: fetched bundle %s (v%d) is not the announced %s (v%d)", trust.ErrHashMismatch, vb.Held, vb.Header.GetVersion(), ann.Held, ann.Header.GetVersion())
+	if want != nil && (vb.Held != want.held || vb.Header.GetVersion() != want.version || vb.Header.GetEpoch() != want.epoch) {
+		err := fmt.Errorf("%w: fetched bundle %s (epoch %d, v%d) is not the %s (epoch %d, v%d) it was fetched as", trust.ErrHashMismatch,
+			vb.Held, vb.Header.GetEpoch(), vb.Header.GetVersion(), want.held, want.epoch, want.version)
 		a.countRefusalLocked(source, err)
 		return err
 	}
@@ -765,14 +775,14 @@ func cmpBool(x, y bool) int {
 }
 
 func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
-	type cand struct {
-		from peer.ID
-		head *syncv1.Head
-	}
-	best := map[string]cand{}
-	ties := map[string]int{} // peers offering the best head, for a uniform random choice
-	marks := a.verifier.State().Marks
+	var claims []claim
 	for _, p := range peers {
+		a.mu.Lock()
+		banned := a.bans.banned(p, a.clock.Now())
+		a.mu.Unlock()
+		if banned {
+			continue
+		}
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		heads, err := a.node.Heads(qctx, p)
 		cancel()
@@ -781,49 +791,59 @@ func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
 			continue
 		}
 		for _, h := range heads[:min(len(heads), maxHeadsPerPeer)] {
-			v := trust.VariantKey(h.GetSource(), h.GetRequiredCapabilities())
-			m, have := marks[v]
-			if have && !newer(h.GetEpoch(), h.GetVersion(), m.Epoch, m.Version) {
-				continue
-			}
-			if c, ok := best[v]; ok {
-				if !newer(h.GetEpoch(), h.GetVersion(), c.head.GetEpoch(), c.head.GetVersion()) {
-					if h.GetEpoch() == c.head.GetEpoch() && h.GetVersion() == c.head.GetVersion() {
-						// Spread fetches over the peers that have it (reservoir sampling), so a
-						// seed is not every agent's source after a heal.
-						ties[v]++
-						if rand.IntN(ties[v]) == 0 {
-							best[v] = cand{from: p, head: h}
-						}
-					}
-					continue
-				}
-			}
-			best[v], ties[v] = cand{from: p, head: h}, 1
+			claims = append(claims, claim{from: p, head: h})
 		}
 	}
+	variants, plan := planSync(a.verifier.State().Marks, claims, rand.Shuffle)
 	adopted := 0
-	for _, v := range slices.Sorted(maps.Keys(best)) {
-		c := best[v]
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		hb, err := a.node.Fetch(fctx, c.from, c.head.GetHash())
-		cancel()
-		if err != nil {
-			a.log.Debug("sync: fetch", "peer", c.from, "err", err)
-			continue
-		}
-		if err := a.acceptHeld(hb, nil, "sync"); err != nil {
-			if !errors.Is(err, trust.ErrReplay) && !errors.Is(err, trust.ErrRollback) {
-				a.log.Warn("sync: bundle refused", "peer", c.from, "reason", trust.Reason(err), "err", err)
+	for _, v := range variants {
+		for _, c := range plan[v] {
+			if m, have := a.verifier.State().Marks[v]; have && !newer(c.head.GetEpoch(), c.head.GetVersion(), m.Epoch, m.Version) {
+				break // adopted from an earlier candidate, or delivered by gossip meanwhile
 			}
-			continue
+			err := a.fetchClaim(ctx, c)
+			if err == nil {
+				adopted++
+				break
+			}
+			if ctx.Err() != nil {
+				return adopted
+			}
+			if errors.Is(err, trust.ErrReplay) || errors.Is(err, trust.ErrRollback) {
+				break // what was claimed arrived another way first: the claim was true
+			}
+			a.falseClaim(c, err)
 		}
-		adopted++
 	}
 	return adopted
 }
 
-func newer(e, v, he, hv uint64) bool { return e > he || (e == he && v > hv) }
+// fetchClaim fetches and adopts the bundle c claims, within one bounded attempt; the
+// bundle must be exactly the head claimed.
+func (a *Agent) fetchClaim(ctx context.Context, c claim) error {
+	fctx, cancel := context.WithTimeout(ctx, fetchAttemptTimeout(c.head.GetSize()))
+	defer cancel()
+	hb, err := a.node.Fetch(fctx, c.from, c.head.GetHash())
+	if err != nil {
+		return err
+	}
+	if len(c.head.GetHash()) != len(trust.Digest{}) {
+		return fmt.Errorf("%w: claimed head hash of %d bytes", trust.ErrMalformed, len(c.head.GetHash()))
+	}
+	return a.acceptHeld(hb, &expected{held: trust.Digest(c.head.GetHash()), epoch: c.head.GetEpoch(), version: c.head.GetVersion()}, "sync")
+}
+
+// falseClaim bans, for a time that grows with each offence, a peer whose claimed head it
+// did not deliver: anti-entropy stops asking it first, so it cannot keep an agent off the
+// newest bundle round after round.
+func (a *Agent) falseClaim(c claim, err error) {
+	a.mu.Lock()
+	d := a.bans.strike(c.from, a.clock.Now())
+	a.mu.Unlock()
+	a.metrics.falseHeads.Inc()
+	a.log.Warn("sync: a peer did not deliver the head it claimed; trying the next", "peer", c.from,
+		"epoch", c.head.GetEpoch(), "version", c.head.GetVersion(), "banned_for", d, "err", err)
+}
 
 // persistLoop writes changed variants to the LKG store; on Close it flushes what is left.
 //

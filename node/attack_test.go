@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -56,23 +57,40 @@ func TestMaliciousPeerIsRefusedAndGraylisted(t *testing.T) {
 		name, reason string
 		msg          []byte
 		penalised    bool
+		// seen: the message carries signed content the victim has already seen, so
+		// gossipsub's seen-cache drops it before validation however it is re-encoded
+		// (message ids key on what was signed); it is refused nowhere and costs nothing.
+		seen bool
 	}{
-		{"forged", "unknown_key", d.seal(t, trust.PayloadBundle, d.payload(t, 9, 3), d.strange), true},
-		{"tampered", "bad_signature", tampered, true},
-		// Byte-identical copies are dropped by gossipsub's seen cache before validation;
-		// a replay that gets through is re-encoded (here: its signature repeated).
-		{"replayed", "replay", reencode(t, v3), false},
-		{"rolled-back", "rollback", reencode(t, v1), false},
-		{"cross-domain", "unknown_key", other.seal(t, trust.PayloadBundle, other.payload(t, 12, 3), other.seed), true},
-		{"expired", "expired", d.seal(t, trust.PayloadBundle, d.payloadAt(t, 11, t0.Add(-48*time.Hour), t0.Add(-24*time.Hour)), d.seed), true},
-		{"oversized", "oversized", d.seal(t, trust.PayloadBundle, d.payload(t, 13, 1450), d.seed), true},
-		{"garbage", "malformed", []byte("not an envelope at all"), true},
+		{"forged", "unknown_key", d.seal(t, trust.PayloadBundle, d.payload(t, 9, 3), d.strange), true, false},
+		{"tampered", "bad_signature", tampered, true, false},
+		{"replayed", "replay", reencode(t, v3), false, true},
+		{"rolled-back", "rollback", reencode(t, v1), false, true},
+		{"cross-domain", "unknown_key", other.seal(t, trust.PayloadBundle, other.payload(t, 12, 3), other.seed), true, false},
+		{"expired", "expired", d.seal(t, trust.PayloadBundle, d.payloadAt(t, 11, t0.Add(-48*time.Hour), t0.Add(-24*time.Hour)), d.seed), true, false},
+		{"oversized", "oversized", d.seal(t, trust.PayloadBundle, d.payload(t, 13, 1450), d.seed), true, false},
+		{"garbage", "malformed", []byte("not an envelope at all"), true, false},
 	}
-	for _, at := range attacks {
+	for i, at := range attacks {
 		before := victim.Status().Rejected[at.reason]
 		ah, topic := newAttacker(t, m, 0)
 		if err := topic.Publish(context.Background(), at.msg, pubsub.WithReadiness(pubsub.MinTopicSize(1))); err != nil {
 			t.Fatalf("%s: %v", at.name, err)
+		}
+		if at.seen {
+			// The victim handles one peer's messages in order: once a later one from the
+			// same attacker is refused, this one has been through the seen-cache.
+			marker := []byte(fmt.Sprintf("garbage after %d", i))
+			malformed := victim.Status().Rejected["malformed"]
+			if err := topic.Publish(context.Background(), marker); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, at.name+": the marker after it refused", func() bool { return victim.Status().Rejected["malformed"] > malformed })
+			if got := victim.Status().Rejected[at.reason]; got != before {
+				t.Fatalf("%s reached validation (%s count %d → %d): the seen-cache should have dropped it", at.name, at.reason, before, got)
+			}
+			t.Logf("%-12s dropped by the seen-cache before validation", at.name)
+			continue
 		}
 		waitFor(t, at.name+" refused by the victim", func() bool { return victim.Status().Rejected[at.reason] > before })
 		if at.penalised {

@@ -10,12 +10,14 @@ type metrics struct {
 	lkgRefused prometheus.Counter
 	// lkgWriteFailures counts failed last-known-good writes (each is retried).
 	lkgWriteFailures prometheus.Counter
-	watchClients     prometheus.Gauge
-	watchRefused     prometheus.Counter
-	watchDelivery    prometheus.Histogram
-	unsupported      prometheus.Counter
-	nacks            prometheus.Counter
-	admissions       *prometheus.CounterVec
+	// falseHeads counts sync claims a peer did not deliver.
+	falseHeads    prometheus.Counter
+	watchClients  prometheus.Gauge
+	watchRefused  prometheus.Counter
+	watchDelivery prometheus.Histogram
+	unsupported   prometheus.Counter
+	nacks         prometheus.Counter
+	admissions    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
@@ -28,6 +30,9 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		}, []string{"source", "reason"}),
 		lkgRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshkit_agent_lkg_refused_total", Help: "Last-known-good files refused at start (corrupt, truncated or forged).",
+		}),
+		falseHeads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshkit_agent_sync_false_heads_total", Help: "Heads a peer claimed in anti-entropy and did not deliver (the peer is then not asked for a while).",
 		}),
 		lkgWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshkit_agent_lkg_write_failures_total", Help: "Last-known-good writes that failed; each is retried with backoff, and /readyz reports persisting: false meanwhile.",
@@ -65,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		return 0
 	}
 	cs := []prometheus.Collector{
-		m.accepted, m.rejected, m.lkgRefused, m.lkgWriteFailures, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
+		m.accepted, m.rejected, m.lkgRefused, m.lkgWriteFailures, m.falseHeads, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
 		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
 		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),

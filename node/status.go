@@ -28,6 +28,9 @@ type Status struct {
 	BytesIn     uint64       `json:"bytes_in"`
 	BytesOut    uint64       `json:"bytes_out"`
 	PersistErr  string       `json:"persist_error,omitempty"`
+	// SyncBanned lists the peers anti-entropy does not ask for now: each claimed a head it
+	// did not deliver.
+	SyncBanned []string `json:"sync_banned,omitempty"`
 	// Accepted counts adopted bundles by source (gossip, sync, lkg).
 	Accepted map[string]uint64 `json:"accepted"`
 	// Rejected counts refused bundles, deltas and announces by reason (replay, rollback,
@@ -67,6 +70,7 @@ func (a *Agent) Status() Status {
 	if a.lastPersist != nil {
 		s.PersistErr = a.lastPersist.Error()
 	}
+	s.SyncBanned = a.bans.list(a.clock.Now())
 	s.Accepted, s.Rejected = maps.Clone(a.accepted), maps.Clone(a.rejected)
 	for _, v := range slices.Sorted(maps.Keys(a.nacks)) {
 		n := a.nacks[v]
