@@ -167,11 +167,11 @@ type Agent struct {
 	lastAccept  time.Time
 	lastPersist error
 	// bans are the peers anti-entropy does not ask, for claiming heads they did not deliver.
-	bans syncBans
-	nacks       map[uint64]*syncv1.VersionNacks // data-plane NACKs by version
-	accepted    map[string]uint64               // by source
-	rejected    map[string]uint64               // by reason, for sync and announce fetches
-	refusals    reasonCounts                    // gossip refusals (counted where a.mu may or may not be held)
+	bans     syncBans
+	nacks    map[uint64]*syncv1.VersionNacks // data-plane NACKs by version
+	accepted map[string]uint64               // by source
+	rejected map[string]uint64               // by reason, for sync and announce fetches
+	refusals reasonCounts                    // gossip refusals (counted where a.mu may or may not be held)
 
 	persistKick chan struct{}
 	syncKick    chan struct{}

@@ -277,9 +277,9 @@ func TestMessageIDIsWhatWasSigned(t *testing.T) {
 	const bundleType = "application/vnd.meshkit.bundle.v1+protobuf"
 	orig := env(bundleType, []byte("payload"), sig("a"))
 	same := map[string][]byte{
-		"unknown field appended":  protowire.AppendBytes(protowire.AppendTag(slices.Clone(orig), 9, protowire.BytesType), []byte("junk")),
-		"extra signature":         env(bundleType, []byte("payload"), sig("a"), sig("b")),
-		"signatures reordered":    env(bundleType, []byte("payload"), sig("b"), sig("a")),
+		"unknown field appended": protowire.AppendBytes(protowire.AppendTag(slices.Clone(orig), 9, protowire.BytesType), []byte("junk")),
+		"extra signature":        env(bundleType, []byte("payload"), sig("a"), sig("b")),
+		"signatures reordered":   env(bundleType, []byte("payload"), sig("b"), sig("a")),
 	}
 	// A payload_type field before the real one: proto.Unmarshal keeps the last.
 	twice := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "ignored/type")
