@@ -85,7 +85,7 @@ func spread(b *testing.B, mode string, agents, size int) (int64, []time.Duration
 	if err != nil {
 		b.Fatal(err)
 	}
-	seedLimit := 1
+	seedLimit := SeedSlots
 	if mode == "hub" {
 		seedLimit = 0
 	}

@@ -35,13 +35,19 @@ const (
 	streamTimeout = 30 * time.Second
 )
 
+// SeedSlots is how many peers a seed serves artifacts to at once: few, so that agents
+// fetch from one another, but more than one, so that no single peer can hold the seed.
+const SeedSlots = 2
+
 // ServerConfig bounds what a Server gives away.
 type ServerConfig struct {
-	// MaxConcurrent peers served at once (each keeps its slot until it stops asking for
-	// a second); others are answered busy and look for another provider. Seeds set it low:
-	// agents then fetch from one another. 0 is unlimited.
+	// MaxConcurrent peers served at once; others are answered busy and look for another
+	// provider. Seeds set it low: agents then fetch from one another. 0 is unlimited. A
+	// peer keeps its slot while it makes progress: see leaseTable.
 	MaxConcurrent int
-	Logger        *slog.Logger
+	// Now tells the time of leases; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Server answers the content protocol from a Store.
@@ -50,24 +56,23 @@ type Server struct {
 	proto protocol.ID
 	store *Store
 	log   *slog.Logger
-	max   int
-	// leases are the peers being served now, by when they last asked: a peer keeps its
-	// slot for the whole blob, so a limited server serves a few peers fully rather than
-	// every peer a little.
+	now   func() time.Time
+	// mu guards leases: the peers being served now. A peer keeps its slot for the whole
+	// blob, so a limited server serves a few peers fully rather than every peer a little.
 	mu     sync.Mutex
-	leases map[peer.ID]time.Time
+	leases leaseTable
 	// Served counts data bytes sent.
 	served atomic.Int64
 }
 
-// leaseIdle frees a slot whose peer has not asked for this long.
-const leaseIdle = time.Second
-
 // Serve registers the content protocol of domain on h, answering from store, until Close.
 func Serve(h host.Host, domain string, store *Store, cfg ServerConfig) *Server {
-	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger, max: cfg.MaxConcurrent, leases: map[peer.ID]time.Time{}}
+	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger, now: cfg.Now, leases: newLeaseTable(cfg.MaxConcurrent)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	h.SetStreamHandler(s.proto, s.handle)
 	return s
@@ -88,32 +93,25 @@ func (s *Server) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	resp := s.answer(st.Conn().RemotePeer(), req)
+	from := st.Conn().RemotePeer()
+	resp := s.answer(from, req)
 	if _, err := protodelim.MarshalTo(st, resp); err != nil {
 		_ = st.Reset()
 		return
 	}
-	s.served.Add(int64(len(resp.GetData())))
+	if n := len(resp.GetData()); n > 0 {
+		s.served.Add(int64(n))
+		s.mu.Lock()
+		s.leases.served(from, int64(n))
+		s.mu.Unlock()
+	}
 }
 
-// lease reports whether p may be served now (MaxConcurrent peers at a time).
+// lease reports whether p may be served now.
 func (s *Server) lease(p peer.ID) bool {
-	if s.max <= 0 {
-		return true
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	for q, at := range s.leases {
-		if now.Sub(at) > leaseIdle {
-			delete(s.leases, q)
-		}
-	}
-	if _, ok := s.leases[p]; ok || len(s.leases) < s.max {
-		s.leases[p] = now
-		return true
-	}
-	return false
+	return s.leases.acquire(p, s.now())
 }
 
 func (s *Server) answer(from peer.ID, req *contentv1.ContentRequest) *contentv1.ContentResponse {

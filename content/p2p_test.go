@@ -6,9 +6,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -184,4 +187,62 @@ func FuzzContentRequest(f *testing.F) {
 			t.Fatalf("answered %d bytes", len(resp.GetData()))
 		}
 	})
+}
+
+// hog holds a limited server's slot the cheapest way: a one-byte range every 300 ms.
+func hog(ctx context.Context, h host.Host, server peer.ID, c cid.Cid) {
+	ticker := time.NewTicker(300 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		s, err := h.NewStream(ctx, server, Protocol(domain))
+		if err == nil {
+			_, _ = protodelim.MarshalTo(s, &contentv1.ContentRequest{Cid: c.String(), Offset: 0, Length: 1})
+			_ = s.CloseWrite()
+			_, _ = io.Copy(io.Discard, s)
+			_ = s.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// TestSlowPeerCannotHoldTheSeed: a peer asks a one-slot seed for one byte every 300 ms,
+// which used to keep the slot for as long as it liked. Its lease ends after the grace for
+// want of progress, and an honest agent fetches the whole blob from the seed.
+func TestSlowPeerCannotHoldTheSeed(t *testing.T) {
+	hs, stores := net(t, 3)
+	blob := random(t, 512<<10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, _ := stores[0].PutBytes(ctx, blob)
+	seed := Serve(hs[0], domain, stores[0], ServerConfig{MaxConcurrent: 1})
+	defer seed.Close()
+	var hogging sync.WaitGroup
+	hogging.Go(func() { hog(ctx, hs[1], hs[0].ID(), c) })
+	defer hogging.Wait()
+	defer cancel()
+	waitFor(t, "the hog's first byte", func() bool { return seed.ServedBytes() > 0 })
+	f := NewFetcher(hs[2], domain, stores[2], FetchConfig{FallbackAfter: time.Millisecond, Retry: 50 * time.Millisecond})
+	fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer fcancel()
+	if err := f.Fetch(fctx, c, int64(len(blob)), Sources{Peers: func() []peer.ID { return nil }, Fallback: []peer.ID{hs[0].ID()}}); err != nil {
+		t.Fatalf("the honest agent's fetch while a peer hogs the seed: %v", err)
+	}
+	if got, err := stores[2].Get(c); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("stored: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

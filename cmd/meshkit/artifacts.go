@@ -25,7 +25,7 @@ func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*seed.Re
 	}
 	closeFn := func() {}
 	if h != nil {
-		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: 1, Logger: log})
+		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: content.SeedSlots, Logger: log})
 		closeFn = srv.Close
 	}
 	return reg, closeFn, nil
