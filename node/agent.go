@@ -21,6 +21,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/content"
+	"meshkit.dev/meshkit/internal/nodereport"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -1079,6 +1080,7 @@ func (a *Agent) report() *syncv1.NodeReport {
 	for _, n := range st.Nacks {
 		r.Nacks = append(r.Nacks, &syncv1.VersionNacks{Version: n.Version, Count: n.Count, LastError: n.LastError})
 	}
+	nodereport.Clean(r) // NACK details come from data-plane clients: fit them to what seeds accept
 	return r
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/nodereport"
 	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -34,6 +36,7 @@ type Restorer interface {
 type Gossip struct {
 	node      *p2p.Node
 	inlineMax int
+	log       *slog.Logger
 
 	mu      sync.Mutex                    // guards the following
 	held    map[trust.Digest]heldSnapshot // by payload hash; the newest two versions
@@ -56,7 +59,10 @@ func NewGossip(ctx context.Context, cfg p2p.Config, inlineMax int) (*Gossip, err
 	if inlineMax == 0 {
 		inlineMax = DefaultInlineMax
 	}
-	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]heldSnapshot{}, reports: map[peer.ID]nodeReport{}}
+	g := &Gossip{inlineMax: inlineMax, held: map[trust.Digest]heldSnapshot{}, reports: map[peer.ID]nodeReport{}, log: cfg.Logger}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
 	cfg.Role, cfg.Validator, cfg.Source, cfg.OnReport = p2p.RoleSeed, g, g, g.onReport
 	n, err := p2p.New(ctx, cfg)
 	if err != nil {
@@ -246,16 +252,36 @@ type nodeReport struct {
 // Reports older than reportTTL are forgotten; at most maxReports agents are remembered.
 const (
 	reportTTL  = 10 * time.Minute
-	maxReports = 100_000
+	maxReports = 20_000
 )
 
+// onReport keeps the newest report of each agent. Reports are unauthenticated claims of
+// one peer about itself, so each is bounded field by field (nodereport.Check), a peer that its
+// gossip score marks as misbehaving is not heard, and when the table is full the oldest
+// report makes room: a flood of fresh peer ids cannot lock honest agents out, and the
+// table holds at most maxReports reports of at most 16 KiB.
 func (g *Gossip) onReport(from peer.ID, r *syncv1.NodeReport) {
+	if err := nodereport.Check(r); err != nil {
+		g.log.Warn("agent report refused", "peer", from, "err", err)
+		return
+	}
+	if g.node != nil && g.node.Scores()[from] < 0 {
+		g.log.Warn("agent report refused: the peer's gossip score is negative", "peer", from)
+		return
+	}
+	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.reports[from]; !ok && len(g.reports) >= maxReports {
-		return
+		var oldest peer.ID
+		for p, nr := range g.reports {
+			if oldest == "" || nr.at.Before(g.reports[oldest].at) {
+				oldest = p
+			}
+		}
+		delete(g.reports, oldest)
 	}
-	g.reports[from] = nodeReport{at: time.Now(), r: r}
+	g.reports[from] = nodeReport{at: now, r: r}
 }
 
 // NodeReports implements NodeReporter.

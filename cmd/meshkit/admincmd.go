@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -421,15 +422,27 @@ func (a *app) status(args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "agents reporting (last 10 min): %d\n", st.GetReportingNodes())
 	for _, n := range st.GetNacks() {
-		fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), n.GetLastError())
+		fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), printable(n.GetLastError()))
 	}
 	for _, e := range st.GetExtensions() {
-		fmt.Fprintf(a.stdout, "  extension %s (%s): admitted by %d, rejected by %d, unavailable on %d agent(s)\n", e.GetArtifact(), e.GetAbi(), e.GetAdmitted(), e.GetRejected(), e.GetUnavailable())
+		fmt.Fprintf(a.stdout, "  extension %s (%s): admitted by %d, rejected by %d, unavailable on %d agent(s)\n",
+			printable(e.GetArtifact()), printable(e.GetAbi()), e.GetAdmitted(), e.GetRejected(), e.GetUnavailable())
 		for _, r := range e.GetReasons() {
-			fmt.Fprintf(a.stdout, "    %s\n", r)
+			fmt.Fprintf(a.stdout, "    %s\n", printable(r))
 		}
 	}
 	return nil
+}
+
+// printable escapes what a terminal would act on (control characters, escape sequences,
+// invalid UTF-8) in text that came from agents or other peers, as Go quoting does, and
+// leaves plain text as it is.
+func printable(s string) string {
+	q := strconv.QuoteToGraphic(s)
+	if q[1:len(q)-1] == strings.ReplaceAll(s, `"`, `\"`) && !strings.Contains(s, `\`) {
+		return s
+	}
+	return q
 }
 
 func (a *app) audit(args []string) error {

@@ -153,3 +153,20 @@ func TestNoBearerTokenInClearOffLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintableEscapesWhatTerminalsActOn: text from agents is printed as it is when plain,
+// and quoted with its control characters escaped otherwise.
+func TestPrintableEscapesWhatTerminalsActOn(t *testing.T) {
+	for in, want := range map[string]string{
+		"route shop/checkout: unknown cluster": "route shop/checkout: unknown cluster",
+		`says "hi"`:                            `says "hi"`,
+		"\x1b]0;pwned\x07":                     `"\x1b]0;pwned\a"`,
+		"red \x1b[31mtext":                     `"red \x1b[31mtext"`,
+		"bad \xff utf8":                        `"bad \xff utf8"`,
+		`back\slash`:                           `"back\\slash"`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
