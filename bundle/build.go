@@ -145,7 +145,7 @@ func RequiredCapabilities(b *bundlev1.Bundle) []string {
 
 // Validate checks every object and the references between them, returning all problems.
 func Validate(objs []Object) error {
-	v := &validator{seen: map[Key]Object{}}
+	v := &validator{seen: map[Key]Object{}, grants: map[grantScope][]*bundlev1.ReferenceGrantSpec{}}
 	if len(objs) > maxResources {
 		return ValidationErrors{{Msg: fmt.Sprintf("%d resources, the limit is %d", len(objs), maxResources)}}
 	}
@@ -155,6 +155,10 @@ func Validate(objs []Object) error {
 			continue
 		}
 		v.seen[o.Key()] = o
+		if g, ok := o.Spec.(*bundlev1.ReferenceGrantSpec); ok {
+			scope := grantScope{namespace: o.Metadata.GetNamespace(), tenant: o.Metadata.GetTenant()}
+			v.grants[scope] = append(v.grants[scope], g)
+		}
 	}
 	routesByMatch := map[string]Object{}
 	for _, o := range objs {
@@ -175,6 +179,8 @@ func Validate(objs []Object) error {
 			v.binding(o, spec)
 		case *bundlev1.KillSwitchSpec:
 			v.killSwitch(o, spec)
+		case *bundlev1.ReferenceGrantSpec:
+			v.referenceGrant(o, spec)
 		}
 	}
 	if len(v.errs) > 0 {
@@ -184,21 +190,77 @@ func Validate(objs []Object) error {
 }
 
 type validator struct {
-	seen map[Key]Object
-	errs ValidationErrors
+	seen   map[Key]Object
+	grants map[grantScope][]*bundlev1.ReferenceGrantSpec // by the namespace and tenant that grant
+	errs   ValidationErrors
 }
+
+type grantScope struct{ namespace, tenant string }
 
 func (v *validator) add(o Object, field, format string, args ...any) {
 	v.errs = append(v.errs, FieldError{Key: o.Key(), Source: o.Source, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
-// ref checks that a resource of kind named name exists in o's namespace.
+// ref checks that a resource of kind named name exists in o's namespace and belongs to
+// o's tenant, or that its tenant grants o's tenant and kind the reference: references
+// resolve by namespace, and a namespace can hold several tenants' resources.
 func (v *validator) ref(o Object, field, kind, name string) {
 	if name == "" {
 		return
 	}
-	if _, ok := v.seen[Key{Kind: kind, Namespace: o.Metadata.GetNamespace(), Name: name}]; !ok {
-		v.add(o, field, "%s %q does not exist in namespace %q", kind, name, o.Metadata.GetNamespace())
+	ns := o.Metadata.GetNamespace()
+	target, ok := v.seen[Key{Kind: kind, Namespace: ns, Name: name}]
+	if !ok {
+		v.add(o, field, "%s %q does not exist in namespace %q", kind, name, ns)
+		return
+	}
+	from, to := o.Metadata.GetTenant(), target.Metadata.GetTenant()
+	if from != to && !v.granted(o, target) {
+		v.add(o, field, "%s %q belongs to tenant %q, and %s of tenant %q may not refer to it: tenant %q can allow it with a ReferenceGrant in namespace %q",
+			kind, name, to, o.Kind, from, to, ns)
+	}
+}
+
+// granted reports whether a ReferenceGrant of target's tenant in its namespace lets o's
+// tenant and kind refer to target.
+func (v *validator) granted(o, target Object) bool {
+	for _, g := range v.grants[grantScope{namespace: target.Metadata.GetNamespace(), tenant: target.Metadata.GetTenant()}] {
+		from := slices.ContainsFunc(g.GetFrom(), func(f *bundlev1.ReferenceGrantFrom) bool {
+			return f.GetTenant() == o.Metadata.GetTenant() && f.GetKind() == o.Kind
+		})
+		to := slices.ContainsFunc(g.GetTo(), func(t *bundlev1.ReferenceGrantTo) bool {
+			return t.GetKind() == target.Kind && (t.GetName() == "" || t.GetName() == target.Metadata.GetName())
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+// referringKinds are the kinds whose specs name other resources, and referableKinds the
+// kinds they name: what a ReferenceGrant can speak of.
+var (
+	referringKinds = []string{KindRoute, KindAuthzPolicy, KindExtensionBinding, KindKillSwitch}
+	referableKinds = []string{KindCluster, KindRetryPolicy, KindRoute, KindExtension, KindAuthzPolicy}
+)
+
+func (v *validator) referenceGrant(o Object, s *bundlev1.ReferenceGrantSpec) {
+	if len(s.GetFrom()) == 0 || len(s.GetTo()) == 0 {
+		v.add(o, "spec", "from and to are both required")
+	}
+	for i, f := range s.GetFrom() {
+		if f.GetTenant() == "" || f.GetTenant() == o.Metadata.GetTenant() {
+			v.add(o, fmt.Sprintf("spec.from[%d].tenant", i), "another tenant is required (a tenant's own resources need no grant)")
+		}
+		if !slices.Contains(referringKinds, f.GetKind()) {
+			v.add(o, fmt.Sprintf("spec.from[%d].kind", i), "%q refers to nothing (one of %s)", f.GetKind(), strings.Join(referringKinds, ", "))
+		}
+	}
+	for i, t := range s.GetTo() {
+		if !slices.Contains(referableKinds, t.GetKind()) {
+			v.add(o, fmt.Sprintf("spec.to[%d].kind", i), "%q cannot be referred to (one of %s)", t.GetKind(), strings.Join(referableKinds, ", "))
+		}
 	}
 }
 

@@ -165,3 +165,22 @@ func TestEncodeIsDeterministicWhateverTheOrder(t *testing.T) {
 		t.Fatal("decode/encode changed the bytes")
 	}
 }
+
+func TestReferenceGrantSpecIsChecked(t *testing.T) {
+	objs, err := Decode("grant.yaml", []byte(`apiVersion: meshkit.dev/v1alpha1
+kind: ReferenceGrant
+metadata: {name: g, namespace: shop, tenant: acme}
+spec:
+  from: [{tenant: acme, kind: Route}, {tenant: globex, kind: Cluster}]
+  to: [{kind: KillSwitch}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Validate(objs)
+	for _, want := range []string{"spec.from[0].tenant", "spec.from[1].kind", "spec.to[0].kind"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("no problem reported at %s: %v", want, err)
+		}
+	}
+}

@@ -44,6 +44,9 @@ const (
 	KindExtension        = "Extension"
 	KindExtensionBinding = "ExtensionBinding"
 	KindKillSwitch       = "KillSwitch"
+	// KindReferenceGrant lets other tenants refer to a tenant's resources; seeds validate
+	// with it and never compile it into a bundle.
+	KindReferenceGrant = "ReferenceGrant"
 )
 
 // newSpec returns an empty spec message for each kind.
@@ -55,6 +58,7 @@ var newSpec = map[string]func() proto.Message{
 	KindExtension:        func() proto.Message { return &bundlev1.ExtensionSpec{} },
 	KindExtensionBinding: func() proto.Message { return &bundlev1.ExtensionBindingSpec{} },
 	KindKillSwitch:       func() proto.Message { return &bundlev1.KillSwitchSpec{} },
+	KindReferenceGrant:   func() proto.Message { return &bundlev1.ReferenceGrantSpec{} },
 }
 
 // Kinds lists the resource kinds, sorted.

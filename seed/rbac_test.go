@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -420,5 +421,61 @@ func TestReadyzSaysWhyNotWithoutDetails(t *testing.T) {
 	}
 	if code, body := get("/v1/status", token); code != 200 || !strings.Contains(body, "hsm at /dev/secret-hsm0") {
 		t.Fatalf("/v1/status = %d %s", code, body)
+	}
+}
+
+// TestNoReferenceAcrossTenantsWithoutAGrant: globex attaches its AuthzPolicy, its Wasm
+// (an ExtensionBinding) and a KillSwitch to acme's resources; each is refused, naming the
+// grant that would allow it. acme grants its storefront route to globex's AuthzPolicies
+// (an audited apply only acme can make); then that one reference, and no other, is
+// allowed, and the grant cannot be withdrawn while it is used.
+func TestNoReferenceAcrossTenantsWithoutAGrant(t *testing.T) {
+	ts := open(t, "")
+	ts.apply(t, resources(t, "../examples/shop"))
+	globex := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "globex-ci", Scope: seed.ScopeOperate, Tenants: []string{"globex"}})
+	acme := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "acme-ci", Scope: seed.ScopeOperate, Tenants: []string{"acme"}})
+	const hdr = "apiVersion: meshkit.dev/v1alpha1\n"
+	policy := resources(t, hdr+"kind: AuthzPolicy\nmetadata: {name: spy, namespace: shop, tenant: globex}\nspec: {action: AUTHZ_ACTION_ALLOW, routes: [storefront]}\n")
+	wasm := resources(t, hdr+"kind: Extension\nmetadata: {name: tap, namespace: shop, tenant: globex}\n"+
+		"spec: {kind: EXTENSION_KIND_WASM, artifact: bafkreiaaaa, abi: proxy-wasm/0.2.1}\n---\n"+
+		hdr+"kind: ExtensionBinding\nmetadata: {name: tap-storefront, namespace: shop, tenant: globex}\nspec: {extension: tap, routes: [storefront]}\n")
+	kill := resources(t, hdr+"kind: KillSwitch\nmetadata: {name: off, namespace: shop, tenant: globex}\n"+
+		"spec: {target: KILL_SWITCH_TARGET_AUTHZ_POLICY, name: deny-admin-paths, reason: x}\n")
+	for name, rs := range map[string][]*adminv1.Resource{"AuthzPolicy": policy, "ExtensionBinding": wasm, "KillSwitch": kill} {
+		_, err := ts.api.Apply(globex, &adminv1.ApplyRequest{Resources: rs})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `belongs to tenant "acme"`) || !strings.Contains(err.Error(), "ReferenceGrant") {
+			t.Fatalf("globex's %s on acme's resources: %v", name, err)
+		}
+	}
+	grant := resources(t, hdr+"kind: ReferenceGrant\nmetadata: {name: globex-policies, namespace: shop, tenant: acme}\n"+
+		"spec: {from: [{tenant: globex, kind: AuthzPolicy}], to: [{kind: Route, name: storefront}]}\n")
+	if _, err := ts.api.Apply(globex, &adminv1.ApplyRequest{Resources: grant}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("globex grants itself acme's route: %v", err)
+	}
+	if _, err := ts.api.Apply(acme, &adminv1.ApplyRequest{Resources: grant}); err != nil {
+		t.Fatalf("acme's grant: %v", err)
+	}
+	if _, err := ts.api.Apply(globex, &adminv1.ApplyRequest{Resources: policy}); err != nil {
+		t.Fatalf("the granted reference: %v", err)
+	}
+	if _, err := ts.api.Apply(globex, &adminv1.ApplyRequest{Resources: wasm}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an ExtensionBinding the grant does not name: %v", err)
+	}
+	if _, err := ts.api.Delete(acme, &adminv1.DeleteRequest{Kind: "ReferenceGrant", Namespace: "shop", Name: "globex-policies"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("withdrawing a grant in use: %v", err)
+	}
+	entries, _ := ts.api.Audit(adminCtx(), &adminv1.AuditRequest{})
+	var audited bool
+	for _, e := range entries.GetEntries() {
+		audited = audited || (e.GetActor() == "acme-ci" && slices.Contains(e.GetSubjects(), "ReferenceGrant shop/globex-policies"))
+	}
+	if !audited {
+		t.Fatal("the grant is not in the audit log under acme's principal")
+	}
+	// The grant is control-plane state: no bundle carries it.
+	waitFor(t, "the grant's state published", func() bool { return !ts.Status().GetPending() })
+	resp, err := ts.api.GetBundle(adminCtx(), &adminv1.GetBundleRequest{})
+	if err != nil || !bytes.Contains(resp.GetEnvelope(), []byte("spy")) || bytes.Contains(resp.GetEnvelope(), []byte("globex-policies")) {
+		t.Fatalf("the bundle published after the grant holds the granted policy but not the grant? (%v)", err)
 	}
 }

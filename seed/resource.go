@@ -29,6 +29,8 @@ func ResourceFromObject(o bundle.Object) (*adminv1.Resource, error) {
 		r.Spec = &adminv1.Resource_ExtensionBinding{ExtensionBinding: s}
 	case *bundlev1.KillSwitchSpec:
 		r.Spec = &adminv1.Resource_KillSwitch{KillSwitch: s}
+	case *bundlev1.ReferenceGrantSpec:
+		r.Spec = &adminv1.Resource_ReferenceGrant{ReferenceGrant: s}
 	default:
 		return nil, fmt.Errorf("seed: %s has no admin resource form (%T)", o.Kind, o.Spec)
 	}
@@ -53,6 +55,8 @@ func ObjectFromResource(r *adminv1.Resource) (bundle.Object, error) {
 		o.Kind, o.Spec = bundle.KindExtensionBinding, s.ExtensionBinding
 	case *adminv1.Resource_KillSwitch:
 		o.Kind, o.Spec = bundle.KindKillSwitch, s.KillSwitch
+	case *adminv1.Resource_ReferenceGrant:
+		o.Kind, o.Spec = bundle.KindReferenceGrant, s.ReferenceGrant
 	default:
 		return bundle.Object{}, fmt.Errorf("seed: resource %s/%s has no spec", r.GetMetadata().GetNamespace(), r.GetMetadata().GetName())
 	}

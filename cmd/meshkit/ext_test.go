@@ -61,7 +61,7 @@ func TestDevExtensionPushAdmitServe(t *testing.T) {
 	valid, loop := wasmfixture.Module(t, "valid"), wasmfixture.Module(t, "loop")
 	validPath, loopPath := write("auth.wasm", valid), write("spin.wasm", loop)
 	push := func(args ...string) (int, string) {
-		return cli(t, append([]string{"ext", "push"}, append(args, "--namespace", "shop", "--abi", "proxy-wasm/0.2.1", "--registry", httpAddr, "--seed", grpcAddr)...)...)
+		return cli(t, append([]string{"ext", "push"}, append(args, "--namespace", "shop", "--tenant", "acme", "--abi", "proxy-wasm/0.2.1", "--registry", httpAddr, "--seed", grpcAddr)...)...)
 	}
 	if code, msg := cli(t, "ext", "cid", validPath); code != exitOK || !strings.HasPrefix(msg, content.Sum(valid).String()+"\tsha256:") {
 		t.Fatalf("ext cid: %d %q", code, msg)

@@ -60,9 +60,10 @@ func (a *app) extCID(args []string) error {
 // extPush admits the module locally, pushes it to the seed's OCI registry (the layer's
 // digest is its CID), and applies the Extension resource that declares it: one step.
 func (a *app) extPush(args []string) error {
-	fs := a.newFlags("ext push", "ext push FILE --name N --abi A [--namespace NS] [--failure-policy fail-closed|fail-open] [--registry HOST:PORT] [--seed ADDR]")
+	fs := a.newFlags("ext push", "ext push FILE --name N --abi A [--namespace NS] [--tenant T] [--failure-policy fail-closed|fail-open] [--registry HOST:PORT] [--seed ADDR]")
 	name := fs.String("name", "", "Extension resource name (and registry repository NAMESPACE/NAME)")
 	ns := fs.String("namespace", "default", "namespace of the Extension resource")
+	tenant := fs.String("tenant", "", "tenant the Extension resource belongs to (bindings of another tenant need its ReferenceGrant)")
 	abi := fs.String("abi", "", "ABI the module implements: proxy-wasm/0.2.1, proxy-wasm/0.2.0, dsl/v1")
 	kind := fs.String("kind", "wasm", "wasm, dsl or native")
 	policy := fs.String("failure-policy", "fail-closed", "what nodes do when the module cannot run: fail-closed (its routes refuse traffic) or fail-open (it is dropped)")
@@ -116,7 +117,7 @@ func (a *app) extPush(args []string) error {
 		return fmt.Errorf("push to %s: %w", *registryAddr, err)
 	}
 	res := &adminv1.Resource{
-		Metadata: &bundlev1.Metadata{Name: *name, Namespace: *ns},
+		Metadata: &bundlev1.Metadata{Name: *name, Namespace: *ns, Tenant: *tenant},
 		Spec: &adminv1.Resource_Extension{Extension: &bundlev1.ExtensionSpec{
 			Kind: k, Artifact: cid.String(), Abi: *abi, MediaType: wasmLayerType, Size: uint64(len(module)),
 			FailurePolicy: fp, RolloutTags: rollout,

@@ -40,6 +40,7 @@ type Resource struct {
 	//	*Resource_Extension
 	//	*Resource_ExtensionBinding
 	//	*Resource_KillSwitch
+	//	*Resource_ReferenceGrant
 	Spec          isResource_Spec `protobuf_oneof:"spec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -152,6 +153,15 @@ func (x *Resource) GetKillSwitch() *v1.KillSwitchSpec {
 	return nil
 }
 
+func (x *Resource) GetReferenceGrant() *v1.ReferenceGrantSpec {
+	if x != nil {
+		if x, ok := x.Spec.(*Resource_ReferenceGrant); ok {
+			return x.ReferenceGrant
+		}
+	}
+	return nil
+}
+
 type isResource_Spec interface {
 	isResource_Spec()
 }
@@ -184,6 +194,10 @@ type Resource_KillSwitch struct {
 	KillSwitch *v1.KillSwitchSpec `protobuf:"bytes,8,opt,name=kill_switch,json=killSwitch,proto3,oneof"`
 }
 
+type Resource_ReferenceGrant struct {
+	ReferenceGrant *v1.ReferenceGrantSpec `protobuf:"bytes,9,opt,name=reference_grant,json=referenceGrant,proto3,oneof"`
+}
+
 func (*Resource_Cluster) isResource_Spec() {}
 
 func (*Resource_Route) isResource_Spec() {}
@@ -197,6 +211,8 @@ func (*Resource_Extension) isResource_Spec() {}
 func (*Resource_ExtensionBinding) isResource_Spec() {}
 
 func (*Resource_KillSwitch) isResource_Spec() {}
+
+func (*Resource_ReferenceGrant) isResource_Spec() {}
 
 // Change is one difference a write makes to the compiled bundle.
 type Change struct {
@@ -1782,7 +1798,7 @@ var File_meshkit_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\x1ameshkit/sync/v1/sync.proto\"\xaf\x04\n" +
+	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\x1ameshkit/sync/v1/sync.proto\"\x81\x05\n" +
 	"\bResource\x127\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1b.meshkit.bundle.v1.MetadataR\bmetadata\x12:\n" +
 	"\acluster\x18\x02 \x01(\v2\x1e.meshkit.bundle.v1.ClusterSpecH\x00R\acluster\x124\n" +
@@ -1792,7 +1808,8 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\textension\x18\x06 \x01(\v2 .meshkit.bundle.v1.ExtensionSpecH\x00R\textension\x12V\n" +
 	"\x11extension_binding\x18\a \x01(\v2'.meshkit.bundle.v1.ExtensionBindingSpecH\x00R\x10extensionBinding\x12D\n" +
 	"\vkill_switch\x18\b \x01(\v2!.meshkit.bundle.v1.KillSwitchSpecH\x00R\n" +
-	"killSwitchB\x06\n" +
+	"killSwitch\x12P\n" +
+	"\x0freference_grant\x18\t \x01(\v2%.meshkit.bundle.v1.ReferenceGrantSpecH\x00R\x0ereferenceGrantB\x06\n" +
 	"\x04spec\"r\n" +
 	"\x06Change\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x12\n" +
@@ -1973,8 +1990,9 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*v1.ExtensionSpec)(nil),        // 31: meshkit.bundle.v1.ExtensionSpec
 	(*v1.ExtensionBindingSpec)(nil), // 32: meshkit.bundle.v1.ExtensionBindingSpec
 	(*v1.KillSwitchSpec)(nil),       // 33: meshkit.bundle.v1.KillSwitchSpec
-	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 35: meshkit.sync.v1.VersionNacks
+	(*v1.ReferenceGrantSpec)(nil),   // 34: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 36: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	26, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
@@ -1985,46 +2003,47 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	31, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
 	32, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
 	33, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	0,  // 8: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
-	1,  // 9: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
-	1,  // 10: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
-	0,  // 11: meshkit.admin.v1.GetResponse.resource:type_name -> meshkit.admin.v1.Resource
-	0,  // 12: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
-	0,  // 13: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
-	1,  // 14: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	34, // 15: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
-	14, // 16: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
-	13, // 17: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	34, // 18: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	35, // 19: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
-	18, // 20: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
-	34, // 21: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	20, // 22: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	2,  // 23: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 24: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 25: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 26: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 27: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 28: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 29: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	19, // 30: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	22, // 31: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	24, // 32: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	3,  // 33: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 34: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 35: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 36: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 37: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 38: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 39: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	21, // 40: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	23, // 41: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	25, // 42: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	34, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
+	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
+	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
+	0,  // 12: meshkit.admin.v1.GetResponse.resource:type_name -> meshkit.admin.v1.Resource
+	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
+	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
+	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
+	35, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
+	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
+	35, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	36, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	18, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
+	35, // 22: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	20, // 23: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
+	2,  // 24: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 25: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 26: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 27: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 28: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 29: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 30: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	19, // 31: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	22, // 32: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	24, // 33: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	3,  // 34: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 35: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 36: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 37: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 38: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 39: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 40: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	21, // 41: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	23, // 42: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	25, // 43: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -2040,6 +2059,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 		(*Resource_Extension)(nil),
 		(*Resource_ExtensionBinding)(nil),
 		(*Resource_KillSwitch)(nil),
+		(*Resource_ReferenceGrant)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

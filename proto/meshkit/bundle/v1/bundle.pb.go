@@ -2653,6 +2653,171 @@ func (x *KillSwitchSpec) GetReason() string {
 	return ""
 }
 
+// ReferenceGrantSpec lets resources of other tenants refer to resources of the grant's own
+// tenant (metadata.tenant) in the grant's namespace: references across tenants are refused
+// without one. Only a principal of the granting tenant can apply it, and every apply is
+// audited. It is control-plane state: seeds validate with it and never put it in a bundle.
+type ReferenceGrantSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from lists who may refer: a tenant and the kind of its referring resources.
+	From []*ReferenceGrantFrom `protobuf:"bytes,1,rep,name=from,proto3" json:"from,omitempty"`
+	// to lists what they may refer to: a kind and, optionally, one name (empty: every
+	// resource of that kind of the granting tenant in the namespace).
+	To            []*ReferenceGrantTo `protobuf:"bytes,2,rep,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceGrantSpec) Reset() {
+	*x = ReferenceGrantSpec{}
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceGrantSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceGrantSpec) ProtoMessage() {}
+
+func (x *ReferenceGrantSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceGrantSpec.ProtoReflect.Descriptor instead.
+func (*ReferenceGrantSpec) Descriptor() ([]byte, []int) {
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReferenceGrantSpec) GetFrom() []*ReferenceGrantFrom {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ReferenceGrantSpec) GetTo() []*ReferenceGrantTo {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+// ReferenceGrantFrom is a tenant and the kind of the resources it refers from.
+type ReferenceGrantFrom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceGrantFrom) Reset() {
+	*x = ReferenceGrantFrom{}
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceGrantFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceGrantFrom) ProtoMessage() {}
+
+func (x *ReferenceGrantFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceGrantFrom.ProtoReflect.Descriptor instead.
+func (*ReferenceGrantFrom) Descriptor() ([]byte, []int) {
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReferenceGrantFrom) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ReferenceGrantFrom) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// ReferenceGrantTo is a kind and optionally a name that may be referred to.
+type ReferenceGrantTo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceGrantTo) Reset() {
+	*x = ReferenceGrantTo{}
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceGrantTo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceGrantTo) ProtoMessage() {}
+
+func (x *ReferenceGrantTo) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceGrantTo.ProtoReflect.Descriptor instead.
+func (*ReferenceGrantTo) Descriptor() ([]byte, []int) {
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReferenceGrantTo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ReferenceGrantTo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // Announce tells peers that a bundle too large to flood exists and where its bytes can be
 // fetched by hash. A seed signs it like a bundle (payload type
 // application/vnd.meshkit.announce.v1+protobuf), so a forged or replayed announce is refused
@@ -2671,7 +2836,7 @@ type Announce struct {
 
 func (x *Announce) Reset() {
 	*x = Announce{}
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2848,7 @@ func (x *Announce) String() string {
 func (*Announce) ProtoMessage() {}
 
 func (x *Announce) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[31]
+	mi := &file_meshkit_bundle_v1_bundle_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +2861,7 @@ func (x *Announce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announce.ProtoReflect.Descriptor instead.
 func (*Announce) Descriptor() ([]byte, []int) {
-	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_bundle_v1_bundle_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Announce) GetHeader() *BundleHeader {
@@ -2906,7 +3071,16 @@ const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
 	"\x0eKillSwitchSpec\x12;\n" +
 	"\x06target\x18\x01 \x01(\x0e2#.meshkit.bundle.v1.KillSwitchTargetR\x06target\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x84\x01\n" +
+	"\x12ReferenceGrantSpec\x129\n" +
+	"\x04from\x18\x01 \x03(\v2%.meshkit.bundle.v1.ReferenceGrantFromR\x04from\x123\n" +
+	"\x02to\x18\x02 \x03(\v2#.meshkit.bundle.v1.ReferenceGrantToR\x02to\"@\n" +
+	"\x12ReferenceGrantFrom\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\":\n" +
+	"\x10ReferenceGrantTo\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x8d\x01\n" +
 	"\bAnnounce\x127\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.meshkit.bundle.v1.BundleHeaderR\x06header\x12#\n" +
 	"\rsnapshot_hash\x18\x02 \x01(\fR\fsnapshotHash\x12#\n" +
@@ -2955,7 +3129,7 @@ func file_meshkit_bundle_v1_bundle_proto_rawDescGZIP() []byte {
 }
 
 var file_meshkit_bundle_v1_bundle_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_meshkit_bundle_v1_bundle_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(LbPolicy)(0),                 // 0: meshkit.bundle.v1.LbPolicy
 	(Protocol)(0),                 // 1: meshkit.bundle.v1.Protocol
@@ -2994,13 +3168,16 @@ var file_meshkit_bundle_v1_bundle_proto_goTypes = []any{
 	(*ExtensionBinding)(nil),      // 34: meshkit.bundle.v1.ExtensionBinding
 	(*KillSwitch)(nil),            // 35: meshkit.bundle.v1.KillSwitch
 	(*KillSwitchSpec)(nil),        // 36: meshkit.bundle.v1.KillSwitchSpec
-	(*Announce)(nil),              // 37: meshkit.bundle.v1.Announce
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*ReferenceGrantSpec)(nil),    // 37: meshkit.bundle.v1.ReferenceGrantSpec
+	(*ReferenceGrantFrom)(nil),    // 38: meshkit.bundle.v1.ReferenceGrantFrom
+	(*ReferenceGrantTo)(nil),      // 39: meshkit.bundle.v1.ReferenceGrantTo
+	(*Announce)(nil),              // 40: meshkit.bundle.v1.Announce
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
 }
 var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
-	38, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
-	38, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 0: meshkit.bundle.v1.BundleHeader.issued_at:type_name -> google.protobuf.Timestamp
+	41, // 1: meshkit.bundle.v1.BundleHeader.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 2: meshkit.bundle.v1.HeaderView.header:type_name -> meshkit.bundle.v1.BundleHeader
 	6,  // 3: meshkit.bundle.v1.Bundle.header:type_name -> meshkit.bundle.v1.BundleHeader
 	15, // 4: meshkit.bundle.v1.Bundle.clusters:type_name -> meshkit.bundle.v1.Cluster
@@ -3025,16 +3202,16 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	17, // 23: meshkit.bundle.v1.ClusterSpec.endpoints:type_name -> meshkit.bundle.v1.Endpoint
 	0,  // 24: meshkit.bundle.v1.ClusterSpec.lb_policy:type_name -> meshkit.bundle.v1.LbPolicy
 	1,  // 25: meshkit.bundle.v1.ClusterSpec.protocol:type_name -> meshkit.bundle.v1.Protocol
-	39, // 26: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
+	42, // 26: meshkit.bundle.v1.ClusterSpec.connect_timeout:type_name -> google.protobuf.Duration
 	18, // 27: meshkit.bundle.v1.ClusterSpec.tls:type_name -> meshkit.bundle.v1.UpstreamTls
 	19, // 28: meshkit.bundle.v1.ClusterSpec.health_check:type_name -> meshkit.bundle.v1.HealthCheck
-	39, // 29: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	39, // 30: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	42, // 29: meshkit.bundle.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	42, // 30: meshkit.bundle.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	13, // 31: meshkit.bundle.v1.Route.metadata:type_name -> meshkit.bundle.v1.Metadata
 	21, // 32: meshkit.bundle.v1.Route.spec:type_name -> meshkit.bundle.v1.RouteSpec
 	22, // 33: meshkit.bundle.v1.RouteSpec.match:type_name -> meshkit.bundle.v1.RouteMatch
 	24, // 34: meshkit.bundle.v1.RouteSpec.weighted_clusters:type_name -> meshkit.bundle.v1.WeightedCluster
-	39, // 35: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
+	42, // 35: meshkit.bundle.v1.RouteSpec.timeout:type_name -> google.protobuf.Duration
 	23, // 36: meshkit.bundle.v1.RouteMatch.headers:type_name -> meshkit.bundle.v1.HeaderMatch
 	13, // 37: meshkit.bundle.v1.AuthzPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
 	26, // 38: meshkit.bundle.v1.AuthzPolicy.spec:type_name -> meshkit.bundle.v1.AuthzPolicySpec
@@ -3042,11 +3219,11 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	27, // 40: meshkit.bundle.v1.AuthzPolicySpec.rules:type_name -> meshkit.bundle.v1.AuthzRule
 	13, // 41: meshkit.bundle.v1.RetryPolicy.metadata:type_name -> meshkit.bundle.v1.Metadata
 	29, // 42: meshkit.bundle.v1.RetryPolicy.spec:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	39, // 43: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
-	39, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
-	39, // 45: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
+	42, // 43: meshkit.bundle.v1.RetryPolicySpec.per_try_timeout:type_name -> google.protobuf.Duration
+	42, // 44: meshkit.bundle.v1.RetryPolicySpec.backoff_base:type_name -> google.protobuf.Duration
+	42, // 45: meshkit.bundle.v1.RetryPolicySpec.backoff_max:type_name -> google.protobuf.Duration
 	30, // 46: meshkit.bundle.v1.RetryPolicySpec.circuit_breaker:type_name -> meshkit.bundle.v1.CircuitBreaker
-	39, // 47: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
+	42, // 47: meshkit.bundle.v1.CircuitBreaker.ejection_time:type_name -> google.protobuf.Duration
 	3,  // 48: meshkit.bundle.v1.ExtensionSpec.kind:type_name -> meshkit.bundle.v1.ExtensionKind
 	4,  // 49: meshkit.bundle.v1.ExtensionSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
 	4,  // 50: meshkit.bundle.v1.ExtensionBindingSpec.failure_policy:type_name -> meshkit.bundle.v1.FailurePolicy
@@ -3057,12 +3234,14 @@ var file_meshkit_bundle_v1_bundle_proto_depIdxs = []int32{
 	13, // 55: meshkit.bundle.v1.KillSwitch.metadata:type_name -> meshkit.bundle.v1.Metadata
 	36, // 56: meshkit.bundle.v1.KillSwitch.spec:type_name -> meshkit.bundle.v1.KillSwitchSpec
 	5,  // 57: meshkit.bundle.v1.KillSwitchSpec.target:type_name -> meshkit.bundle.v1.KillSwitchTarget
-	6,  // 58: meshkit.bundle.v1.Announce.header:type_name -> meshkit.bundle.v1.BundleHeader
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	38, // 58: meshkit.bundle.v1.ReferenceGrantSpec.from:type_name -> meshkit.bundle.v1.ReferenceGrantFrom
+	39, // 59: meshkit.bundle.v1.ReferenceGrantSpec.to:type_name -> meshkit.bundle.v1.ReferenceGrantTo
+	6,  // 60: meshkit.bundle.v1.Announce.header:type_name -> meshkit.bundle.v1.BundleHeader
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_bundle_v1_bundle_proto_init() }
@@ -3084,7 +3263,7 @@ func file_meshkit_bundle_v1_bundle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_bundle_v1_bundle_proto_rawDesc), len(file_meshkit_bundle_v1_bundle_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
