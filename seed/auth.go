@@ -53,6 +53,9 @@ func (p *Principal) allows(tenant string) bool {
 	return slices.Contains(p.Tenants, "*") || (tenant != "" && slices.Contains(p.Tenants, tenant))
 }
 
+// allTenants reports whether p may see every tenant's resources.
+func (p *Principal) allTenants() bool { return slices.Contains(p.Tenants, "*") }
+
 type principalKey struct{}
 
 // WithPrincipal returns ctx carrying p, as the gRPC and REST front ends do.
@@ -73,6 +76,19 @@ func authorize(ctx context.Context, need Scope) (*Principal, error) {
 	}
 	if p.Scope < need {
 		return nil, status.Errorf(codes.PermissionDenied, "%s has %s; this needs %s", p.Name, p.Scope, need)
+	}
+	return p, nil
+}
+
+// authorizeAll is authorize for what holds every tenant's data: the caller needs need and
+// all tenants ("*"); why says what the call reveals.
+func authorizeAll(ctx context.Context, need Scope, why string) (*Principal, error) {
+	p, err := authorize(ctx, need)
+	if err != nil {
+		return nil, err
+	}
+	if !p.allTenants() {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may read tenants %v only, and %s: this needs tenants [\"*\"]", p.Name, p.Tenants, why)
 	}
 	return p, nil
 }

@@ -479,3 +479,44 @@ func TestNoReferenceAcrossTenantsWithoutAGrant(t *testing.T) {
 		t.Fatalf("the bundle published after the grant holds the granted policy but not the grant? (%v)", err)
 	}
 }
+
+// TestReadsShowOnlyTheCallersTenants: a reader of globex, next to acme's shop, gets no
+// signed bundle (it holds every tenant's resources), no variant details in history, only
+// its own resources and extensions in status, and no audit log; a reader of every tenant
+// gets all of it. (A dry run cannot show another tenant's fields: it would have to change
+// that tenant's resources, which TestNoTakeoverOfAnotherTenantsResource refuses.)
+func TestReadsShowOnlyTheCallersTenants(t *testing.T) {
+	ts := open(t, "")
+	ts.apply(t, resources(t, "../examples/shop"))
+	ts.waitPublished(t, 1)
+	globex := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "globex-ci", Scope: seed.ScopeAdmin, Tenants: []string{"globex"}})
+	everyone := seed.WithPrincipal(context.Background(), &seed.Principal{Name: "viewer", Scope: seed.ScopeAdmin, Tenants: []string{"*"}})
+
+	if _, err := ts.api.GetBundle(globex, &adminv1.GetBundleRequest{}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "meshkit get") {
+		t.Fatalf("globex fetches the signed bundle: %v", err)
+	}
+	if _, err := ts.api.GetBundle(everyone, &adminv1.GetBundleRequest{}); err != nil {
+		t.Fatalf("a reader of every tenant fetches the bundle: %v", err)
+	}
+	h, err := ts.api.History(globex, &adminv1.HistoryRequest{})
+	if err != nil || len(h.GetPublications()) == 0 || len(h.GetPublications()[0].GetVariants()) != 0 {
+		t.Fatalf("globex's history: %v %v", h, err)
+	}
+	if h, _ := ts.api.History(everyone, &adminv1.HistoryRequest{}); len(h.GetPublications()[0].GetVariants()) == 0 {
+		t.Fatal("a reader of every tenant gets no variants in history")
+	}
+	if st, _ := ts.api.Status(globex, &adminv1.StatusRequest{}); st.GetResources() != 0 {
+		t.Fatalf("globex's status counts %d resources", st.GetResources())
+	}
+	if st, _ := ts.api.Status(everyone, &adminv1.StatusRequest{}); st.GetResources() != 13 {
+		t.Fatalf("everyone's status counts %d resources", st.GetResources())
+	}
+	for _, call := range []func() error{
+		func() error { _, err := ts.api.Audit(globex, &adminv1.AuditRequest{}); return err },
+		func() error { _, err := ts.api.VerifyAudit(globex, &adminv1.VerifyAuditRequest{}); return err },
+	} {
+		if err := call(); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("an admin of globex reads the audit log: %v", err)
+		}
+	}
+}

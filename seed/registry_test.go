@@ -136,3 +136,63 @@ func TestRegistryNeedsTheAdminCredentials(t *testing.T) {
 		t.Fatalf("reader pull: %d", resp.StatusCode)
 	}
 }
+
+// TestRegistryRepositoriesBelongToTenants: a repository's first path component is its
+// tenant. An operator of acme pushes to acme's repositories only, a reader of globex pulls
+// globex's only, the catalog (every tenant's names) needs all tenants, and a blob mount
+// from another tenant's repository is refused.
+func TestRegistryRepositoriesBelongToTenants(t *testing.T) {
+	dir := t.TempDir()
+	store, _ := content.Open(dir+"/content", content.Options{})
+	reg, err := NewRegistry(dir+"/registry", store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := &Policy{Principals: []PolicyEntry{
+		{Name: "acme-ci", TokenSHA256: HashToken("acme"), Scopes: []string{"mesh.operate"}, Tenants: []string{"acme"}},
+		{Name: "globex-reader", TokenSHA256: HashToken("globex"), Scopes: []string{"mesh.read"}, Tenants: []string{"globex"}},
+		{Name: "platform", TokenSHA256: HashToken("all"), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
+	}}
+	srv := httptest.NewServer(registryAuth(pol, reg))
+	defer srv.Close()
+	module := []byte("module")
+	if code, body := push(t, srv.URL, "acme/shop/auth", "v1", "acme", module); code != http.StatusCreated {
+		t.Fatalf("acme pushes to acme/shop/auth: %d %s", code, body)
+	}
+	if code, body := push(t, srv.URL, "globex/shop/auth", "v1", "acme", module); code != http.StatusForbidden || !strings.Contains(body, `belongs to tenant \"globex\"`) {
+		t.Fatalf("acme pushes to globex's repository: %d %s", code, body)
+	}
+	if code, body := push(t, srv.URL, "_/shop/auth", "v1", "acme", module); code != http.StatusForbidden {
+		t.Fatalf("acme pushes to an untenanted repository: %d %s", code, body)
+	}
+	if code, body := push(t, srv.URL, "_/shop/auth", "v1", "all", module); code != http.StatusCreated {
+		t.Fatalf("a principal of every tenant pushes to an untenanted repository: %d %s", code, body)
+	}
+	get := func(token, path string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("globex", "/v2/acme/shop/auth/manifests/v1"); code != http.StatusForbidden {
+		t.Fatalf("globex pulls acme's manifest: %d", code)
+	}
+	if code := get("globex", "/v2/_catalog"); code != http.StatusForbidden {
+		t.Fatalf("globex lists the catalog: %d", code)
+	}
+	d := digest.FromBytes(module)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v2/acme/shop/copy/blobs/uploads/?mount="+d.String()+"&from=globex/shop/secret", nil)
+	req.Header.Set("Authorization", "Bearer acme")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("acme mounts a blob from globex's repository: %d", resp.StatusCode)
+	}
+}

@@ -99,8 +99,55 @@ func registryAuth(pol *Policy, next http.Handler) http.Handler {
 			deny(http.StatusForbidden, "DENIED", fmt.Sprintf("%s has %s; this needs %s", p.Name, p.Scope, need))
 			return
 		}
+		repos, all := registryRepos(r)
+		if all && !p.allTenants() {
+			deny(http.StatusForbidden, "DENIED", fmt.Sprintf("%s may reach tenants %v only, and the catalog lists every tenant's repositories", p.Name, p.Tenants))
+			return
+		}
+		for _, repo := range repos {
+			if t := RepositoryTenant(repo); !p.allows(t) {
+				deny(http.StatusForbidden, "DENIED", fmt.Sprintf("repository %q belongs to tenant %q; %s may reach tenants %v only", repo, t, p.Name, p.Tenants))
+				return
+			}
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// RepositoryTenant is the tenant an OCI repository belongs to: its first path component
+// ("acme/shop/auth" is acme's), "_" standing for resources without a tenant.
+func RepositoryTenant(repo string) string {
+	t, _, _ := strings.Cut(repo, "/")
+	if t == "_" {
+		return ""
+	}
+	return t
+}
+
+// registryRepos returns the repositories a distribution API request touches: the one in
+// its path, and the source of a cross-repository blob mount; all is set for the catalog,
+// which lists every repository.
+func registryRepos(r *http.Request) (repos []string, all bool) {
+	rest := strings.TrimPrefix(r.URL.Path, "/v2/")
+	if rest == "" {
+		return nil, false
+	}
+	if rest == "_catalog" || strings.HasPrefix(rest, "_catalog/") {
+		return nil, true
+	}
+	for _, marker := range []string{"/blobs/", "/manifests/", "/tags/", "/referrers/"} {
+		if i := strings.Index(rest, marker); i > 0 {
+			repos = append(repos, rest[:i])
+			break
+		}
+	}
+	if repos == nil {
+		repos = append(repos, strings.TrimSuffix(rest, "/")) // unknown route: its whole path
+	}
+	if from := r.URL.Query().Get("from"); from != "" {
+		repos = append(repos, from)
+	}
+	return repos, false
 }
 
 // Servers are the running admin listeners.

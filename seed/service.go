@@ -13,6 +13,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
 // MaxApplyResources bounds one Apply request.
@@ -197,7 +198,7 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 	after := stateHash(candidate)
 	res := &writeResult{stateHash: after}
 	if dryRun {
-		res.changes = s.compiledDiff(current, candidate)
+		res.changes = s.compiledDiff(p, current, candidate)
 		return res, nil
 	}
 	res.changes = resourceChanges(changedPuts, deletes, byIDOf(current))
@@ -263,15 +264,25 @@ func resourceChanges(puts []*record, deletes []bundle.Key, before map[string]*re
 	return out
 }
 
-// compiledDiff shows how the full compiled bundle would change, field by field.
-func (s *Seed) compiledDiff(before, after []*record) []*adminv1.Change {
+// compiledDiff shows how the full compiled bundle would change, field by field, for the
+// resources of p's tenants: a dry run shows no other tenant's fields.
+func (s *Seed) compiledDiff(p *Principal, before, after []*record) []*adminv1.Change {
 	hdr := bundle.Header{Domain: s.cfg.Domain}
 	a := Compile(hdr, objects(before))[0]
 	b := Compile(hdr, objects(after))[0]
 	_, changes := bundle.Diff(a, b)
-	out := make([]*adminv1.Change, len(changes))
-	for i, c := range changes {
-		out[i] = &adminv1.Change{Op: c.Op, Kind: c.Key.Kind, Namespace: c.Key.Namespace, Name: c.Key.Name, Diff: c.Diff}
+	tenant := map[string]string{}
+	for _, recs := range [][]*record{before, after} {
+		for _, r := range recs {
+			tenant[r.ID] = r.Tenant
+		}
+	}
+	out := make([]*adminv1.Change, 0, len(changes))
+	for _, c := range changes {
+		if t, ok := tenant[keyString(c.Key)]; ok && !p.allows(t) {
+			continue
+		}
+		out = append(out, &adminv1.Change{Op: c.Op, Kind: c.Key.Kind, Namespace: c.Key.Namespace, Name: c.Key.Name, Diff: c.Diff})
 	}
 	return out
 }
@@ -324,7 +335,8 @@ func (a *admin) List(ctx context.Context, req *adminv1.ListRequest) (*adminv1.Li
 }
 
 func (a *admin) History(ctx context.Context, req *adminv1.HistoryRequest) (*adminv1.HistoryResponse, error) {
-	if _, err := authorize(ctx, ScopeRead); err != nil {
+	p, err := authorize(ctx, ScopeRead)
+	if err != nil {
 		return nil, err
 	}
 	a.s.mu.Lock()
@@ -335,16 +347,49 @@ func (a *admin) History(ctx context.Context, req *adminv1.HistoryRequest) (*admi
 	}
 	resp := &adminv1.HistoryResponse{}
 	for i := len(a.s.history) - 1; i >= 0 && len(resp.Publications) < limit; i-- {
-		resp.Publications = append(resp.Publications, a.s.history[i])
+		pub := a.s.history[i]
+		if !p.allTenants() {
+			// The variants' hashes and sizes describe every tenant's configuration.
+			pub = &adminv1.Publication{Epoch: pub.GetEpoch(), Version: pub.GetVersion(), PublishedAt: pub.GetPublishedAt(), AuditSeq: pub.GetAuditSeq()}
+		}
+		resp.Publications = append(resp.Publications, pub)
 	}
 	return resp, nil
 }
 
 func (a *admin) Status(ctx context.Context, _ *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
-	if _, err := authorize(ctx, ScopeRead); err != nil {
+	p, err := authorize(ctx, ScopeRead)
+	if err != nil {
 		return nil, err
 	}
-	return a.s.Status(), nil
+	st := a.s.Status()
+	if !p.allTenants() {
+		a.s.tenantView(p, st)
+	}
+	return st, nil
+}
+
+// tenantView narrows a status to what p's tenants may see: their resources' count, and
+// the agents' verdicts on their extensions' artifacts only. NACK counts stay (they say how
+// many data planes refused a version), their error text goes: it names other tenants'
+// resources as often as p's. The publisher's error is the operators'.
+func (s *Seed) tenantView(p *Principal, st *adminv1.StatusResponse) {
+	var count uint64
+	mine := map[string]bool{}
+	for _, r := range s.snapshot().records() {
+		if !p.allows(r.Tenant) {
+			continue
+		}
+		count++
+		if e, ok := r.Obj.Spec.(*bundlev1.ExtensionSpec); ok {
+			mine[e.GetArtifact()] = true
+		}
+	}
+	st.Resources, st.LastError = count, ""
+	for _, n := range st.GetNacks() {
+		n.LastError = ""
+	}
+	st.Extensions = slices.DeleteFunc(st.Extensions, func(e *adminv1.ExtensionSummary) bool { return !mine[e.GetArtifact()] })
 }
 
 // Status reports the publish state (also used by /readyz).
@@ -371,7 +416,7 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 }
 
 func (a *admin) Audit(ctx context.Context, req *adminv1.AuditRequest) (*adminv1.AuditResponse, error) {
-	if _, err := authorize(ctx, ScopeAdmin); err != nil {
+	if _, err := authorizeAll(ctx, ScopeAdmin, "the audit log records every tenant's changes"); err != nil {
 		return nil, err
 	}
 	limit := int(req.GetLimit())
@@ -386,7 +431,7 @@ func (a *admin) Audit(ctx context.Context, req *adminv1.AuditRequest) (*adminv1.
 }
 
 func (a *admin) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
-	if _, err := authorize(ctx, ScopeAdmin); err != nil {
+	if _, err := authorizeAll(ctx, ScopeAdmin, "the audit log records every tenant's changes"); err != nil {
 		return nil, err
 	}
 	a.s.mu.Lock() // no write may land between reading the log and the state
@@ -439,7 +484,7 @@ func VerifyStore(ctx context.Context, st Store) (*adminv1.VerifyAuditResponse, e
 }
 
 func (a *admin) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (*adminv1.GetBundleResponse, error) {
-	if _, err := authorize(ctx, ScopeRead); err != nil {
+	if _, err := authorizeAll(ctx, ScopeRead, "a signed bundle holds every tenant's resources and cannot be cut down without breaking its signature; `meshkit get` lists your tenants' resources"); err != nil {
 		return nil, err
 	}
 	s := a.s

@@ -133,7 +133,7 @@ spec: {extension: spin, routes: [payments]}
 		time.Sleep(200 * time.Millisecond)
 	}
 	// The registry kept the artifact under its tag: an OCI client resolves it.
-	resp, err := http.Get("http://" + httpAddr + "/v2/shop/auth/manifests/latest")
+	resp, err := http.Get("http://" + httpAddr + "/v2/acme/shop/auth/manifests/latest")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,8 @@ func (a *app) extPush(args []string) error {
 	if err != nil {
 		return err
 	}
-	desc, err := a.orasPush(s.ctx, &c, *registryAddr, *ns+"/"+*name, *tag, token, module)
+	repo := cmpOr(*tenant, "_") + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
+	desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, module)
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", *registryAddr, err)
 	}
@@ -130,7 +131,7 @@ func (a *app) extPush(args []string) error {
 	if c.output == "json" {
 		return a.printJSON(resp)
 	}
-	fmt.Fprintf(a.stdout, "pushed %s (%d bytes) to %s/%s/%s:%s as %s (manifest %s)\n", pos[0], len(module), *registryAddr, *ns, *name, *tag, cid, desc.Digest)
+	fmt.Fprintf(a.stdout, "pushed %s (%d bytes) to %s/%s:%s as %s (manifest %s)\n", pos[0], len(module), *registryAddr, repo, *tag, cid, desc.Digest)
 	a.printChanges(resp.GetChanges())
 	return nil
 }
