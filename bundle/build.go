@@ -35,6 +35,9 @@ type Header struct {
 	// RequiredCapabilities beyond those Build derives from the content.
 	RequiredCapabilities []string
 	TrustBundleRef       string
+	// AuditSeq and AuditHead checkpoint the publishing seed's audit log.
+	AuditSeq  uint64
+	AuditHead string
 }
 
 // FieldError is one validation problem, located like kubectl does: resource and field path.
@@ -97,6 +100,8 @@ func Assemble(h Header, objs []Object) *bundlev1.Bundle {
 		ExpiresAt:            timestamppb.New(h.ExpiresAt),
 		RequiredCapabilities: slices.Clone(h.RequiredCapabilities),
 		TrustBundleRef:       h.TrustBundleRef,
+		AuditSeq:             h.AuditSeq,
+		AuditHead:            h.AuditHead,
 	}}
 	exts := map[Key]*bundlev1.ExtensionSpec{}
 	for _, o := range objs {

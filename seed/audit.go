@@ -4,10 +4,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/trust"
 )
 
 // ErrAuditChain is wrapped when the audit log does not verify.
@@ -56,4 +60,36 @@ func VerifyChain(entries []*adminv1.AuditEntry) (*adminv1.AuditEntry, error) {
 		prev = e
 	}
 	return prev, nil
+}
+
+// checkCheckpoints checks the audit log against the checkpoints that the newest published
+// bundles carry (BundleHeader.audit_seq and audit_head): each names an entry the log must
+// still hold, unchanged. A log cut back to before the last publish, or rewritten, fails
+// here even when it is a valid chain on its own. When pub is set, each bundle must also be
+// signed by it, so the checkpoints themselves cannot have been edited.
+func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Published, pub *trust.PublicKey) error {
+	for _, key := range slices.Sorted(maps.Keys(latest)) {
+		env, err := trust.DecodeEnvelope(latest[key].Snapshot, 0)
+		if err != nil {
+			return fmt.Errorf("%w: stored bundle %q: %v", ErrAuditChain, key, err)
+		}
+		if pub != nil && !trust.SignedBy(env, *pub) {
+			return fmt.Errorf("%w: stored bundle %q is not signed by this seed's key %s", ErrAuditChain, key, pub.ID)
+		}
+		view := &bundlev1.HeaderView{}
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {
+			return fmt.Errorf("%w: stored bundle %q: %v", ErrAuditChain, key, err)
+		}
+		h := view.GetHeader()
+		seq := h.GetAuditSeq()
+		switch {
+		case seq == 0:
+			continue // compiled from an empty log
+		case seq > uint64(len(entries)):
+			return fmt.Errorf("%w: the log ends at entry %d, but published version %d checkpointed entry %d: entries were removed", ErrAuditChain, len(entries), h.GetVersion(), seq)
+		case entries[seq-1].GetHash() != h.GetAuditHead():
+			return fmt.Errorf("%w: entry %d is not the one published version %d checkpointed", ErrAuditChain, seq, h.GetVersion())
+		}
+	}
+	return nil
 }

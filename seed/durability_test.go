@@ -1,6 +1,7 @@
 package seed_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,6 +87,107 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 	st.Close()
 	if !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "entry 1 was altered") {
 		t.Fatalf("tampered entry: err = %v", err)
+	}
+	// The seed verifies the whole log at start, not only its head: it refuses this store.
+	st, _ = boltstore.Open(dir, time.Second)
+	defer st.Close()
+	_, seedKey := keys(t)
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
+	if s, err := seed.New(context.Background(), cfg); !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "entry 1 was altered") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("a seed started on a log with an altered older entry: %v", err)
+	}
+}
+
+// TestAuditLogCutBehindThePublishIsRefused: someone with write access to the store removes
+// the newest entries and rolls the state back to match, so that what is left is a valid
+// chain consistent with the state. The newest published bundle, signed by the seed,
+// checkpointed a later entry: the seed refuses to start and audit verify refuses the
+// store. Editing that checkpoint instead breaks the bundle's signature.
+func TestAuditLogCutBehindThePublishIsRefused(t *testing.T) {
+	cluster := func(name string) []*adminv1.Resource {
+		r, err := seed.ResourceFromObject(bundle.Object{Kind: bundle.KindCluster, Metadata: &bundleMeta{Name: name, Namespace: "shop"}, Spec: clusterSpec()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []*adminv1.Resource{r}
+	}
+	build := func(t *testing.T) string {
+		dir := t.TempDir()
+		ts := open(t, dir)
+		ts.apply(t, cluster("a")) // entry 1
+		ts.waitPublished(t, 1)    // entry 2
+		ts.apply(t, cluster("b")) // entry 3
+		ts.waitPublished(t, 2)    // entry 4; v2 checkpoints entry 3
+		ts.close()
+		return dir
+	}
+	update := func(dir string, f func(tx *bolt.Tx) error) {
+		db, err := bolt.Open(dir+"/seed.db", 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := func(tx *bolt.Tx) error {
+		for _, seq := range []byte{3, 4} {
+			if err := tx.Bucket([]byte("audit")).Delete([]byte{0, 0, 0, 0, 0, 0, 0, seq}); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte("resources")).Delete([]byte("Cluster/shop/b"))
+	}
+	start := func(dir string) error {
+		st, err := boltstore.Open(dir, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if _, err := seed.VerifyStore(context.Background(), st); !errors.Is(err, seed.ErrAuditChain) {
+			t.Errorf("audit verify passed a cut log: %v", err)
+		}
+		_, seedKey := keys(t)
+		cfg := seed.DefaultConfig()
+		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
+		s, err := seed.New(context.Background(), cfg)
+		if s != nil {
+			s.Close()
+		}
+		return err
+	}
+
+	dir := build(t)
+	update(dir, cut)
+	if err := start(dir); !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "checkpointed entry 3: entries were removed") {
+		t.Fatalf("a seed started on a log cut behind its last publish: %v", err)
+	}
+
+	// The same cut, and the checkpoint in the stored bundle lowered to match.
+	dir = build(t)
+	update(dir, func(tx *bolt.Tx) error {
+		if err := cut(tx); err != nil {
+			return err
+		}
+		latest := tx.Bucket([]byte("latest"))
+		return latest.ForEach(func(k, v []byte) error {
+			// Find the encoded audit_seq (field 9, varint 3) in the signed payload and lower it.
+			i := bytes.Index(v, []byte{9 << 3, 3})
+			if i < 0 {
+				return nil // not this record
+			}
+			w := bytes.Clone(v)
+			w[i+1] = 1
+			return latest.Put(k, w)
+		})
+	})
+	if err := start(dir); !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "not signed by this seed's key") {
+		t.Fatalf("a seed started on an edited checkpoint: %v", err)
 	}
 }
 

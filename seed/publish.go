@@ -162,8 +162,9 @@ func (s *Seed) debounce(ctx context.Context) bool {
 // Compilation and signing run without the write lock, on a memdb snapshot, so the admin
 // API is never blocked by a publish; only the durable record takes the lock.
 func (s *Seed) publishOnce(ctx context.Context, force bool) error {
-	s.mu.Lock() // the snapshot and its hash must match: writers update both under mu
+	s.mu.Lock() // the snapshot, its hash and the audit head must match: writers update them under mu
 	snap, hash := s.snapshot(), s.stateHash
+	auditSeq, auditHead := s.auditHead.GetSeq(), s.auditHead.GetHash()
 	meta, prev, pendingSince := s.meta, s.compiled, s.pending
 	unchanged := hash == s.pubHash && meta.Version > 0
 	s.mu.Unlock()
@@ -179,7 +180,8 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 
 	now := s.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
 	version := meta.Version + 1
-	hdr := bundle.Header{Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: version, IssuedAt: now, ExpiresAt: now.Add(s.cfg.BundleTTL)}
+	hdr := bundle.Header{Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: version, IssuedAt: now, ExpiresAt: now.Add(s.cfg.BundleTTL),
+		AuditSeq: auditSeq, AuditHead: auditHead}
 	variants := Compile(hdr, objects(recs))
 	pub := &Publication{Info: &adminv1.Publication{Epoch: s.cfg.Epoch, Version: version, PublishedAt: timestamppb.New(now)}}
 	latest := map[string]Published{}

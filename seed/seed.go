@@ -179,7 +179,24 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	txn.Commit()
 	recs := s.snapshot().records()
 	s.stateHash, s.count = stateHash(recs), len(recs)
+	// The whole log is verified, link by link, before anything is served from the store:
+	// its head against the stored state, and its entries against the checkpoints that the
+	// newest published bundles (signed with this seed's key) carry.
+	entries, err := cfg.Store.Audit(ctx, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("seed: read the audit log: %w", err)
+	}
+	head, err := VerifyChain(entries)
+	if err != nil {
+		return nil, err
+	}
+	if head.GetHash() != s.auditHead.GetHash() {
+		return nil, fmt.Errorf("%w: the log ends at entry %d, the store's head is entry %d", ErrAuditChain, head.GetSeq(), s.auditHead.GetSeq())
+	}
 	if err := s.checkAuditHead(); err != nil {
+		return nil, err
+	}
+	if err := checkCheckpoints(entries, s.latest, signerKey(cfg.Signer)); err != nil {
 		return nil, err
 	}
 	if err := s.loadCompiled(); err != nil {
@@ -220,6 +237,16 @@ func (s *Seed) checkAuditHead() error {
 	}
 	if s.auditHead.GetAfterHash() != s.stateHash {
 		return fmt.Errorf("%w: stored state %s is not the state %s the newest entry (%d) recorded", ErrAuditChain, s.stateHash, s.auditHead.GetAfterHash(), s.auditHead.GetSeq())
+	}
+	return nil
+}
+
+// signerKey is the public key of signer when it tells it (a trust.PrivateKey does; a KMS
+// signer may not), else nil.
+func signerKey(signer trust.Signer) *trust.PublicKey {
+	if k, ok := signer.(interface{ Public() trust.PublicKey }); ok {
+		pub := k.Public()
+		return &pub
 	}
 	return nil
 }

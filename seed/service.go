@@ -459,6 +459,9 @@ func VerifyStore(ctx context.Context, st Store) (*adminv1.VerifyAuditResponse, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkCheckpoints(entries, loaded.Latest, nil); err != nil {
+		return nil, err
+	}
 	var recs []*record
 	for _, r := range loaded.Resources {
 		rec, err := newRecord(r)

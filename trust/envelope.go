@@ -100,6 +100,18 @@ func checkPayloadType(t string) error {
 	return nil
 }
 
+// SignedBy reports whether env carries a valid signature by k over its payload type and
+// payload.
+func SignedBy(env *trustv1.Envelope, k PublicKey) bool {
+	msg := SignedMessage(env.GetPayloadType(), sha256.Sum256(env.GetPayload()))
+	for _, sig := range env.GetSignatures() {
+		if sig.GetKeyId() == k.ID && ed25519.Verify(k.Key, msg, sig.GetSig()) {
+			return true
+		}
+	}
+	return false
+}
+
 // MarshalEnvelope encodes env deterministically.
 func MarshalEnvelope(env *trustv1.Envelope) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(env)

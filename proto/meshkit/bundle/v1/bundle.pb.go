@@ -362,8 +362,14 @@ type BundleHeader struct {
 	RequiredCapabilities []string `protobuf:"bytes,7,rep,name=required_capabilities,json=requiredCapabilities,proto3" json:"required_capabilities,omitempty"`
 	// trust_bundle_ref is "sha256:<hex>" of the PEM trust bundle in force, or empty.
 	TrustBundleRef string `protobuf:"bytes,8,opt,name=trust_bundle_ref,json=trustBundleRef,proto3" json:"trust_bundle_ref,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// audit_seq and audit_head are the seed's audit log head when it compiled this bundle:
+	// a signed checkpoint of the log, which every agent holding the bundle witnesses. A log
+	// that ends before audit_seq, or whose entry audit_seq is not audit_head, was cut or
+	// rewritten.
+	AuditSeq      uint64 `protobuf:"varint,9,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	AuditHead     string `protobuf:"bytes,10,opt,name=audit_head,json=auditHead,proto3" json:"audit_head,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BundleHeader) Reset() {
@@ -448,6 +454,20 @@ func (x *BundleHeader) GetRequiredCapabilities() []string {
 func (x *BundleHeader) GetTrustBundleRef() string {
 	if x != nil {
 		return x.TrustBundleRef
+	}
+	return ""
+}
+
+func (x *BundleHeader) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
+}
+
+func (x *BundleHeader) GetAuditHead() string {
+	if x != nil {
+		return x.AuditHead
 	}
 	return ""
 }
@@ -2889,7 +2909,7 @@ var File_meshkit_bundle_v1_bundle_proto protoreflect.FileDescriptor
 
 const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
 	"\n" +
-	"\x1emeshkit/bundle/v1/bundle.proto\x12\x11meshkit.bundle.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x02\n" +
+	"\x1emeshkit/bundle/v1/bundle.proto\x12\x11meshkit.bundle.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x03\n" +
 	"\fBundleHeader\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x14\n" +
@@ -2899,7 +2919,11 @@ const file_meshkit_bundle_v1_bundle_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x123\n" +
 	"\x15required_capabilities\x18\a \x03(\tR\x14requiredCapabilities\x12(\n" +
-	"\x10trust_bundle_ref\x18\b \x01(\tR\x0etrustBundleRef\"E\n" +
+	"\x10trust_bundle_ref\x18\b \x01(\tR\x0etrustBundleRef\x12\x1b\n" +
+	"\taudit_seq\x18\t \x01(\x04R\bauditSeq\x12\x1d\n" +
+	"\n" +
+	"audit_head\x18\n" +
+	" \x01(\tR\tauditHead\"E\n" +
 	"\n" +
 	"HeaderView\x127\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.meshkit.bundle.v1.BundleHeaderR\x06header\"\xd1\x03\n" +
