@@ -92,10 +92,12 @@ func isToken(s string) bool {
 	return s != ""
 }
 
-// Clean makes r fit the bounds Check enforces, in place: an agent's own report can carry
-// text from its data-plane clients (a NACK's error detail) that it does not control.
-// Entries beyond a bound are dropped (the first ones kept), text is cut to MaxText at a
-// character boundary, and control characters and invalid bytes become '?'.
+// Clean makes r fit the bounds Check enforces: an agent's own report can carry text from
+// its data-plane clients (a NACK's error detail) that it does not control. Entries beyond a
+// bound are dropped (the first ones kept), text is cut to MaxText at a character boundary,
+// and control characters and invalid bytes become '?'. It changes r's messages but never
+// writes into a slice r shares with its builder: reasons are copied before they are
+// cleaned.
 func Clean(r *syncv1.NodeReport) {
 	r.Nacks = r.Nacks[:min(len(r.Nacks), MaxNacks)]
 	for _, n := range r.GetNacks() {
@@ -104,10 +106,11 @@ func Clean(r *syncv1.NodeReport) {
 	}
 	r.Extensions = r.Extensions[:min(len(r.Extensions), MaxExtensions)]
 	for _, e := range r.GetExtensions() {
-		e.Reasons = e.Reasons[:min(len(e.Reasons), MaxReasons)]
-		for i, reason := range e.Reasons {
-			e.Reasons[i] = cleanText(reason)
+		reasons := make([]string, 0, min(len(e.Reasons), MaxReasons))
+		for _, reason := range e.Reasons[:cap(reasons)] {
+			reasons = append(reasons, cleanText(reason))
 		}
+		e.Reasons = reasons
 	}
 }
 

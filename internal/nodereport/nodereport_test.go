@@ -90,3 +90,18 @@ func FuzzCleanFitsCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestCleanLeavesSharedSlicesAlone: the reasons of a report alias the agent's own status;
+// cleaning the report must not write into them.
+func TestCleanLeavesSharedSlicesAlone(t *testing.T) {
+	shared := []string{"bad \x1b[31m reason", "b", "c", "d", "e"}
+	r := validReport()
+	r.Extensions[0].Reasons = shared
+	Clean(r)
+	if shared[0] != "bad \x1b[31m reason" {
+		t.Fatalf("Clean wrote into the shared slice: %q", shared[0])
+	}
+	if r.Extensions[0].Reasons[0] != "bad ?[31m reason" || len(r.Extensions[0].Reasons) != MaxReasons {
+		t.Fatalf("cleaned reasons %q", r.Extensions[0].Reasons)
+	}
+}
