@@ -98,23 +98,31 @@ func TestRegistryBlobsAreCIDsAndTagsSurviveRestart(t *testing.T) {
 	}
 }
 
-// TestRegistryNeedsTheAdminCredentials: pulls need mesh.read, pushes mesh.operate.
-func TestRegistryNeedsTheAdminCredentials(t *testing.T) {
+// authRegistry serves a registry over a fresh content store behind registryAuth with the
+// given principals.
+func authRegistry(t *testing.T, principals ...PolicyEntry) *httptest.Server {
+	t.Helper()
 	dir := t.TempDir()
 	store, _ := content.Open(dir+"/content", content.Options{})
 	reg, err := NewRegistry(dir+"/registry", store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol := &Policy{Principals: []PolicyEntry{
-		{Name: "reader", TokenSHA256: HashToken("r"), Scopes: []string{"mesh.read"}, Tenants: []string{"*"}},
-		{Name: "ci", TokenSHA256: HashToken("w"), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
-	}}
+	pol := &Policy{Principals: principals}
 	if err := pol.validate(); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(registryAuth(pol, reg))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestRegistryNeedsTheAdminCredentials: pulls need mesh.read, pushes mesh.operate.
+func TestRegistryNeedsTheAdminCredentials(t *testing.T) {
+	srv := authRegistry(t,
+		PolicyEntry{Name: "reader", TokenSHA256: HashToken("r"), Scopes: []string{"mesh.read"}, Tenants: []string{"*"}},
+		PolicyEntry{Name: "ci", TokenSHA256: HashToken("w"), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
+	)
 	module := []byte("module")
 	if code, body := push(t, srv.URL, "shop/x", "v1", "", module); code != http.StatusUnauthorized || !strings.Contains(body, "UNAUTHORIZED") {
 		t.Fatalf("anonymous push: %d %s", code, body)
@@ -142,19 +150,11 @@ func TestRegistryNeedsTheAdminCredentials(t *testing.T) {
 // globex's only, the catalog (every tenant's names) needs all tenants, and a blob mount
 // from another tenant's repository is refused.
 func TestRegistryRepositoriesBelongToTenants(t *testing.T) {
-	dir := t.TempDir()
-	store, _ := content.Open(dir+"/content", content.Options{})
-	reg, err := NewRegistry(dir+"/registry", store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol := &Policy{Principals: []PolicyEntry{
-		{Name: "acme-ci", TokenSHA256: HashToken("acme"), Scopes: []string{"mesh.operate"}, Tenants: []string{"acme"}},
-		{Name: "globex-reader", TokenSHA256: HashToken("globex"), Scopes: []string{"mesh.read"}, Tenants: []string{"globex"}},
-		{Name: "platform", TokenSHA256: HashToken("all"), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
-	}}
-	srv := httptest.NewServer(registryAuth(pol, reg))
-	defer srv.Close()
+	srv := authRegistry(t,
+		PolicyEntry{Name: "acme-ci", TokenSHA256: HashToken("acme"), Scopes: []string{"mesh.operate"}, Tenants: []string{"acme"}},
+		PolicyEntry{Name: "globex-reader", TokenSHA256: HashToken("globex"), Scopes: []string{"mesh.read"}, Tenants: []string{"globex"}},
+		PolicyEntry{Name: "platform", TokenSHA256: HashToken("all"), Scopes: []string{"mesh.operate"}, Tenants: []string{"*"}},
+	)
 	module := []byte("module")
 	if code, body := push(t, srv.URL, "acme/shop/auth", "v1", "acme", module); code != http.StatusCreated {
 		t.Fatalf("acme pushes to acme/shop/auth: %d %s", code, body)
