@@ -813,6 +813,11 @@ func (a *Agent) syncWithPeers(ctx context.Context, peers []peer.ID) int {
 			if errors.Is(err, trust.ErrReplay) || errors.Is(err, trust.ErrRollback) {
 				break // what was claimed arrived another way first: the claim was true
 			}
+			if errors.Is(err, p2p.ErrNotFound) {
+				// An honest peer moves on to a newer bundle between heads and fetch; a
+				// quick "not held" costs nothing, so it is skipped without a ban.
+				continue
+			}
 			a.falseClaim(c, err)
 		}
 	}

@@ -71,3 +71,53 @@ func TestFalseHeadDoesNotStallSync(t *testing.T) {
 		t.Fatalf("the liar is not banned from sync: %v", a.Status().SyncBanned)
 	}
 }
+
+// forgetful claims a head and, asked for it, answers at once that it no longer holds it,
+// as an honest agent does when it moved on to a newer bundle between heads and fetch.
+type forgetful struct{}
+
+func (forgetful) Validate(context.Context, p2p.Message) p2p.Verdict { return p2p.Ignore }
+func (forgetful) Heads() []*syncv1.Head {
+	return []*syncv1.Head{{Epoch: 1, Version: 2, Hash: make([]byte, 32), Size: 4096}}
+}
+func (forgetful) Held([]byte) *syncv1.HeldBundle { return nil }
+
+// TestNotHeldIsNoLie: a quick "not held" moves anti-entropy on to the next claim without
+// banning the peer.
+func TestNotHeldIsNoLie(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMeshWith(t, d, 0, nil)
+	fh, err := m.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, err := p2p.New(context.Background(), p2p.Config{Domain: d.name, Host: fh, Validator: forgetful{}, Source: forgetful{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fn.Close() })
+	ah, err := m.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: t.TempDir(), Host: ah, Clock: d.clock, SyncInterval: time.Hour,
+		Bootstrap: []peer.AddrInfo{m.seedInfo(), {ID: fh.ID(), Addrs: fh.Addrs()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	waitFor(t, "both peers", func() bool { return a.Status().Peers >= 2 })
+	m.seed.offer(t, d, 1, d.payload(t, 1, 3))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.SyncOnce(ctx)
+	if b, _ := a.Current(); b.Version != 1 {
+		t.Fatalf("the agent serves v%d, want the seed's v1", b.Version)
+	}
+	if banned := a.Status().SyncBanned; len(banned) != 0 {
+		t.Fatalf("a peer that answered 'not held' was banned: %v", banned)
+	}
+}
