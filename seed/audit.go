@@ -65,16 +65,16 @@ func VerifyChain(entries []*adminv1.AuditEntry) (*adminv1.AuditEntry, error) {
 // checkCheckpoints checks the audit log against the checkpoints that the newest published
 // bundles carry (BundleHeader.audit_seq and audit_head): each names an entry the log must
 // still hold, unchanged. A log cut back to before the last publish, or rewritten, fails
-// here even when it is a valid chain on its own. When pub is set, each bundle must also be
-// signed by it, so the checkpoints themselves cannot have been edited.
-func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Published, pub *trust.PublicKey) error {
+// here even when it is a valid chain on its own. When keys are given, each bundle must also
+// be signed by one of them, so the checkpoints themselves cannot have been edited.
+func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Published, keys []trust.PublicKey) error {
 	for _, key := range slices.Sorted(maps.Keys(latest)) {
 		env, err := trust.DecodeEnvelope(latest[key].Snapshot, 0)
 		if err != nil {
 			return fmt.Errorf("%w: stored bundle %q: %v", ErrAuditChain, key, err)
 		}
-		if pub != nil && !trust.SignedBy(env, *pub) {
-			return fmt.Errorf("%w: stored bundle %q is not signed by this seed's key %s", ErrAuditChain, key, pub.ID)
+		if len(keys) > 0 && !slices.ContainsFunc(keys, func(k trust.PublicKey) bool { return trust.SignedBy(env, k) }) {
+			return fmt.Errorf("%w: stored bundle %q is not signed by this seed's key or its root's seed role", ErrAuditChain, key)
 		}
 		view := &bundlev1.HeaderView{}
 		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {

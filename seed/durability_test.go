@@ -370,3 +370,39 @@ func TestChangeAppliedWhilePublishingSurvivesACrash(t *testing.T) {
 		t.Fatalf("published v2 holds clusters %v, want [a b]", names)
 	}
 }
+
+// TestRotatedSeedKeyStartsOnItsPredecessorsBundles: a seed restarted with a new key
+// accepts the stored bundles its previous key signed when that key is among its
+// CheckpointKeys (the root's seed role during a rotation), and refuses them otherwise.
+func TestRotatedSeedKeyStartsOnItsPredecessorsBundles(t *testing.T) {
+	dir := t.TempDir()
+	ts := open(t, dir)
+	ts.apply(t, resources(t, "../examples/shop"))
+	ts.waitPublished(t, 1)
+	ts.close()
+	_, oldKey := keys(t)
+	newKey, err := trust.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(checkpointKeys ...trust.PublicKey) error {
+		st, err := boltstore.Open(dir, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		cfg := seed.DefaultConfig()
+		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.CheckpointKeys = "prod", 1, newKey, st, checkpointKeys
+		s, err := seed.New(context.Background(), cfg)
+		if s != nil {
+			s.Close()
+		}
+		return err
+	}
+	if err := start(); !errors.Is(err, seed.ErrAuditChain) {
+		t.Fatalf("a new key with no checkpoint keys: %v, want the stored bundle refused", err)
+	}
+	if err := start(oldKey.Public(), newKey.Public()); err != nil {
+		t.Fatalf("a new key with the root's seed role as checkpoint keys: %v", err)
+	}
+}

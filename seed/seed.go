@@ -36,6 +36,11 @@ type Config struct {
 	Epoch uint64
 	// Signer signs bundles and deltas; its key must be in the domain root's seed role.
 	Signer trust.Signer
+	// CheckpointKeys are the keys, besides Signer's own, whose signature the seed accepts
+	// at start on the newest stored bundles, whose headers checkpoint the audit log: the
+	// root's seed role, so that a seed restarted with a rotated key still checks what its
+	// previous key signed. A stored bundle signed by none of them refuses the start.
+	CheckpointKeys []trust.PublicKey
 	// Store is the durable state. Required.
 	Store Store
 	// Publisher receives every publication; nil keeps them in a MemPublisher.
@@ -196,7 +201,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	if err := s.checkAuditHead(); err != nil {
 		return nil, err
 	}
-	if err := checkCheckpoints(entries, s.latest, signerKey(cfg.Signer)); err != nil {
+	if err := checkCheckpoints(entries, s.latest, checkpointKeys(cfg)); err != nil {
 		return nil, err
 	}
 	if err := s.loadCompiled(); err != nil {
@@ -241,14 +246,14 @@ func (s *Seed) checkAuditHead() error {
 	return nil
 }
 
-// signerKey is the public key of signer when it tells it (a trust.PrivateKey does; a KMS
-// signer may not), else nil.
-func signerKey(signer trust.Signer) *trust.PublicKey {
-	if k, ok := signer.(interface{ Public() trust.PublicKey }); ok {
-		pub := k.Public()
-		return &pub
+// checkpointKeys are cfg.CheckpointKeys and the signer's own public key, when it tells it
+// (a trust.PrivateKey does; a KMS signer may not).
+func checkpointKeys(cfg Config) []trust.PublicKey {
+	keys := slices.Clone(cfg.CheckpointKeys)
+	if k, ok := cfg.Signer.(interface{ Public() trust.PublicKey }); ok {
+		keys = append(keys, k.Public())
 	}
-	return nil
+	return keys
 }
 
 // auditPublishedHash is the state the newest publish compiled, when the audit head is that

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -134,6 +135,20 @@ func (r *Root) Roles(t trustv1.RoleType) []*trustv1.Role {
 			out = append(out, role)
 		}
 	}
+	return out
+}
+
+// RoleKeys returns the keys of every role of type t, sorted by id.
+func (r *Root) RoleKeys(t trustv1.RoleType) []PublicKey {
+	var out []PublicKey
+	for _, role := range r.Roles(t) {
+		for _, id := range role.GetKeyIds() {
+			if k, ok := r.keys[id]; ok && !slices.ContainsFunc(out, func(p PublicKey) bool { return p.ID == id }) {
+				out = append(out, PublicKey{ID: id, Key: k})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b PublicKey) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -418,5 +419,16 @@ func TestBridgeHasAStreamOfItsOwn(t *testing.T) {
 	d := &bundlev1.BundleDelta{Header: target.Header, BaseEpoch: 1, BaseVersion: 6, BaseHash: seedHash[:], TargetHash: make([]byte, 32)}
 	if _, err := v.Verify(seal(t, trust.PayloadDelta, encode(t, d), f.bridge)); !errors.Is(err, trust.ErrBaseMismatch) {
 		t.Errorf("bridge delta on the seed's bundle: %v, want ErrBaseMismatch", err)
+	}
+}
+
+func TestRoleKeys(t *testing.T) {
+	f := newFixture(t)
+	got := f.root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED)
+	if len(got) != 1 || got[0].ID != f.seed.KeyID() || !got[0].Key.Equal(f.seed.Public().Key) {
+		t.Fatalf("seed role keys %v, want the seed key %s", got, f.seed.KeyID())
+	}
+	if got := f.root.RoleKeys(trustv1.RoleType_ROLE_TYPE_BRIDGE); len(got) != 1 || got[0].ID != f.bridge.KeyID() {
+		t.Fatalf("bridge role keys %v", got)
 	}
 }

@@ -95,6 +95,7 @@ func (a *app) seed(args []string) error {
 	defer st.Close()
 	cfg := seed.DefaultConfig()
 	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
+	cfg.CheckpointKeys = root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED) // a rotated seed still checks what its predecessor signed
 	cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
 	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
