@@ -62,9 +62,12 @@ func cmpOrDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
-// registryAuth guards the OCI registry: OCI clients authenticate with a bearer token (or
-// a client certificate), as the admin API does; reads need mesh.read, writes mesh.operate.
-// Errors are answered in the distribution API's JSON error format.
+// registryAuth guards the OCI registry. OCI clients (oras, docker, crane, helm) follow a
+// Basic challenge with the credentials they were given (`oras login`, `-u/-p`, a docker
+// config): any user name, and an admin API token as the password. A raw
+// "Authorization: Bearer TOKEN" header and a client certificate work too, as on the admin
+// API. Reads need mesh.read, writes mesh.operate, and a principal reaches only its
+// tenants' repositories. Errors are answered in the distribution API's JSON error format.
 func registryAuth(pol *Policy, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var cert *x509.Certificate
@@ -73,7 +76,7 @@ func registryAuth(pol *Policy, next http.Handler) http.Handler {
 		}
 		deny := func(code int, oci, msg string) {
 			if code == http.StatusUnauthorized {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="meshkit"`)
+				w.Header().Set("WWW-Authenticate", `Basic realm="MeshKit registry", charset="UTF-8"`)
 			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(code)
@@ -81,8 +84,14 @@ func registryAuth(pol *Policy, next http.Handler) http.Handler {
 		}
 		token := ""
 		if h := r.Header.Get("Authorization"); h != "" {
-			if token = bearer(h); token == "" {
-				deny(http.StatusUnauthorized, "UNAUTHORIZED", "Authorization header must be 'Bearer TOKEN'")
+			if _, password, ok := r.BasicAuth(); ok {
+				token = password
+			} else if token = bearer(h); token == "" {
+				deny(http.StatusUnauthorized, "UNAUTHORIZED", "send Basic credentials (any user, an admin token as the password) or 'Bearer TOKEN'")
+				return
+			}
+			if token == "" {
+				deny(http.StatusUnauthorized, "UNAUTHORIZED", "the password must be an admin API token")
 				return
 			}
 		}

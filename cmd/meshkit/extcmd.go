@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
@@ -113,7 +114,7 @@ func (a *app) extPush(args []string) error {
 		return err
 	}
 	repo := cmpOr(*tenant, "_") + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
-	desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, module)
+	desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, filepath.Base(pos[0]), module)
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", *registryAddr, err)
 	}
@@ -137,7 +138,8 @@ func (a *app) extPush(args []string) error {
 }
 
 // orasPush pushes module as a one-layer OCI artifact and tags its manifest.
-func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag, token string, module []byte) (ocispec.Descriptor, error) {
+// The layer carries its file name as its title, so `oras pull` writes it back as a file.
+func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag, token, fileName string, module []byte) (ocispec.Descriptor, error) {
 	repo, err := remote.NewRepository(addr + "/" + repoName)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -155,13 +157,15 @@ func (a *app) orasPush(ctx context.Context, c *clientFlags, addr, repoName, tag,
 	}
 	client := &auth.Client{Client: &http.Client{Transport: tr}}
 	if token != "" {
-		client.Credential = auth.StaticCredential(repo.Reference.Registry, auth.Credential{AccessToken: token})
+		// The seed challenges with Basic: the token is the password, the user name is free.
+		client.Credential = auth.StaticCredential(repo.Reference.Registry, auth.Credential{Username: "meshkit", Password: token})
 	}
 	repo.Client = client
 	layer, err := oras.PushBytes(ctx, repo, wasmLayerType, module)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	layer.Annotations = map[string]string{ocispec.AnnotationTitle: fileName}
 	manifest, err := oras.PackManifest(ctx, repo, oras.PackManifestVersion1_1, extArtifactType, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
 	if err != nil {
 		return ocispec.Descriptor{}, err

@@ -38,7 +38,14 @@ func freeAddr(t testing.TB) string {
 // startSeed runs `meshkit seed` in-process until the test ends.
 func startSeed(t *testing.T, data string, extra ...string) (grpcAddr string) {
 	t.Helper()
-	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, _ = startSeedAddrs(t, data, extra...)
+	return grpcAddr
+}
+
+// startSeedAddrs is startSeed, returning the HTTP address (REST and the registry) too.
+func startSeedAddrs(t *testing.T, data string, extra ...string) (grpcAddr, httpAddr string) {
+	t.Helper()
+	grpcAddr, httpAddr = freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	a := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
@@ -59,7 +66,7 @@ func startSeed(t *testing.T, data string, extra ...string) (grpcAddr string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return grpcAddr
+	return grpcAddr, httpAddr
 }
 
 func TestSeedApplyFetchVerify(t *testing.T) {
