@@ -41,6 +41,10 @@ type Config struct {
 	// root's seed role, so that a seed restarted with a rotated key still checks what its
 	// previous key signed. A stored bundle signed by none of them refuses the start.
 	CheckpointKeys []trust.PublicKey
+	// Artifacts, when set, checks the artifact of every Extension an apply adds or changes
+	// (StoreAdmission: held by the registry, and admitted like agents admit it); an
+	// Extension it refuses is refused with its reason.
+	Artifacts ArtifactChecker
 	// Store is the durable state. Required.
 	Store Store
 	// Publisher receives every publication; nil keeps them in a MemPublisher.

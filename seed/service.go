@@ -88,11 +88,42 @@ func (s *Seed) apply(ctx context.Context, in []*adminv1.Resource, dryRun bool) (
 		s.metrics.writes.WithLabelValues("apply", "invalid").Inc()
 		return nil, err
 	}
+	if err := s.checkArtifacts(ctx, puts); err != nil {
+		s.metrics.writes.WithLabelValues("apply", "invalid").Inc()
+		return nil, err
+	}
 	resp, err := s.write(ctx, p, "apply", puts, nil, dryRun)
 	if err != nil {
 		return nil, err
 	}
 	return &adminv1.ApplyResponse{Changes: resp.changes, StateHash: resp.stateHash, AuditSeq: resp.auditSeq, DryRun: dryRun}, nil
+}
+
+// checkArtifacts asks Config.Artifacts about every Extension of puts that is new or
+// changed, outside the write lock (an admission can take a second), and refuses them all
+// with their reasons.
+func (s *Seed) checkArtifacts(ctx context.Context, puts []*record) error {
+	if s.cfg.Artifacts == nil {
+		return nil
+	}
+	snap := s.snapshot()
+	var errs []string
+	for _, r := range puts {
+		ext, ok := r.Obj.Spec.(*bundlev1.ExtensionSpec)
+		if !ok {
+			continue
+		}
+		if old := snap.get(r.ID); old != nil && old.Hash == r.Hash {
+			continue
+		}
+		if err := s.cfg.Artifacts.CheckArtifact(ctx, ext); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", r.Obj.Key(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return status.Errorf(codes.InvalidArgument, "%d extension(s) refused:\n  %s", len(errs), strings.Join(errs, "\n  "))
+	}
+	return nil
 }
 
 func (a *admin) Delete(ctx context.Context, req *adminv1.DeleteRequest) (*adminv1.DeleteResponse, error) {

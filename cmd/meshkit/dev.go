@@ -99,16 +99,17 @@ func (a *app) dev(args []string) error {
 	cfg := seed.DefaultConfig()
 	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = root.Domain(), 1, signer, st, log, g
 	cfg.Debounce, cfg.MaxDelay = 20*time.Millisecond, time.Second
+	reg, admission, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, log)
+	if err != nil {
+		return err
+	}
+	defer closeArtifacts()
+	cfg.Artifacts = admission
 	s, err := seed.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	reg, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, log)
-	if err != nil {
-		return err
-	}
-	defer closeArtifacts()
 	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}, Registry: reg})
 	if err != nil {
 		return err

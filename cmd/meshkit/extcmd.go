@@ -72,7 +72,7 @@ func (a *app) extPush(args []string) error {
 	var rollout listFlag
 	fs.Var(&rollout, "rollout-tag", "rollout tag (repeatable)")
 	registryAddr := fs.String("registry", cmpOr(os.Getenv("MESHKIT_REGISTRY"), "127.0.0.1:17480"), "the seed's HTTP address, which serves the OCI registry on /v2/ (env MESHKIT_REGISTRY)")
-	skipAdmit := fs.Bool("skip-admission", false, "push without admitting the module locally first")
+	skipAdmit := fs.Bool("skip-admission", false, "skip the local admission before the push (the seed still admits the module before it accepts the Extension)")
 	var c clientFlags
 	c.register(fs, "text, json")
 	pos, s, err := c.open(fs, args, "text", "json")
@@ -105,7 +105,7 @@ func (a *app) extPush(args []string) error {
 	}
 	if k == bundlev1.ExtensionKind_EXTENSION_KIND_WASM && !*skipAdmit {
 		if v := wasm.NewAdmitter(wasm.Config{}).Admit(s.ctx, wasm.Request{ABI: *abi, Module: module}); !v.Accepted {
-			return fmt.Errorf("%s would be rejected by every agent: %w (--skip-admission pushes it anyway)", pos[0], v.Err())
+			return fmt.Errorf("%s would be rejected by every agent, and by the seed: %w", pos[0], v.Err())
 		}
 	}
 	cid := content.Sum(module)

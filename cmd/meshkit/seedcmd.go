@@ -128,16 +128,17 @@ func (a *app) seed(args []string) error {
 		}
 		fmt.Fprintf(a.stdout, "seed p2p (agents bootstrap here): %s\n", strings.Join(ep.Addrs, " "))
 	}
+	reg, admission, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
+	if err != nil {
+		return err
+	}
+	defer closeArtifacts()
+	cfg.Artifacts = admission
 	s, err := seed.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	reg, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
-	if err != nil {
-		return err
-	}
-	defer closeArtifacts()
 	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
 	if err != nil {
 		return err
