@@ -33,31 +33,9 @@ func (l *liar) Held([]byte) *syncv1.HeldBundle {
 func TestFalseHeadDoesNotStallSync(t *testing.T) {
 	d := newDomain(t, "prod")
 	m := newMeshWith(t, d, 0, nil)
-	lh, err := m.mn.GenPeer()
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := &liar{stall: make(chan struct{})}
-	ln, err := p2p.New(context.Background(), p2p.Config{Domain: d.name, Host: lh, Validator: l, Source: l})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	t.Cleanup(func() { close(l.stall) }) // runs first: lets the stalled handler end
-	ah, err := m.mn.GenPeer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: t.TempDir(), Host: ah, Clock: d.clock, SyncInterval: time.Hour,
-		Bootstrap: []peer.AddrInfo{m.seedInfo(), {ID: lh.ID(), Addrs: lh.Addrs()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
-	waitFor(t, "both peers", func() bool { return a.Status().Peers >= 2 })
+	a, liarID := agentBeside(t, d, m, l)
+	t.Cleanup(func() { close(l.stall) }) // runs before the peer's Close: lets the stalled handler end
 
 	// Published after the agent met both peers, so only a sync round can bring it.
 	m.seed.offer(t, d, 1, d.payload(t, 1, 3))
@@ -67,7 +45,7 @@ func TestFalseHeadDoesNotStallSync(t *testing.T) {
 	if b, _ := a.Current(); b.Version != 1 {
 		t.Fatalf("after a sync round with the liar and the seed the agent serves v%d, want the seed's v1 (status %+v)", b.Version, a.Status())
 	}
-	if !slices.Contains(a.Status().SyncBanned, lh.ID().String()) {
+	if !slices.Contains(a.Status().SyncBanned, liarID.String()) {
 		t.Fatalf("the liar is not banned from sync: %v", a.Status().SyncBanned)
 	}
 }
@@ -87,29 +65,7 @@ func (forgetful) Held([]byte) *syncv1.HeldBundle { return nil }
 func TestNotHeldIsNoLie(t *testing.T) {
 	d := newDomain(t, "prod")
 	m := newMeshWith(t, d, 0, nil)
-	fh, err := m.mn.GenPeer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fn, err := p2p.New(context.Background(), p2p.Config{Domain: d.name, Host: fh, Validator: forgetful{}, Source: forgetful{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fn.Close() })
-	ah, err := m.mn.GenPeer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: t.TempDir(), Host: ah, Clock: d.clock, SyncInterval: time.Hour,
-		Bootstrap: []peer.AddrInfo{m.seedInfo(), {ID: fh.ID(), Addrs: fh.Addrs()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
-	waitFor(t, "both peers", func() bool { return a.Status().Peers >= 2 })
+	a, _ := agentBeside(t, d, m, forgetful{})
 	m.seed.offer(t, d, 1, d.payload(t, 1, 3))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -120,4 +76,38 @@ func TestNotHeldIsNoLie(t *testing.T) {
 	if banned := a.Status().SyncBanned; len(banned) != 0 {
 		t.Fatalf("a peer that answered 'not held' was banned: %v", banned)
 	}
+}
+
+// agentBeside starts an agent that bootstraps through m's seed and through a peer of the
+// domain whose sync answers come from src, with periodic sync off, and waits until it has
+// both peers.
+func agentBeside(t *testing.T, d *domain, m *mesh, src interface {
+	p2p.Validator
+	p2p.Source
+}) (*node.Agent, peer.ID) {
+	t.Helper()
+	ph, err := m.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pn, err := p2p.New(context.Background(), p2p.Config{Domain: d.name, Host: ph, Validator: src, Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pn.Close() })
+	ah, err := m.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := node.New(context.Background(), node.Config{Root: d.root, DataDir: t.TempDir(), Host: ah, Clock: d.clock, SyncInterval: time.Hour,
+		Bootstrap: []peer.AddrInfo{m.seedInfo(), {ID: ph.ID(), Addrs: ph.Addrs()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	waitFor(t, "both peers", func() bool { return a.Status().Peers >= 2 })
+	return a, ph.ID()
 }
