@@ -89,15 +89,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		t.Fatalf("tampered entry: err = %v", err)
 	}
 	// The seed verifies the whole log at start, not only its head: it refuses this store.
-	st, _ = boltstore.Open(dir, time.Second)
-	defer st.Close()
-	_, seedKey := keys(t)
-	cfg := seed.DefaultConfig()
-	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
-	if s, err := seed.New(context.Background(), cfg); !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "entry 1 was altered") {
-		if s != nil {
-			s.Close()
-		}
+	if err := startErr(t, dir); !errors.Is(err, seed.ErrAuditChain) || !strings.Contains(err.Error(), "entry 1 was altered") {
 		t.Fatalf("a seed started on a log with an altered older entry: %v", err)
 	}
 }
@@ -148,18 +140,12 @@ func TestAuditLogCutBehindThePublishIsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer st.Close()
-		if _, err := seed.VerifyStore(context.Background(), st); !errors.Is(err, seed.ErrAuditChain) {
+		_, err = seed.VerifyStore(context.Background(), st)
+		st.Close()
+		if !errors.Is(err, seed.ErrAuditChain) {
 			t.Errorf("audit verify passed a cut log: %v", err)
 		}
-		_, seedKey := keys(t)
-		cfg := seed.DefaultConfig()
-		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
-		s, err := seed.New(context.Background(), cfg)
-		if s != nil {
-			s.Close()
-		}
-		return err
+		return startErr(t, dir)
 	}
 
 	dir := build(t)
@@ -386,18 +372,7 @@ func TestRotatedSeedKeyStartsOnItsPredecessorsBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(checkpointKeys ...trust.PublicKey) error {
-		st, err := boltstore.Open(dir, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		cfg := seed.DefaultConfig()
-		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.CheckpointKeys = "prod", 1, newKey, st, checkpointKeys
-		s, err := seed.New(context.Background(), cfg)
-		if s != nil {
-			s.Close()
-		}
-		return err
+		return startErr(t, dir, func(c *seed.Config) { c.Signer, c.CheckpointKeys = newKey, checkpointKeys })
 	}
 	if err := start(); !errors.Is(err, seed.ErrAuditChain) {
 		t.Fatalf("a new key with no checkpoint keys: %v, want the stored bundle refused", err)

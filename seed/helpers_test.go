@@ -161,3 +161,26 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// startErr starts a seed on the store in dir, with tweak applied to its configuration,
+// closes it again, and returns what seed.New said: for tests of what a seed refuses to
+// start on.
+func startErr(t testing.TB, dir string, tweak ...func(*seed.Config)) error {
+	t.Helper()
+	st, err := boltstore.Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, seedKey := keys(t)
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	s, err := seed.New(context.Background(), cfg)
+	if s != nil {
+		s.Close()
+	}
+	return err
+}

@@ -24,13 +24,7 @@ import (
 // artifact through the same challenge and writes the module under its file name. A wrong
 // password is refused.
 func TestExtPushAndPullThroughTheChallengeAgainstAProductionSeed(t *testing.T) {
-	data := t.TempDir()
-	grpcAddr, httpAddr := startSeedAddrs(t, data)
-	tokenFile := filepath.Join(data, "admin.token")
-	tok, err := os.ReadFile(tokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	grpcAddr, httpAddr, tokenFile, token := productionSeed(t)
 	module := wasmfixture.Module(t, "valid")
 	src := filepath.Join(t.TempDir(), "auth-filter.wasm")
 	if err := os.WriteFile(src, module, 0o600); err != nil {
@@ -58,7 +52,7 @@ func TestExtPushAndPullThroughTheChallengeAgainstAProductionSeed(t *testing.T) {
 		_, err = oras.Copy(context.Background(), repo, "latest", fs, "latest", oras.DefaultCopyOptions)
 		return dir, err
 	}
-	dir, err := pull(strings.TrimSpace(string(tok)))
+	dir, err := pull(token)
 	if err != nil {
 		t.Fatalf("pull with the token as the password: %v", err)
 	}
@@ -94,14 +88,7 @@ func orasCLI(t *testing.T) func(dir string, args ...string) (string, error) {
 // both its own artifact and one that `meshkit ext push` made, each written under its file
 // name.
 func TestOrasCLIAgainstAProductionSeed(t *testing.T) {
-	data := t.TempDir()
-	grpcAddr, httpAddr := startSeedAddrs(t, data)
-	tokenFile := filepath.Join(data, "admin.token")
-	tok, err := os.ReadFile(tokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tok))
+	grpcAddr, httpAddr, tokenFile, token := productionSeed(t)
 	oras := orasCLI(t)
 	module := wasmfixture.Module(t, "valid")
 	work := t.TempDir()
@@ -130,4 +117,18 @@ func TestOrasCLIAgainstAProductionSeed(t *testing.T) {
 			t.Fatalf("oras pull %s wrote no filter.wasm: %v", ref, err)
 		}
 	}
+}
+
+// productionSeed runs `meshkit seed` with RBAC on (not --dev) and returns its addresses,
+// the admin token file it wrote, and the token.
+func productionSeed(t *testing.T) (grpcAddr, httpAddr, tokenFile, token string) {
+	t.Helper()
+	data := t.TempDir()
+	grpcAddr, httpAddr = startSeedAddrs(t, data)
+	tokenFile = filepath.Join(data, "admin.token")
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpcAddr, httpAddr, tokenFile, strings.TrimSpace(string(tok))
 }
