@@ -281,11 +281,8 @@ func decodeMetadata(raw rawMetadata) (*bundlev1.Metadata, error) {
 	if md.Namespace == "" {
 		md.Namespace = DefaultNamespace
 	}
-	if !nameRE.MatchString(md.Name) {
-		return nil, fmt.Errorf("metadata.name %q must be 1-63 lowercase letters, digits, '.' or '-'", md.Name)
-	}
-	if !nameRE.MatchString(md.Namespace) {
-		return nil, fmt.Errorf("metadata.namespace %q must be 1-63 lowercase letters, digits, '.' or '-'", md.Namespace)
+	if err := ValidateMetadata(md); err != nil {
+		return nil, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(raw.Labels)) {
 		if !labelRE.MatchString(k) || len(raw.Labels[k]) > 253 {
@@ -294,6 +291,22 @@ func decodeMetadata(raw rawMetadata) (*bundlev1.Metadata, error) {
 		md.Labels = append(md.Labels, &bundlev1.Label{Key: k, Value: raw.Labels[k]})
 	}
 	return md, nil
+}
+
+// ValidateMetadata checks the names of a resource, however it arrived (a file or the
+// admin API): name, namespace and tenant are DNS-label-like, so each is one component of
+// a key, a path and an OCI repository name ("TENANT/NAMESPACE/NAME").
+func ValidateMetadata(md *bundlev1.Metadata) error {
+	if !nameRE.MatchString(md.GetName()) {
+		return fmt.Errorf("metadata.name %q must be 1-63 lowercase letters, digits, '.' or '-'", md.GetName())
+	}
+	if !nameRE.MatchString(md.GetNamespace()) {
+		return fmt.Errorf("metadata.namespace %q must be 1-63 lowercase letters, digits, '.' or '-'", md.GetNamespace())
+	}
+	if md.GetTenant() != "" && !nameRE.MatchString(md.GetTenant()) {
+		return fmt.Errorf("metadata.tenant %q must be empty or 1-63 lowercase letters, digits, '.' or '-'", md.GetTenant())
+	}
+	return nil
 }
 
 var durationName = (&durationpb.Duration{}).ProtoReflect().Descriptor().FullName()

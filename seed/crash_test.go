@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
+	"meshkit.dev/meshkit/seed/registry"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -33,7 +35,10 @@ func TestMain(m *testing.M) {
 		rssChild(dir)
 		return
 	}
-	goleak.VerifyTestMain(m)
+	registry.RouteLogs(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	// Distribution's App starts an idle notification broadcaster it offers no way to stop
+	// (handlers.App.Shutdown leaves it): one goroutine per registry, for the process's life.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"))
 }
 
 // crashChild applies one new cluster after another, publishing as it goes, and prints

@@ -67,6 +67,9 @@ func ObjectFromResource(r *adminv1.Resource) (bundle.Object, error) {
 		o.Metadata = proto.Clone(o.Metadata).(*bundlev1.Metadata)
 		o.Metadata.Namespace = bundle.DefaultNamespace
 	}
+	if err := bundle.ValidateMetadata(o.Metadata); err != nil {
+		return bundle.Object{}, fmt.Errorf("seed: %s: %w", o.Kind, err)
+	}
 	return o, nil
 }
 

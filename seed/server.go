@@ -123,11 +123,16 @@ func registryAuth(pol *Policy, next http.Handler) http.Handler {
 	})
 }
 
+// NoTenantRepository is the first component of the OCI repositories of resources without
+// a tenant. An underscore is valid in a repository name but not in a tenant's
+// (bundle.ValidateMetadata), so no tenant can own it.
+const NoTenantRepository = "no_tenant"
+
 // RepositoryTenant is the tenant an OCI repository belongs to: its first path component
-// ("acme/shop/auth" is acme's), "_" standing for resources without a tenant.
+// ("acme/shop/auth" is acme's, "no_tenant/shop/auth" nobody's).
 func RepositoryTenant(repo string) string {
 	t, _, _ := strings.Cut(repo, "/")
-	if t == "_" {
+	if t == NoTenantRepository {
 		return ""
 	}
 	return t

@@ -8,6 +8,7 @@ import (
 
 	"meshkit.dev/meshkit/content"
 	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/seed/registry"
 	"meshkit.dev/meshkit/wasm"
 )
 
@@ -16,19 +17,20 @@ import (
 // the seed has a p2p host, serves the store to agents over the content protocol, a few
 // agents at a time: agents fetch from one another first, so a seed uploads each artifact a
 // few times whatever the fleet size.
-func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*seed.Registry, seed.ArtifactChecker, func(), error) {
+func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*registry.Registry, seed.ArtifactChecker, func(), error) {
 	store, err := content.Open(filepath.Join(data, "content"), content.Options{})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	reg, err := seed.NewRegistry(filepath.Join(data, "registry"), store, log)
+	registry.RouteLogs(log)
+	reg, err := registry.New(registry.Config{Dir: filepath.Join(data, "registry"), Store: store, Logger: log})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	closeFn := func() {}
+	closeFn := func() { _ = reg.Close() }
 	if h != nil {
 		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: content.SeedSlots, Logger: log})
-		closeFn = srv.Close
+		closeFn = func() { srv.Close(); _ = reg.Close() }
 	}
 	return reg, seed.NewStoreAdmission(store, wasm.NewAdmitter(wasm.Config{})), closeFn, nil
 }

@@ -15,6 +15,7 @@ import (
 	"meshkit.dev/meshkit/content"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/wasm"
 )
 
@@ -113,7 +114,7 @@ func (a *app) extPush(args []string) error {
 	if err != nil {
 		return err
 	}
-	repo := cmpOr(*tenant, "_") + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
+	repo := cmpOr(*tenant, seed.NoTenantRepository) + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
 	desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, filepath.Base(pos[0]), module)
 	if err != nil {
 		return fmt.Errorf("push to %s: %w", *registryAddr, err)
