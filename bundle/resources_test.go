@@ -126,3 +126,26 @@ func TestLoadPathExamples(t *testing.T) {
 		t.Error("missing path accepted")
 	}
 }
+
+// TestValidateMetadataNamesEveryField: name, namespace and tenant must each be one
+// DNS-label-like component (they become keys, paths and OCI repository components); an
+// empty tenant is allowed, an underscore or a capital is not.
+func TestValidateMetadataNamesEveryField(t *testing.T) {
+	for _, c := range []struct {
+		md   *bundlev1.Metadata
+		want string // "" = valid
+	}{
+		{&bundlev1.Metadata{Name: "a", Namespace: "shop"}, ""},
+		{&bundlev1.Metadata{Name: "a", Namespace: "shop", Tenant: "acme-eu.1"}, ""},
+		{&bundlev1.Metadata{Name: "a/b", Namespace: "shop"}, "metadata.name"},
+		{&bundlev1.Metadata{Name: "a", Namespace: ""}, "metadata.namespace"},
+		{&bundlev1.Metadata{Name: "a", Namespace: "shop", Tenant: "no_tenant"}, "metadata.tenant"},
+		{&bundlev1.Metadata{Name: "a", Namespace: "shop", Tenant: "Acme"}, "metadata.tenant"},
+		{&bundlev1.Metadata{Name: "a", Namespace: "shop", Tenant: "acme/x"}, "metadata.tenant"},
+	} {
+		err := ValidateMetadata(c.md)
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%v: got %v, want %q", c.md, err, c.want)
+		}
+	}
+}

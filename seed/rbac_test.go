@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/trust"
 )
@@ -517,6 +518,25 @@ func TestReadsShowOnlyTheCallersTenants(t *testing.T) {
 	} {
 		if err := call(); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("an admin of globex reads the audit log: %v", err)
+		}
+	}
+}
+
+// TestAdminAPIChecksNamesLikeFiles: a resource sent over the admin API is held to the
+// same name rules as one read from a file, so no name, namespace or tenant can break a
+// key, a path or a registry repository (a tenant named "no_tenant" would own untenanted
+// repositories).
+func TestAdminAPIChecksNamesLikeFiles(t *testing.T) {
+	ts := open(t, "")
+	for _, md := range []*bundlev1.Metadata{
+		{Name: "a/b", Namespace: "shop"},
+		{Name: "ok", Namespace: "Shop"},
+		{Name: "ok", Namespace: "shop", Tenant: "no_tenant"},
+	} {
+		r := &adminv1.Resource{Metadata: md, Spec: &adminv1.Resource_Cluster{Cluster: &bundlev1.ClusterSpec{Endpoints: []*bundlev1.Endpoint{{Address: "10.0.0.1", Port: 80}}}}}
+		_, err := ts.api.Apply(adminCtx(), &adminv1.ApplyRequest{Resources: []*adminv1.Resource{r}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "metadata.") {
+			t.Errorf("%v: %v, want InvalidArgument naming the field", md, err)
 		}
 	}
 }

@@ -92,6 +92,10 @@ type Registry struct {
 	wg     sync.WaitGroup
 }
 
+// anyManifest is every manifest media type the engine stores.
+const anyManifest = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, " +
+	"application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
+
 // driverFactoryName is the name distribution's driver factory knows MeshKit's driver by.
 const driverFactoryName = "meshkit-content"
 
@@ -254,6 +258,11 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.postUpload(w, req, rt)
 	case rt.kind == routeReferrers && (req.Method == http.MethodGet || req.Method == http.MethodHead):
 		r.referrers.serve(w, req, rt)
+	case rt.kind == routeManifest && (req.Method == http.MethodGet || req.Method == http.MethodHead) && req.Header.Get("Accept") == "":
+		// Distribution answers a request that accepts no manifest type with 404, as if
+		// the manifest were missing; a client that names no type (curl) takes any.
+		req.Header.Set("Accept", anyManifest)
+		r.app.ServeHTTP(w, req)
 	case rt.kind == routeManifest && req.Method == http.MethodPut:
 		r.putManifest(w, req)
 	case rt.kind == routeUpload && (req.Method == http.MethodPost || req.Method == http.MethodPatch || req.Method == http.MethodPut):
