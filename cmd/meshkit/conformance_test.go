@@ -27,9 +27,6 @@ type junitCase struct {
 // and upload deletes) over every data shape the suite has, sha512 content included.
 // Any test that fails, errors, is skipped or is disabled fails this test, by name.
 func TestOCIConformanceAgainstAProductionSeed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the conformance suite")
-	}
 	out, err := exec.Command("go", "tool", "-modfile=../../internal/tools/go.mod", "-n", "conformance").Output()
 	if err != nil {
 		t.Fatalf("building the conformance suite: %v", err)
