@@ -42,9 +42,12 @@ type storeDriver struct {
 	root                        string
 	store                       *content.Store
 
-	mu      sync.Mutex
-	uploads map[string]int64 // upload directory -> bytes written so far
-	pending int64            // sum of uploads
+	maxUpload int64 // a hard stop for one upload's data, behind the HTTP guard
+
+	mu       sync.Mutex
+	uploads  map[string]int64 // upload directory -> bytes written so far
+	pending  int64            // sum of uploads
+	reserved int64            // allowances of upload requests in flight
 }
 
 // blobCID returns the CID a path of a sha256 blob's data names, or ok=false.
@@ -207,6 +210,22 @@ func (d *storeDriver) pendingBytes() int64 {
 	return d.pending
 }
 
+// reserve grants up to want bytes of the total limit to one upload request, counting
+// what uploads hold and what requests in flight were granted; release returns it.
+func (d *storeDriver) reserve(want, limit int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := max(0, min(want, limit-d.pending-d.reserved))
+	d.reserved += n
+	return n
+}
+
+func (d *storeDriver) release(n int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reserved -= n
+}
+
 // uploadBytes is what one upload has received.
 func (d *storeDriver) uploadBytes(upload string) int64 {
 	d.mu.Lock()
@@ -257,6 +276,9 @@ type countingWriter struct {
 }
 
 func (w *countingWriter) Write(b []byte) (int, error) {
+	if w.d.maxUpload > 0 && w.FileWriter.Size()+int64(len(b)) > w.d.maxUpload {
+		return 0, fmt.Errorf("%w: an upload may hold at most %d bytes", errOverAllowance, w.d.maxUpload)
+	}
 	n, err := w.FileWriter.Write(b)
 	w.d.setUpload(w.upload, w.FileWriter.Size())
 	return n, err

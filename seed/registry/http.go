@@ -203,14 +203,9 @@ func (r *Registry) guardUpload(w http.ResponseWriter, req *http.Request, rt rout
 	if id := strings.TrimSuffix(rt.rest, "/"); id != "" && !strings.Contains(id, "/") {
 		have = r.driver.uploadBytes(reposPrefix + rt.name + uploadsDir + id)
 	}
-	allow := min(r.cfg.MaxUploadBytes-have, r.cfg.MaxPendingBytes-r.driver.pendingBytes())
-	tooLarge := func() string {
-		if r.cfg.MaxUploadBytes-have <= r.cfg.MaxPendingBytes-r.driver.pendingBytes() {
-			return fmt.Sprintf("a blob may hold at most %d bytes; this upload holds %d", r.cfg.MaxUploadBytes, have)
-		}
-		return fmt.Sprintf("uploads in progress hold %d of the %d bytes the registry allows; retry when they finish or expire", r.driver.pendingBytes(), r.cfg.MaxPendingBytes)
-	}
-	declared := req.ContentLength
+	perUpload := r.cfg.MaxUploadBytes - have
+	blobTooLarge := fmt.Sprintf("a blob may hold at most %d bytes; this upload holds %d", r.cfg.MaxUploadBytes, have)
+	declared := req.ContentLength // -1: streamed
 	if cr := req.Header.Get("Content-Range"); cr != "" {
 		if s, e, ok := strings.Cut(cr, "-"); ok {
 			start, err1 := strconv.ParseInt(s, 10, 64)
@@ -220,18 +215,35 @@ func (r *Registry) guardUpload(w http.ResponseWriter, req *http.Request, rt rout
 			}
 		}
 	}
-	if allow < 0 || declared > allow {
-		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", tooLarge())
+	if perUpload < 0 || declared > perUpload {
+		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", blobTooLarge)
 		return
 	}
-	if req.Body == nil || req.Body == http.NoBody {
+	if req.Body == nil || req.Body == http.NoBody || declared == 0 {
 		r.app.ServeHTTP(w, req)
 		return
 	}
-	lr := &limitedBody{r: req.Body, left: allow}
+	// The allowance is reserved against the total for the request's life, so concurrent
+	// uploads cannot together pass it; a streamed body reserves what its upload may add.
+	want := perUpload
+	if declared > 0 {
+		want = declared
+	}
+	granted := r.driver.reserve(want, r.cfg.MaxPendingBytes)
+	defer r.driver.release(granted)
+	totalTooLarge := fmt.Sprintf("uploads in progress hold %d of the %d bytes the registry allows; retry when they finish or expire",
+		r.driver.pendingBytes(), r.cfg.MaxPendingBytes)
+	if granted < want && (declared > 0 || granted == 0) {
+		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", totalTooLarge)
+		return
+	}
+	msg := blobTooLarge
+	if granted < perUpload {
+		msg = totalTooLarge
+	}
+	lr := &limitedBody{r: req.Body, left: granted}
 	req.Body = lr
-	gw := &guardWriter{ResponseWriter: w, body: lr, msg: tooLarge}
-	r.app.ServeHTTP(gw, req)
+	r.app.ServeHTTP(&guardWriter{ResponseWriter: w, body: lr, msg: msg}, req)
 }
 
 var errOverAllowance = errors.New("registry: upload over its allowance")
@@ -268,7 +280,7 @@ func (l *limitedBody) Close() error { return l.r.Close() }
 type guardWriter struct {
 	http.ResponseWriter
 	body     *limitedBody
-	msg      func() string
+	msg      string
 	replaced bool
 }
 
@@ -278,7 +290,7 @@ func (g *guardWriter) WriteHeader(code int) {
 		for k := range g.Header() {
 			g.Header().Del(k)
 		}
-		ociError(g.ResponseWriter, http.StatusRequestEntityTooLarge, "SIZE_INVALID", g.msg())
+		ociError(g.ResponseWriter, http.StatusRequestEntityTooLarge, "SIZE_INVALID", g.msg)
 		return
 	}
 	g.ResponseWriter.WriteHeader(code)

@@ -132,6 +132,7 @@ func New(cfg Config) (*Registry, error) {
 		StorageDriver: filesystem.New(filesystem.DriverParameters{RootDirectory: root, MaxThreads: 100}),
 		root:          root,
 		store:         cfg.Store,
+		maxUpload:     cfg.MaxUploadBytes,
 		uploads:       map[string]int64{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())

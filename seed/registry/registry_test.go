@@ -372,3 +372,49 @@ func hasDigest(ds []ocispec.Descriptor, d digest.Digest) bool {
 	}
 	return false
 }
+
+// TestConcurrentUploadsShareTheTotal: an upload request in flight holds its allowance, so
+// a second one cannot take the same room: with 1500 bytes in all and a streamed upload
+// allowed 1000 under way, a 1000-byte upload is refused and the first one completes.
+func TestConcurrentUploadsShareTheTotal(t *testing.T) {
+	f := newFixture(t, Config{MaxUploadBytes: 1000, MaxPendingBytes: 1500})
+	locA, locB := f.startUpload("acme/a"), f.startUpload("acme/b")
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() }) // before the server's Close, which waits for this request
+	req, _ := http.NewRequest(http.MethodPatch, f.srv.URL+locA, pr)
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/octet-stream")
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	if _, err := pw.Write(bytes.Repeat([]byte("a"), 10)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.reg.PendingUploadBytes() < 10; {
+		if time.Now().After(deadline) {
+			t.Fatal("the streamed upload's first bytes never arrived")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, body := f.do(http.MethodPatch, locB, bytes.NewReader(bytes.Repeat([]byte("b"), 1000)), "Content-Type", "application/octet-stream")
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(body, "uploads in progress hold") {
+		t.Fatalf("a second upload into room the first holds: %d %s", resp.StatusCode, body)
+	}
+	if _, err := pw.Write(bytes.Repeat([]byte("a"), 990)); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if code := <-done; code != http.StatusAccepted {
+		t.Fatalf("the streamed upload: %d", code)
+	}
+	if got := f.reg.PendingUploadBytes(); got != 1000 {
+		t.Fatalf("uploads in progress hold %d bytes, want 1000", got)
+	}
+}
