@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -36,7 +36,7 @@ type clientFlags struct {
 	insecure                               bool
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
+func (c *clientFlags) register(fs *pflag.FlagSet, outputs string) {
 	fs.StringVar(&c.addr, "seed", cmpOr(os.Getenv("MESHKIT_SEED"), "127.0.0.1:17400"), "seed admin gRPC address (env MESHKIT_SEED)")
 	fs.StringVar(&c.tokenFile, "token-file", os.Getenv("MESHKIT_TOKEN_FILE"), "file holding a bearer token (env MESHKIT_TOKEN_FILE; or the token itself in MESHKIT_TOKEN)")
 	fs.StringVar(&c.ca, "tls-ca", "", "verify the seed's TLS certificate against this CA (enables TLS)")
@@ -45,7 +45,7 @@ func (c *clientFlags) register(fs *flag.FlagSet, outputs string) {
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the seed")
 	fs.BoolVar(&c.insecure, "insecure", false, "send the bearer token without TLS to a seed that is not on loopback (it can be read and replayed by anyone on the path)")
 	if outputs != "" {
-		fs.StringVar(&c.output, "output", "text", "output format: "+outputs)
+		fs.StringVarP(&c.output, "output", "o", "text", "output format: "+outputs)
 	}
 }
 
@@ -131,23 +131,19 @@ type session struct {
 	close func()
 }
 
-// open parses args, checks --output against outputs (when the command has one), dials,
-// and returns the positional arguments. The caller defers s.close().
-func (c *clientFlags) open(fs *flag.FlagSet, args []string, outputs ...string) ([]string, *session, error) {
-	pos, err := parse(fs, args)
-	if err != nil {
-		return nil, nil, err
-	}
+// open checks --output against outputs (when the command has one), dials, and returns
+// the session. The caller defers s.close().
+func (c *clientFlags) open(outputs ...string) (*session, error) {
 	if len(outputs) > 0 {
 		if err := c.checkOutput(outputs...); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	cl, ctx, done, err := c.dial()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return pos, &session{AdminServiceClient: cl, ctx: ctx, close: done}, nil
+	return &session{AdminServiceClient: cl, ctx: ctx, close: done}, nil
 }
 
 // rpcError renders a gRPC error as the seed's message.
@@ -204,8 +200,8 @@ func (a *app) printChanges(changes []*adminv1.Change) {
 	}
 }
 
-func (a *app) apply(args []string) error {
-	return a.sendResources(args, "apply", true, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, dry bool) (proto.Message, []*adminv1.Change, string, error) {
+func (a *app) apply(fs *pflag.FlagSet) func(args []string) error {
+	return a.sendResources(fs, true, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, dry bool) (proto.Message, []*adminv1.Change, string, error) {
 		resp, err := cl.Apply(ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: dry})
 		if err != nil {
 			return nil, nil, "", err
@@ -220,8 +216,8 @@ func (a *app) apply(args []string) error {
 	})
 }
 
-func (a *app) diff(args []string) error {
-	return a.sendResources(args, "diff", false, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, _ bool) (proto.Message, []*adminv1.Change, string, error) {
+func (a *app) diff(fs *pflag.FlagSet) func(args []string) error {
+	return a.sendResources(fs, false, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, _ bool) (proto.Message, []*adminv1.Change, string, error) {
 		resp, err := cl.Diff(ctx, &adminv1.DiffRequest{Resources: rs})
 		if err != nil {
 			return nil, nil, "", err
@@ -232,87 +228,93 @@ func (a *app) diff(args []string) error {
 
 // sendResources is apply and diff: read -f, dial, call, then print the changes and the
 // call's summary line, or the response as JSON.
-func (a *app) sendResources(args []string, name string, withDryRun bool,
-	call func(context.Context, adminv1.AdminServiceClient, []*adminv1.Resource, bool) (proto.Message, []*adminv1.Change, string, error)) error {
-	fs := a.newFlags(name, name+" -f FILE_OR_DIR [--seed ADDR] [--token-file F]")
-	from := fs.String("f", "", "YAML resource file or directory")
+func (a *app) sendResources(fs *pflag.FlagSet, withDryRun bool,
+	call func(context.Context, adminv1.AdminServiceClient, []*adminv1.Resource, bool) (proto.Message, []*adminv1.Change, string, error)) func(args []string) error {
+	from := fs.StringP("filename", "f", "", "YAML resource file or directory")
 	dry := new(bool)
 	if withDryRun {
 		dry = fs.Bool("dry-run", false, "validate and show the bundle diff without storing")
 	}
 	var c clientFlags
 	c.register(fs, "text, json")
-	_, s, err := c.open(fs, args, "text", "json")
-	if err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		s, err := c.open("text", "json")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if err := required("filename", *from); err != nil {
+			return err
+		}
+		rs, err := loadResources(*from)
+		if err != nil {
+			return err
+		}
+		resp, changes, summary, err := call(s.ctx, s, rs, *dry)
+		if err != nil {
+			return rpcError(err)
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
+		}
+		a.printChanges(changes)
+		if summary != "" {
+			fmt.Fprintln(a.stdout, summary)
+		}
+		return nil
 	}
-	defer s.close()
-	if err := required("f", *from); err != nil {
-		return err
-	}
-	rs, err := loadResources(*from)
-	if err != nil {
-		return err
-	}
-	resp, changes, summary, err := call(s.ctx, s, rs, *dry)
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(resp)
-	}
-	a.printChanges(changes)
-	if summary != "" {
-		fmt.Fprintln(a.stdout, summary)
-	}
-	return nil
 }
 
-func (a *app) get(args []string) error {
-	fs := a.newFlags("get", "get KIND [NAME] [--namespace NS] [--tenant T] [--output text|json|yaml]")
+func (a *app) get(fs *pflag.FlagSet) func(args []string) error {
 	ns := fs.String("namespace", "", "namespace (default: all for a list, \"default\" for one name)")
 	tenant := fs.String("tenant", "", "only this tenant's resources")
 	var c clientFlags
 	c.register(fs, "text, json, yaml")
-	pos, s, err := c.open(fs, args, "text", "json", "yaml")
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	if len(pos) < 1 || len(pos) > 2 {
-		return usagef("want KIND [NAME]; kinds: %s", strings.Join(bundle.Kinds(), ", "))
-	}
-	var rs []*adminv1.Resource
-	if len(pos) == 2 {
-		resp, err := s.Get(s.ctx, &adminv1.GetRequest{Kind: pos[0], Namespace: *ns, Name: pos[1]})
-		if err != nil {
-			return rpcError(err)
-		}
-		rs = []*adminv1.Resource{resp.GetResource()}
-	} else {
-		resp, err := s.List(s.ctx, &adminv1.ListRequest{Kind: pos[0], Namespace: *ns, Tenant: *tenant})
-		if err != nil {
-			return rpcError(err)
-		}
-		rs = resp.GetResources()
-	}
-	switch c.output {
-	case "json":
-		return a.printJSON(&adminv1.ListResponse{Resources: rs})
-	case "yaml":
-		return a.printYAML(rs)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tTENANT\tREGION")
-	for _, r := range rs {
-		o, err := seed.ObjectFromResource(r)
+	return func(args []string) error {
+		pos := args
+		s, err := c.open("text", "json", "yaml")
 		if err != nil {
 			return err
 		}
-		md := o.Metadata
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Kind, md.GetNamespace(), md.GetName(), md.GetTenant(), md.GetRegion())
+		defer s.close()
+		if len(pos) < 1 || len(pos) > 2 {
+			return usagef("want KIND [NAME]; kinds: %s", strings.Join(bundle.Kinds(), ", "))
+		}
+		var rs []*adminv1.Resource
+		if len(pos) == 2 {
+			resp, err := s.Get(s.ctx, &adminv1.GetRequest{Kind: pos[0], Namespace: *ns, Name: pos[1]})
+			if err != nil {
+				return rpcError(err)
+			}
+			rs = []*adminv1.Resource{resp.GetResource()}
+		} else {
+			resp, err := s.List(s.ctx, &adminv1.ListRequest{Kind: pos[0], Namespace: *ns, Tenant: *tenant})
+			if err != nil {
+				return rpcError(err)
+			}
+			rs = resp.GetResources()
+		}
+		switch c.output {
+		case "json":
+			return a.printJSON(&adminv1.ListResponse{Resources: rs})
+		case "yaml":
+			return a.printYAML(rs)
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tTENANT\tREGION")
+		for _, r := range rs {
+			o, err := seed.ObjectFromResource(r)
+			if err != nil {
+				return err
+			}
+			md := o.Metadata
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Kind, md.GetNamespace(), md.GetName(), md.GetTenant(), md.GetRegion())
+		}
+		return tw.Flush()
 	}
-	return tw.Flush()
 }
 
 // printYAML writes resources in the same apiVersion/kind/metadata/spec form apply reads,
@@ -349,89 +351,99 @@ func (a *app) printYAML(rs []*adminv1.Resource) error {
 	return enc.Close()
 }
 
-func (a *app) del(args []string) error {
-	fs := a.newFlags("delete", "delete KIND NAME [--namespace NS] [--dry-run]")
+func (a *app) del(fs *pflag.FlagSet) func(args []string) error {
 	ns := fs.String("namespace", "", "namespace (default \"default\")")
 	dry := fs.Bool("dry-run", false, "check without deleting")
 	var c clientFlags
 	c.register(fs, "")
-	pos, s, err := c.open(fs, args)
-	if err != nil {
-		return err
+	return func(args []string) error {
+		pos := args
+		s, err := c.open()
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if len(pos) != 2 {
+			return usagef("want KIND NAME")
+		}
+		resp, err := s.Delete(s.ctx, &adminv1.DeleteRequest{Kind: pos[0], Namespace: *ns, Name: pos[1], DryRun: *dry})
+		if err != nil {
+			return rpcError(err)
+		}
+		a.printChanges(resp.GetChanges())
+		return nil
 	}
-	defer s.close()
-	if len(pos) != 2 {
-		return usagef("want KIND NAME")
-	}
-	resp, err := s.Delete(s.ctx, &adminv1.DeleteRequest{Kind: pos[0], Namespace: *ns, Name: pos[1], DryRun: *dry})
-	if err != nil {
-		return rpcError(err)
-	}
-	a.printChanges(resp.GetChanges())
-	return nil
 }
 
-func (a *app) history(args []string) error {
-	fs := a.newFlags("history", "history [--limit N] [--output text|json]")
+func (a *app) history(fs *pflag.FlagSet) func(args []string) error {
 	limit := fs.Uint("limit", 20, "how many publications")
 	var c clientFlags
 	c.register(fs, "text, json")
-	_, s, err := c.open(fs, args, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	resp, err := s.History(s.ctx, &adminv1.HistoryRequest{Limit: uint32(*limit)})
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(resp)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tEPOCH\tPUBLISHED\tVARIANTS\tSNAPSHOT BYTES\tDELTA BYTES\tAUDIT")
-	for _, p := range resp.GetPublications() {
-		var snap, delta uint64
-		for _, v := range p.GetVariants() {
-			snap, delta = snap+v.GetSnapshotBytes(), delta+v.GetDeltaBytes()
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\t%d\n", p.GetVersion(), p.GetEpoch(), p.GetPublishedAt().AsTime().Format(time.RFC3339), len(p.GetVariants()), snap, delta, p.GetAuditSeq())
+		s, err := c.open("text", "json")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		resp, err := s.History(s.ctx, &adminv1.HistoryRequest{Limit: uint32(*limit)})
+		if err != nil {
+			return rpcError(err)
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tEPOCH\tPUBLISHED\tVARIANTS\tSNAPSHOT BYTES\tDELTA BYTES\tAUDIT")
+		for _, p := range resp.GetPublications() {
+			var snap, delta uint64
+			for _, v := range p.GetVariants() {
+				snap, delta = snap+v.GetSnapshotBytes(), delta+v.GetDeltaBytes()
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\t%d\n", p.GetVersion(), p.GetEpoch(), p.GetPublishedAt().AsTime().Format(time.RFC3339), len(p.GetVariants()), snap, delta, p.GetAuditSeq())
+		}
+		return tw.Flush()
 	}
-	return tw.Flush()
 }
 
-func (a *app) status(args []string) error {
-	fs := a.newFlags("status", "status [--output text|json]")
+func (a *app) status(fs *pflag.FlagSet) func(args []string) error {
 	var c clientFlags
 	c.register(fs, "text, json")
-	_, s, err := c.open(fs, args, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	st, err := s.Status(s.ctx, &adminv1.StatusRequest{})
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(st)
-	}
-	fmt.Fprintf(a.stdout, "domain %s epoch %d version %d resources %d pending %t\nstate %s\n", st.GetDomain(), st.GetEpoch(), st.GetVersion(), st.GetResources(), st.GetPending(), st.GetStateHash())
-	if st.GetLastError() != "" {
-		fmt.Fprintf(a.stdout, "last publish error: %s\n", st.GetLastError())
-	}
-	fmt.Fprintf(a.stdout, "agents reporting (last 10 min): %d\n", st.GetReportingNodes())
-	for _, n := range st.GetNacks() {
-		fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), printable(n.GetLastError()))
-	}
-	for _, e := range st.GetExtensions() {
-		fmt.Fprintf(a.stdout, "  extension %s (%s): admitted by %d, rejected by %d, unavailable on %d agent(s)\n",
-			printable(e.GetArtifact()), printable(e.GetAbi()), e.GetAdmitted(), e.GetRejected(), e.GetUnavailable())
-		for _, r := range e.GetReasons() {
-			fmt.Fprintf(a.stdout, "    %s\n", printable(r))
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
 		}
+		s, err := c.open("text", "json")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		st, err := s.Status(s.ctx, &adminv1.StatusRequest{})
+		if err != nil {
+			return rpcError(err)
+		}
+		if c.output == "json" {
+			return a.printJSON(st)
+		}
+		fmt.Fprintf(a.stdout, "domain %s epoch %d version %d resources %d pending %t\nstate %s\n", st.GetDomain(), st.GetEpoch(), st.GetVersion(), st.GetResources(), st.GetPending(), st.GetStateHash())
+		if st.GetLastError() != "" {
+			fmt.Fprintf(a.stdout, "last publish error: %s\n", st.GetLastError())
+		}
+		fmt.Fprintf(a.stdout, "agents reporting (last 10 min): %d\n", st.GetReportingNodes())
+		for _, n := range st.GetNacks() {
+			fmt.Fprintf(a.stdout, "  version %d NACKed by %d data-plane client(s); last error: %s\n", n.GetVersion(), n.GetCount(), printable(n.GetLastError()))
+		}
+		for _, e := range st.GetExtensions() {
+			fmt.Fprintf(a.stdout, "  extension %s (%s): admitted by %d, rejected by %d, unavailable on %d agent(s)\n",
+				printable(e.GetArtifact()), printable(e.GetAbi()), e.GetAdmitted(), e.GetRejected(), e.GetUnavailable())
+			for _, r := range e.GetReasons() {
+				fmt.Fprintf(a.stdout, "    %s\n", printable(r))
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 // printable escapes what a terminal would act on (control characters, escape sequences,
@@ -445,92 +457,98 @@ func printable(s string) string {
 	return q
 }
 
-func (a *app) audit(args []string) error {
-	if len(args) > 0 && args[0] == "verify" {
-		return a.auditVerify(args[1:])
-	}
-	fs := a.newFlags("audit", "audit [--after N] [--limit N] [--output text|json] | audit verify [--data DIR]")
+func (a *app) audit(fs *pflag.FlagSet) func(args []string) error {
 	after := fs.Uint64("after", 0, "entries after this sequence number")
 	limit := fs.Uint("limit", 100, "how many entries")
 	var c clientFlags
 	c.register(fs, "text, json")
-	_, s, err := c.open(fs, args, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	resp, err := s.Audit(s.ctx, &adminv1.AuditRequest{AfterSeq: *after, Limit: uint32(*limit)})
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(resp)
-	}
-	for _, e := range resp.GetEntries() {
-		subj := strings.Join(e.GetSubjects(), ", ")
-		if e.GetAction() == "publish" {
-			subj = fmt.Sprintf("version %d (%d variant(s))", e.GetVersion(), len(e.GetSubjects()))
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
 		}
-		fmt.Fprintf(a.stdout, "%d %s %-7s by %s: %s\n", e.GetSeq(), e.GetTime().AsTime().Format(time.RFC3339), e.GetAction(), e.GetActor(), subj)
+		s, err := c.open("text", "json")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		resp, err := s.Audit(s.ctx, &adminv1.AuditRequest{AfterSeq: *after, Limit: uint32(*limit)})
+		if err != nil {
+			return rpcError(err)
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
+		}
+		for _, e := range resp.GetEntries() {
+			subj := strings.Join(e.GetSubjects(), ", ")
+			if e.GetAction() == "publish" {
+				subj = fmt.Sprintf("version %d (%d variant(s))", e.GetVersion(), len(e.GetSubjects()))
+			}
+			fmt.Fprintf(a.stdout, "%d %s %-7s by %s: %s\n", e.GetSeq(), e.GetTime().AsTime().Format(time.RFC3339), e.GetAction(), e.GetActor(), subj)
+		}
+		return nil
 	}
-	return nil
 }
 
-func (a *app) auditVerify(args []string) error {
-	fs := a.newFlags("audit verify", "audit verify [--data DIR] [--seed ADDR]")
+func (a *app) auditVerify(fs *pflag.FlagSet) func(args []string) error {
 	data := fs.String("data", "", "verify a stopped seed's data directory directly")
 	var c clientFlags
 	c.register(fs, "")
-	if _, err := parse(fs, args); err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		var resp *adminv1.VerifyAuditResponse
+		if *data != "" {
+			st, err := boltstore.Open(*data, time.Second)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if resp, err = seed.VerifyStore(context.Background(), st); err != nil {
+				return err
+			}
+		} else {
+			cl, ctx, done, err := c.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			if resp, err = cl.VerifyAudit(ctx, &adminv1.VerifyAuditRequest{}); err != nil {
+				return rpcError(err)
+			}
+		}
+		fmt.Fprintf(a.stdout, "OK audit chain of %d entries verifies; head %s; stored state %s matches it\n", resp.GetEntries(), resp.GetHeadHash(), resp.GetStateHash())
+		return nil
 	}
-	var resp *adminv1.VerifyAuditResponse
-	if *data != "" {
-		st, err := boltstore.Open(*data, time.Second)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		if resp, err = seed.VerifyStore(context.Background(), st); err != nil {
-			return err
-		}
-	} else {
-		cl, ctx, done, err := c.dial()
-		if err != nil {
-			return err
-		}
-		defer done()
-		if resp, err = cl.VerifyAudit(ctx, &adminv1.VerifyAuditRequest{}); err != nil {
-			return rpcError(err)
-		}
-	}
-	fmt.Fprintf(a.stdout, "OK audit chain of %d entries verifies; head %s; stored state %s matches it\n", resp.GetEntries(), resp.GetHeadHash(), resp.GetStateHash())
-	return nil
 }
 
-func (a *app) bundleFetch(args []string) error {
-	fs := a.newFlags("bundle fetch", "bundle fetch --out FILE [--capabilities a,b] [--delta]")
+func (a *app) bundleFetch(fs *pflag.FlagSet) func(args []string) error {
 	out := fs.String("out", "", "file to write the signed envelope to")
 	var caps listFlag
 	fs.Var(&caps, "capabilities", "capabilities of the node (default: the full variant)")
 	delta := fs.Bool("delta", false, "fetch the delta from the previous version")
 	var c clientFlags
 	c.register(fs, "")
-	_, s, err := c.open(fs, args)
-	if err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		s, err := c.open()
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if err := required("out", *out); err != nil {
+			return err
+		}
+		resp, err := s.GetBundle(s.ctx, &adminv1.GetBundleRequest{Capabilities: caps, Delta: *delta})
+		if err != nil {
+			return rpcError(err)
+		}
+		if err := atomicfile.WriteFile(*out, resp.GetEnvelope(), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "wrote %s: epoch %d version %d requires %s (%d bytes)\n", *out, resp.GetEpoch(), resp.GetVersion(), strings.Join(resp.GetRequiredCapabilities(), ","), len(resp.GetEnvelope()))
+		return nil
 	}
-	defer s.close()
-	if err := required("out", *out); err != nil {
-		return err
-	}
-	resp, err := s.GetBundle(s.ctx, &adminv1.GetBundleRequest{Capabilities: caps, Delta: *delta})
-	if err != nil {
-		return rpcError(err)
-	}
-	if err := atomicfile.WriteFile(*out, resp.GetEnvelope(), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "wrote %s: epoch %d version %d requires %s (%d bytes)\n", *out, resp.GetEpoch(), resp.GetVersion(), strings.Join(resp.GetRequiredCapabilities(), ","), len(resp.GetEnvelope()))
-	return nil
 }

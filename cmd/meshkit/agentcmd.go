@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/credentials"
 
 	"meshkit.dev/meshkit/internal/atomicfile"
@@ -96,11 +97,7 @@ func writeEndpoint(data string, h host.Host, httpAddr string) (endpoint, error) 
 	return ep, atomicfile.WriteFile(filepath.Join(data, "p2p.json"), append(b, '\n'), 0o644)
 }
 
-func (a *app) agent(args []string) error {
-	if len(args) > 0 && args[0] == "status" {
-		return a.agentStatus(args[1:])
-	}
-	fs := a.newFlags("agent", "agent --data DIR --root root.json --bootstrap MULTIADDR... [flags]\n       meshkit agent status [--addr HOST:PORT] [--output text|json]")
+func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 	data := fs.String("data", "", "data directory: last-known-good bundles, p2p identity (created if missing)")
 	rootPath := fs.String("root", "", "the domain's root (root.json)")
 	domain := fs.String("domain", "", "control domain (must match the root's; default the root's)")
@@ -118,142 +115,145 @@ func (a *app) agent(args []string) error {
 	sbCA := fs.String("southbound-client-ca", "", "require client certificates signed by these CAs (mTLS)")
 	connLow := fs.Int("conn-low", 32, "connection manager low watermark")
 	connHigh := fs.Int("conn-high", 96, "connection manager high watermark")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required("data", *data); err != nil {
-		return err
-	}
-	if err := required("root", *rootPath); err != nil {
-		return err
-	}
-	peers, err := parseBootstrap(bootstrap)
-	if err != nil {
-		return err
-	}
-	rb, err := readFile(*rootPath)
-	if err != nil {
-		return err
-	}
-	root, err := trust.VerifyRoot(rb)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *rootPath, err)
-	}
-	if *domain != "" && *domain != root.Domain() {
-		return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
-	}
-	if len(listen) == 0 {
-		listen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
-	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewJSONHandler(a.stderr, nil))
-	h, err := openHost(*data, root.Domain(), listen, *secretFile, *connLow, *connHigh)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var capList []string
-	if len(caps) > 0 {
-		capList = caps
-	}
-	ag, err := node.New(ctx, node.Config{
-		Root: root, DataDir: *data, Host: h, Bootstrap: peers, Capabilities: capList,
-		StaleAfter: *staleAfter, SyncInterval: *syncInterval, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer ag.Close()
-	ln, err := net.Listen("tcp", *httpAddr)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: ag.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan error, 2)
-	go func() { done <- srv.Serve(ln) }()
-	sbWhere := "off"
-	if *sbAddr != "off" {
-		sb, where, err := serveSouthbound(ag, *sbAddr, *sbCert, *sbKey, *sbCA, done)
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := required("data", *data); err != nil {
+			return err
+		}
+		if err := required("root", *rootPath); err != nil {
+			return err
+		}
+		peers, err := parseBootstrap(bootstrap)
 		if err != nil {
 			return err
 		}
-		defer sb.Close()
-		sbWhere = where
+		rb, err := readFile(*rootPath)
+		if err != nil {
+			return err
+		}
+		root, err := trust.VerifyRoot(rb)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *rootPath, err)
+		}
+		if *domain != "" && *domain != root.Domain() {
+			return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
+		}
+		if len(listen) == 0 {
+			listen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
+		}
+		if err := os.MkdirAll(*data, 0o700); err != nil {
+			return err
+		}
+		log := slog.New(slog.NewJSONHandler(a.stderr, nil))
+		h, err := openHost(*data, root.Domain(), listen, *secretFile, *connLow, *connHigh)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		var capList []string
+		if len(caps) > 0 {
+			capList = caps
+		}
+		ag, err := node.New(ctx, node.Config{
+			Root: root, DataDir: *data, Host: h, Bootstrap: peers, Capabilities: capList,
+			StaleAfter: *staleAfter, SyncInterval: *syncInterval, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer ag.Close()
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: ag.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		done := make(chan error, 2)
+		go func() { done <- srv.Serve(ln) }()
+		sbWhere := "off"
+		if *sbAddr != "off" {
+			sb, where, err := serveSouthbound(ag, *sbAddr, *sbCert, *sbKey, *sbCA, done)
+			if err != nil {
+				return err
+			}
+			defer sb.Close()
+			sbWhere = where
+		}
+		ep, err := writeEndpoint(*data, h, ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		cur, ok := ag.Current()
+		serving := "nothing yet (waiting for peers)"
+		if ok {
+			serving = fmt.Sprintf("last-known-good v%d (epoch %d)", cur.Version, cur.Epoch)
+		}
+		fmt.Fprintf(a.stdout, "agent %s of domain %q serving %s\n  p2p: %s\n  http: %s\n  southbound (OmniRelay ControlPlaneWatch, meshkit.southbound.v1): %s\n",
+			ep.PeerID, root.Domain(), serving, strings.Join(ep.Addrs, " "), ep.HTTPAddr, sbWhere)
+		select {
+		case <-ctx.Done():
+		case err := <-done:
+			return fmt.Errorf("serve: %w", err)
+		}
+		fmt.Fprintln(a.stdout, "shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
 	}
-	ep, err := writeEndpoint(*data, h, ln.Addr().String())
-	if err != nil {
-		return err
-	}
-	cur, ok := ag.Current()
-	serving := "nothing yet (waiting for peers)"
-	if ok {
-		serving = fmt.Sprintf("last-known-good v%d (epoch %d)", cur.Version, cur.Epoch)
-	}
-	fmt.Fprintf(a.stdout, "agent %s of domain %q serving %s\n  p2p: %s\n  http: %s\n  southbound (OmniRelay ControlPlaneWatch, meshkit.southbound.v1): %s\n",
-		ep.PeerID, root.Domain(), serving, strings.Join(ep.Addrs, " "), ep.HTTPAddr, sbWhere)
-	select {
-	case <-ctx.Done():
-	case err := <-done:
-		return fmt.Errorf("serve: %w", err)
-	}
-	fmt.Fprintln(a.stdout, "shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
 }
 
-func (a *app) agentStatus(args []string) error {
-	fs := a.newFlags("agent status", "agent status [--addr HOST:PORT] [--output text|json]")
+func (a *app) agentStatus(fs *pflag.FlagSet) func(args []string) error {
 	addr := fs.String("addr", cmpOr(os.Getenv("MESHKIT_AGENT"), "127.0.0.1:17481"), "the agent's --http-addr (env MESHKIT_AGENT)")
-	output := fs.String("output", "text", "output format: text or json")
-	if _, err := parse(fs, args); err != nil {
-		return err
+	output := fs.StringP("output", "o", "text", "output format: text or json")
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if *output != "text" && *output != "json" {
+			return usagef("--output must be one of text, json")
+		}
+		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+"/status", nil)
+		if err != nil {
+			return usagef("--addr %q: %v", *addr, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("agent at %s: %w", *addr, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("agent at %s: %s", *addr, resp.Status)
+		}
+		if *output == "json" {
+			_, err := a.stdout.Write(body)
+			return err
+		}
+		var st node.Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			return fmt.Errorf("agent at %s: %w", *addr, err)
+		}
+		fmt.Fprintf(a.stdout, "domain:   %s\npeer:     %s\npeers:    %d\n", st.Domain, st.PeerID, st.Peers)
+		if st.Serving.Version == 0 {
+			fmt.Fprintln(a.stdout, "serving:  nothing")
+		} else {
+			fmt.Fprintf(a.stdout, "serving:  v%d (epoch %d) %s, expires %s\n", st.Serving.Version, st.Serving.Epoch, st.Serving.Hash, st.Serving.ExpiresAt.Format(time.RFC3339))
+		}
+		state := "fresh"
+		if st.Stale {
+			state = "STALE: " + st.StaleReason
+		}
+		fmt.Fprintf(a.stdout, "state:    %s\naccepted: %s\nrejected: %s\ntraffic:  %d B in, %d B out\n", state, counts(st.Accepted), counts(st.Rejected), st.BytesIn, st.BytesOut)
+		return nil
 	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output must be one of text, json")
-	}
-	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+"/status", nil)
-	if err != nil {
-		return usagef("--addr %q: %v", *addr, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("agent at %s: %w", *addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent at %s: %s", *addr, resp.Status)
-	}
-	if *output == "json" {
-		_, err := a.stdout.Write(body)
-		return err
-	}
-	var st node.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("agent at %s: %w", *addr, err)
-	}
-	fmt.Fprintf(a.stdout, "domain:   %s\npeer:     %s\npeers:    %d\n", st.Domain, st.PeerID, st.Peers)
-	if st.Serving.Version == 0 {
-		fmt.Fprintln(a.stdout, "serving:  nothing")
-	} else {
-		fmt.Fprintf(a.stdout, "serving:  v%d (epoch %d) %s, expires %s\n", st.Serving.Version, st.Serving.Epoch, st.Serving.Hash, st.Serving.ExpiresAt.Format(time.RFC3339))
-	}
-	state := "fresh"
-	if st.Stale {
-		state = "STALE: " + st.StaleReason
-	}
-	fmt.Fprintf(a.stdout, "state:    %s\naccepted: %s\nrejected: %s\ntraffic:  %d B in, %d B out\n", state, counts(st.Accepted), counts(st.Rejected), st.BytesIn, st.BytesOut)
-	return nil
 }
 
 // counts renders {"gossip": 2, "sync": 1} as "gossip=2 sync=1", or "none".

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -19,9 +20,8 @@ import (
 	"meshkit.dev/meshkit/trust"
 )
 
-func (a *app) bundleBuild(args []string) error {
-	fs := a.newFlags("bundle build", "bundle build -f FILE_OR_DIR --domain D --epoch E --version V --expires DUR --out FILE")
-	from := fs.String("f", "", "YAML resource file or directory")
+func (a *app) bundleBuild(fs *pflag.FlagSet) func(args []string) error {
+	from := fs.StringP("filename", "f", "", "YAML resource file or directory")
 	domain := fs.String("domain", "", "control domain")
 	epoch := fs.Uint64("epoch", 1, "term of the publishing seed")
 	version := fs.Uint64("version", 0, "bundle version, increasing with every publish (>= 1)")
@@ -31,162 +31,163 @@ func (a *app) bundleBuild(args []string) error {
 	var caps listFlag
 	fs.Var(&caps, "require", "extra capability a node must advertise (repeatable)")
 	out := fs.String("out", "", "unsigned bundle file to write")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := errors.Join(required("f", *from), required("domain", *domain), required("out", *out)); err != nil {
-		return usagef("%v", err)
-	}
-	if *version == 0 {
-		return usagef("--version is required and must be at least 1")
-	}
-	if err := trust.ValidDomain(*domain); err != nil {
-		return usagef("%v", err)
-	}
-	dur, err := parseDuration(*expires)
-	if err != nil {
-		return usagef("--expires: %v", err)
-	}
-	issued, err := a.timeFlag(*issuedAt)
-	if err != nil {
-		return err
-	}
-	issued = issued.UTC().Truncate(time.Second)
-	ref := ""
-	if *trustBundle != "" {
-		pem, err := readFile(*trustBundle)
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := errors.Join(required("filename", *from), required("domain", *domain), required("out", *out)); err != nil {
+			return usagef("%v", err)
+		}
+		if *version == 0 {
+			return usagef("--version is required and must be at least 1")
+		}
+		if err := trust.ValidDomain(*domain); err != nil {
+			return usagef("%v", err)
+		}
+		dur, err := parseDuration(*expires)
+		if err != nil {
+			return usagef("--expires: %v", err)
+		}
+		issued, err := a.timeFlag(*issuedAt)
 		if err != nil {
 			return err
 		}
-		ref = fmt.Sprintf("sha256:%x", sha256.Sum256(pem))
+		issued = issued.UTC().Truncate(time.Second)
+		ref := ""
+		if *trustBundle != "" {
+			pem, err := readFile(*trustBundle)
+			if err != nil {
+				return err
+			}
+			ref = fmt.Sprintf("sha256:%x", sha256.Sum256(pem))
+		}
+		objs, err := bundle.LoadPath(*from)
+		if err != nil {
+			return err
+		}
+		b, err := bundle.Build(bundle.Header{
+			Domain: *domain, Epoch: *epoch, Version: *version, IssuedAt: issued, ExpiresAt: issued.Add(dur),
+			RequiredCapabilities: caps, TrustBundleRef: ref,
+		}, objs)
+		if err != nil {
+			return err
+		}
+		payload, err := bundle.Encode(b)
+		if err != nil {
+			return err
+		}
+		data, err := trust.MarshalEnvelope(trust.NewEnvelope(trust.PayloadBundle, payload))
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(*out, data, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "built %s: domain=%s epoch=%d version=%d resources=%d bytes=%d hash=%s requires=%s (unsigned)\n",
+			*out, *domain, *epoch, *version, bundle.Count(b), len(payload), bundle.Hash(payload), strings.Join(b.GetHeader().GetRequiredCapabilities(), ","))
+		return nil
 	}
-	objs, err := bundle.LoadPath(*from)
-	if err != nil {
-		return err
-	}
-	b, err := bundle.Build(bundle.Header{
-		Domain: *domain, Epoch: *epoch, Version: *version, IssuedAt: issued, ExpiresAt: issued.Add(dur),
-		RequiredCapabilities: caps, TrustBundleRef: ref,
-	}, objs)
-	if err != nil {
-		return err
-	}
-	payload, err := bundle.Encode(b)
-	if err != nil {
-		return err
-	}
-	data, err := trust.MarshalEnvelope(trust.NewEnvelope(trust.PayloadBundle, payload))
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(*out, data, 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "built %s: domain=%s epoch=%d version=%d resources=%d bytes=%d hash=%s requires=%s (unsigned)\n",
-		*out, *domain, *epoch, *version, bundle.Count(b), len(payload), bundle.Hash(payload), strings.Join(b.GetHeader().GetRequiredCapabilities(), ","))
-	return nil
 }
 
-func (a *app) bundleSign(args []string) error {
-	fs := a.newFlags("bundle sign", "bundle sign --key KEY --in FILE --out FILE")
+func (a *app) bundleSign(fs *pflag.FlagSet) func(args []string) error {
 	var keys listFlag
 	fs.Var(&keys, "key", "private key file to sign with (repeatable)")
 	in := fs.String("in", "", "bundle or delta file to sign")
 	out := fs.String("out", "", "signed file to write")
-	if _, err := parse(fs, args); err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := errors.Join(required("in", *in), required("out", *out)); err != nil {
+			return usagef("%v", err)
+		}
+		if len(keys) == 0 {
+			return usagef("--key is required")
+		}
+		env, err := readEnvelope(*in)
+		if err != nil {
+			return err
+		}
+		if pt := env.GetPayloadType(); pt != trust.PayloadBundle && pt != trust.PayloadDelta {
+			return fmt.Errorf("%s holds %s, not a bundle or delta", *in, pt)
+		}
+		signers, err := loadSigners(keys)
+		if err != nil {
+			return err
+		}
+		if err := trust.Sign(env, signers...); err != nil {
+			return err
+		}
+		data, err := trust.MarshalEnvelope(env)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(*out, data, 0o644); err != nil {
+			return err
+		}
+		ids := make([]string, 0, len(env.GetSignatures()))
+		for _, s := range env.GetSignatures() {
+			ids = append(ids, s.GetKeyId()[:12])
+		}
+		fmt.Fprintf(a.stdout, "signed %s: hash=%s signatures=%s\n", *out, bundle.Hash(env.GetPayload()), strings.Join(ids, ","))
+		return nil
 	}
-	if err := errors.Join(required("in", *in), required("out", *out)); err != nil {
-		return usagef("%v", err)
-	}
-	if len(keys) == 0 {
-		return usagef("--key is required")
-	}
-	env, err := readEnvelope(*in)
-	if err != nil {
-		return err
-	}
-	if pt := env.GetPayloadType(); pt != trust.PayloadBundle && pt != trust.PayloadDelta {
-		return fmt.Errorf("%s holds %s, not a bundle or delta", *in, pt)
-	}
-	signers, err := loadSigners(keys)
-	if err != nil {
-		return err
-	}
-	if err := trust.Sign(env, signers...); err != nil {
-		return err
-	}
-	data, err := trust.MarshalEnvelope(env)
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(*out, data, 0o644); err != nil {
-		return err
-	}
-	ids := make([]string, 0, len(env.GetSignatures()))
-	for _, s := range env.GetSignatures() {
-		ids = append(ids, s.GetKeyId()[:12])
-	}
-	fmt.Fprintf(a.stdout, "signed %s: hash=%s signatures=%s\n", *out, bundle.Hash(env.GetPayload()), strings.Join(ids, ","))
-	return nil
 }
 
-func (a *app) bundleVerify(args []string) error {
-	fs := a.newFlags("bundle verify", "bundle verify --root root.json [--root-update FILE...] [--state FILE] [--at RFC3339] FILE")
+func (a *app) bundleVerify(fs *pflag.FlagSet) func(args []string) error {
 	rootPath := fs.String("root", "", "trusted domain root")
 	var updates listFlag
 	fs.Var(&updates, "root-update", "root rotation to apply in order (repeatable)")
 	statePath := fs.String("state", "", "file remembering the newest accepted (epoch, version); replays and rollbacks are refused")
 	at := fs.String("at", "", "verify as of this time instead of now (RFC 3339)")
-	files, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := required("root", *rootPath); err != nil {
-		return err
-	}
-	if len(files) != 1 {
-		return usagef("exactly one bundle file is required, got %d", len(files))
-	}
-	now, err := a.timeFlag(*at)
-	if err != nil {
-		return err
-	}
-	roots, raws, err := loadRoots(*rootPath, updates)
-	if err != nil {
-		return err
-	}
-	var state trust.State
-	if *statePath != "" {
-		if state, err = loadState(*statePath); err != nil {
+	return func(args []string) error {
+		files := args
+		if err := required("root", *rootPath); err != nil {
 			return err
 		}
-	}
-	v, err := newVerifierAt(roots, raws, state, fixedClock(now))
-	if err != nil {
-		return err
-	}
-	data, err := readFile(files[0])
-	if err != nil {
-		return err
-	}
-	vb, err := v.Verify(data)
-	if err != nil {
-		return err
-	}
-	if err := v.Commit(vb); err != nil {
-		return err
-	}
-	if *statePath != "" {
-		if err := saveState(*statePath, v.State()); err != nil {
+		if len(files) != 1 {
+			return usagef("exactly one bundle file is required, got %d", len(files))
+		}
+		now, err := a.timeFlag(*at)
+		if err != nil {
 			return err
 		}
+		roots, raws, err := loadRoots(*rootPath, updates)
+		if err != nil {
+			return err
+		}
+		var state trust.State
+		if *statePath != "" {
+			if state, err = loadState(*statePath); err != nil {
+				return err
+			}
+		}
+		v, err := newVerifierAt(roots, raws, state, fixedClock(now))
+		if err != nil {
+			return err
+		}
+		data, err := readFile(files[0])
+		if err != nil {
+			return err
+		}
+		vb, err := v.Verify(data)
+		if err != nil {
+			return err
+		}
+		if err := v.Commit(vb); err != nil {
+			return err
+		}
+		if *statePath != "" {
+			if err := saveState(*statePath, v.State()); err != nil {
+				return err
+			}
+		}
+		h := vb.Header
+		fmt.Fprintf(a.stdout, "OK %s domain=%s epoch=%d version=%d hash=%s signed-by=%s/%s expires=%s\n",
+			kindOf(vb.PayloadType), h.GetDomain(), h.GetEpoch(), h.GetVersion(), vb.Digest,
+			roleLabel(vb.Role.GetType()), vb.Role.GetName(), h.GetExpiresAt().AsTime().Format(time.RFC3339))
+		return nil
 	}
-	h := vb.Header
-	fmt.Fprintf(a.stdout, "OK %s domain=%s epoch=%d version=%d hash=%s signed-by=%s/%s expires=%s\n",
-		kindOf(vb.PayloadType), h.GetDomain(), h.GetEpoch(), h.GetVersion(), vb.Digest,
-		roleLabel(vb.Role.GetType()), vb.Role.GetName(), h.GetExpiresAt().AsTime().Format(time.RFC3339))
-	return nil
 }
 
 // newVerifierAt starts a verifier at the root the state last saw, then applies the
@@ -274,55 +275,53 @@ type inspection struct {
 	Content     json.RawMessage `json:"content"`
 }
 
-func (a *app) bundleInspect(args []string) error {
-	fs := a.newFlags("bundle inspect", "bundle inspect [--output text|json] FILE")
-	output := fs.String("output", "text", "text or json")
-	files, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(files) != 1 {
-		return usagef("exactly one file is required")
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output must be text or json")
-	}
-	env, err := readEnvelope(files[0])
-	if err != nil {
-		return err
-	}
-	content, err := decodeContent(env)
-	if err != nil {
-		return err
-	}
-	ins := inspection{File: files[0], PayloadType: env.GetPayloadType(), Hash: bundle.Hash(env.GetPayload()).String(), Bytes: len(env.GetPayload()), Signatures: []string{}}
-	for _, s := range env.GetSignatures() {
-		ins.Signatures = append(ins.Signatures, s.GetKeyId())
-	}
-	if *output == "json" {
-		if ins.Content, err = protojson.Marshal(content); err != nil {
+func (a *app) bundleInspect(fs *pflag.FlagSet) func(args []string) error {
+	output := fs.StringP("output", "o", "text", "text or json")
+	return func(args []string) error {
+		files := args
+		if len(files) != 1 {
+			return usagef("exactly one file is required")
+		}
+		if *output != "text" && *output != "json" {
+			return usagef("--output must be text or json")
+		}
+		env, err := readEnvelope(files[0])
+		if err != nil {
 			return err
 		}
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(ins)
+		content, err := decodeContent(env)
+		if err != nil {
+			return err
+		}
+		ins := inspection{File: files[0], PayloadType: env.GetPayloadType(), Hash: bundle.Hash(env.GetPayload()).String(), Bytes: len(env.GetPayload()), Signatures: []string{}}
+		for _, s := range env.GetSignatures() {
+			ins.Signatures = append(ins.Signatures, s.GetKeyId())
+		}
+		if *output == "json" {
+			if ins.Content, err = protojson.Marshal(content); err != nil {
+				return err
+			}
+			enc := json.NewEncoder(a.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ins)
+		}
+		fmt.Fprintf(a.stdout, "file:       %s\ntype:       %s\nhash:       %s\nbytes:      %d\nsignatures: %d\n", ins.File, kindOf(ins.PayloadType), ins.Hash, ins.Bytes, len(ins.Signatures))
+		for _, id := range ins.Signatures {
+			fmt.Fprintf(a.stdout, "  key %s\n", id)
+		}
+		switch c := content.(type) {
+		case *bundlev1.Bundle:
+			a.printHeader(c.GetHeader())
+			fmt.Fprintf(a.stdout, "resources:  %d\n", bundle.Count(c))
+			bundle.Each(c, func(k bundle.Key, _ proto.Message) { fmt.Fprintf(a.stdout, "  %s\n", k) })
+		case *bundlev1.BundleDelta:
+			a.printHeader(c.GetHeader())
+			fmt.Fprintf(a.stdout, "base:       epoch %d version %d sha256:%x\nupserts:    %d\nremovals:   %d\n", c.GetBaseEpoch(), c.GetBaseVersion(), c.GetBaseHash(), len(c.GetUpserts()), len(c.GetRemovals()))
+		case *trustv1.DomainRoot:
+			fmt.Fprintf(a.stdout, "domain:     %s\nversion:    %d\nexpires:    %s\nkeys:       %d\nroles:      %d\n", c.GetDomain(), c.GetVersion(), c.GetExpiresAt().AsTime().Format(time.RFC3339), len(c.GetKeys()), len(c.GetRoles()))
+		}
+		return nil
 	}
-	fmt.Fprintf(a.stdout, "file:       %s\ntype:       %s\nhash:       %s\nbytes:      %d\nsignatures: %d\n", ins.File, kindOf(ins.PayloadType), ins.Hash, ins.Bytes, len(ins.Signatures))
-	for _, id := range ins.Signatures {
-		fmt.Fprintf(a.stdout, "  key %s\n", id)
-	}
-	switch c := content.(type) {
-	case *bundlev1.Bundle:
-		a.printHeader(c.GetHeader())
-		fmt.Fprintf(a.stdout, "resources:  %d\n", bundle.Count(c))
-		bundle.Each(c, func(k bundle.Key, _ proto.Message) { fmt.Fprintf(a.stdout, "  %s\n", k) })
-	case *bundlev1.BundleDelta:
-		a.printHeader(c.GetHeader())
-		fmt.Fprintf(a.stdout, "base:       epoch %d version %d sha256:%x\nupserts:    %d\nremovals:   %d\n", c.GetBaseEpoch(), c.GetBaseVersion(), c.GetBaseHash(), len(c.GetUpserts()), len(c.GetRemovals()))
-	case *trustv1.DomainRoot:
-		fmt.Fprintf(a.stdout, "domain:     %s\nversion:    %d\nexpires:    %s\nkeys:       %d\nroles:      %d\n", c.GetDomain(), c.GetVersion(), c.GetExpiresAt().AsTime().Format(time.RFC3339), len(c.GetKeys()), len(c.GetRoles()))
-	}
-	return nil
 }
 
 func (a *app) printHeader(h *bundlev1.BundleHeader) {
@@ -352,43 +351,41 @@ func decodeContent(env *trustv1.Envelope) (proto.Message, error) {
 	return m, nil
 }
 
-func (a *app) bundleDiff(args []string) error {
-	fs := a.newFlags("bundle diff", "bundle diff A B")
-	files, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(files) != 2 {
-		return usagef("two bundle files are required")
-	}
-	var bs [2]*bundlev1.Bundle
-	for i, f := range files {
-		env, err := readEnvelope(f)
-		if err != nil {
-			return err
+func (a *app) bundleDiff(fs *pflag.FlagSet) func(args []string) error {
+	return func(args []string) error {
+		files := args
+		if len(files) != 2 {
+			return usagef("two bundle files are required")
 		}
-		if env.GetPayloadType() != trust.PayloadBundle {
-			return fmt.Errorf("%s holds a %s, not a bundle", f, kindOf(env.GetPayloadType()))
+		var bs [2]*bundlev1.Bundle
+		for i, f := range files {
+			env, err := readEnvelope(f)
+			if err != nil {
+				return err
+			}
+			if env.GetPayloadType() != trust.PayloadBundle {
+				return fmt.Errorf("%s holds a %s, not a bundle", f, kindOf(env.GetPayloadType()))
+			}
+			if bs[i], err = bundle.DecodeBundle(env.GetPayload()); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
 		}
-		if bs[i], err = bundle.DecodeBundle(env.GetPayload()); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
+		header, changes := bundle.Diff(bs[0], bs[1])
+		if header == "" && len(changes) == 0 {
+			fmt.Fprintln(a.stdout, "no differences")
+			return nil
 		}
-	}
-	header, changes := bundle.Diff(bs[0], bs[1])
-	if header == "" && len(changes) == 0 {
-		fmt.Fprintln(a.stdout, "no differences")
+		if header != "" {
+			fmt.Fprintf(a.stdout, "~ header\n%s", indent(header))
+		}
+		for _, c := range changes {
+			fmt.Fprintf(a.stdout, "%s %s\n", c.Op, c.Key)
+			if c.Diff != "" {
+				fmt.Fprint(a.stdout, indent(c.Diff))
+			}
+		}
 		return nil
 	}
-	if header != "" {
-		fmt.Fprintf(a.stdout, "~ header\n%s", indent(header))
-	}
-	for _, c := range changes {
-		fmt.Fprintf(a.stdout, "%s %s\n", c.Op, c.Key)
-		if c.Diff != "" {
-			fmt.Fprint(a.stdout, indent(c.Diff))
-		}
-	}
-	return nil
 }
 
 func indent(s string) string {

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -26,11 +27,13 @@ type app struct {
 	now            func() time.Time
 }
 
-// command is one subcommand: name, one-line summary, and its function.
+// command is one subcommand: its synopsis (cobra's Use: the name, then the arguments), a
+// one-line summary, and build, which defines the command's flags on fs and returns what
+// runs once they are parsed.
 type command struct {
-	name, summary string
-	run           func(a *app, args []string) error
-	sub           []command
+	use, short, long string
+	build            func(a *app, fs *pflag.FlagSet) func(args []string) error
+	sub              []command
 }
 
 // usageError marks an error of the command line (exit 2) rather than of the operation.
@@ -40,6 +43,22 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+// exitError ends a command with a given exit code; with no err it prints nothing (diff's
+// "something differs").
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	a := &app{ctx: context.Background(), stdout: stdout, stderr: stderr, now: time.Now}
 	return a.main(args)
@@ -47,126 +66,142 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func (a *app) commands() []command {
 	return []command{
-		{name: "key", summary: "generate signing keys", sub: []command{
-			{name: "gen", summary: "generate an Ed25519 key pair", run: (*app).keyGen},
+		{use: "key", short: "generate signing keys", sub: []command{
+			{use: "gen --out FILE", short: "generate an Ed25519 key pair", build: (*app).keyGen},
 		}},
-		{name: "root", summary: "create, rotate, sign and verify domain roots", sub: []command{
-			{name: "init", summary: "create and sign version 1 of a domain root", run: (*app).rootInit},
-			{name: "rotate", summary: "create the next version of a domain root", run: (*app).rootRotate},
-			{name: "sign", summary: "add a signature to a root (multi-party signing)", run: (*app).rootSign},
-			{name: "verify", summary: "verify a root and its rotations", run: (*app).rootVerify},
+		{use: "root", short: "create, rotate, sign and verify domain roots", sub: []command{
+			{use: "init --domain D --root-key KEYFILE... --threshold N --seed-key PUBFILE... --expires DUR --out root.json", short: "create and sign version 1 of a domain root", build: (*app).rootInit},
+			{use: "rotate --prev root.json --root-key KEYFILE... --seed-key PUBFILE... --sign-key OLDROOTKEY... --out 2.root.json", short: "create the next version of a domain root", build: (*app).rootRotate},
+			{use: "sign --key KEY [--prev PREV.json] --in FILE [--out FILE]", short: "add a signature to a root (multi-party signing)", build: (*app).rootSign},
+			{use: "verify [--at RFC3339] ROOT [ROTATION...]", short: "verify a root and its rotations", build: (*app).rootVerify},
 		}},
-		{name: "bundle", summary: "build, sign, verify, inspect and diff bundles", sub: []command{
-			{name: "build", summary: "build an unsigned bundle from YAML resources", run: (*app).bundleBuild},
-			{name: "sign", summary: "sign a bundle", run: (*app).bundleSign},
-			{name: "verify", summary: "verify a signed bundle against a root", run: (*app).bundleVerify},
-			{name: "inspect", summary: "show a bundle", run: (*app).bundleInspect},
-			{name: "diff", summary: "show what changed between two bundles", run: (*app).bundleDiff},
-			{name: "fetch", summary: "fetch the newest signed bundle from a seed", run: (*app).bundleFetch},
+		{use: "bundle", short: "build, sign, verify, inspect and diff bundles", sub: []command{
+			{use: "build -f FILE_OR_DIR --domain D --epoch E --version V --expires DUR --out FILE", short: "build an unsigned bundle from YAML resources", build: (*app).bundleBuild},
+			{use: "sign --key KEY --in FILE --out FILE", short: "sign a bundle", build: (*app).bundleSign},
+			{use: "verify --root root.json [--root-update FILE...] [--state FILE] [--at RFC3339] FILE", short: "verify a signed bundle against a root", build: (*app).bundleVerify},
+			{use: "inspect FILE", short: "show a bundle", build: (*app).bundleInspect},
+			{use: "diff A B", short: "show what changed between two bundles", build: (*app).bundleDiff},
+			{use: "fetch --out FILE", short: "fetch the newest signed bundle from a seed", build: (*app).bundleFetch},
 		}},
-		{name: "dev", summary: "run a whole domain on loopback: a seed with the examples and N agents serving OmniRelay's watch", run: (*app).dev},
-		{name: "sim", summary: "simulate a domain (partitions, churn, attacks) over in-memory links; --baseline xds compares a hub", run: (*app).sim},
-		{name: "watch", summary: "watch an agent's southbound as a data-plane node does (JSON lines)", run: (*app).watch},
-		{name: "seed", summary: "run a seed: admin API, validation, signed publishing", run: (*app).seed},
-		{name: "agent", summary: "run an agent, or 'agent status': join a domain, verify, relay and keep bundles", run: (*app).agent},
-		{name: "ext", summary: "'ext push FILE': admit a Wasm extension, push it to a seed's OCI registry and declare it", run: (*app).ext},
-		{name: "apply", summary: "validate and store resources on a seed (--dry-run: show the diff)", run: (*app).apply},
-		{name: "diff", summary: "show what applying resources would change", run: (*app).diff},
-		{name: "get", summary: "show resources stored on a seed", run: (*app).get},
-		{name: "delete", summary: "delete a resource on a seed", run: (*app).del},
-		{name: "history", summary: "list a seed's publications", run: (*app).history},
-		{name: "status", summary: "show a seed's publish state", run: (*app).status},
-		{name: "audit", summary: "list the audit log, or 'audit verify' the chain", run: (*app).audit},
-		{name: "demo", summary: "build, sign and verify the example bundle end to end", run: (*app).demo},
-		{name: "version", summary: "print the version", run: (*app).version},
+		{use: "dev", short: "run a whole domain on loopback: a seed with the examples and N agents serving OmniRelay's watch", build: (*app).dev},
+		{use: "sim -f SCENARIO.yaml", short: "simulate a domain (partitions, churn, attacks) over in-memory links; --baseline xds compares a hub", build: (*app).sim},
+		{use: "watch", short: "watch an agent's southbound as a data-plane node does (JSON lines)", build: (*app).watch},
+		{use: "seed --data DIR", short: "run a seed: admin API, validation, signed publishing, the OCI registry", long: seedLong, build: (*app).seed},
+		{use: "agent --data DIR --root root.json --bootstrap MULTIADDR...", short: "run an agent: join a domain, verify, relay and keep bundles, serve the local data plane", build: (*app).agent, sub: []command{
+			{use: "status", short: "show a running agent's status", build: (*app).agentStatus},
+		}},
+		{use: "ext", short: "Wasm extensions: push to a seed's registry and declare, or print a module's CID", sub: []command{
+			{use: "push FILE --name N --abi A", short: "admit a Wasm extension locally, push it to a seed's OCI registry and declare it", build: (*app).extPush},
+			{use: "cid FILE", short: "print the CID (and equal OCI digest) an Extension names for FILE", build: (*app).extCID},
+		}},
+		{use: "apply -f FILE_OR_DIR", short: "validate and store resources on a seed (--dry-run: show the diff)", build: (*app).apply},
+		{use: "diff -f FILE_OR_DIR", short: "show what applying resources would change (exit 0: nothing, 1: changes, 2: error)", build: (*app).diff},
+		{use: "get KIND [NAME]", short: "show resources stored on a seed", build: (*app).get},
+		{use: "delete KIND NAME", short: "delete a resource on a seed", build: (*app).del},
+		{use: "history", short: "list a seed's publications", build: (*app).history},
+		{use: "status", short: "show a seed's publish state", build: (*app).status},
+		{use: "audit", short: "list a seed's audit log", build: (*app).audit, sub: []command{
+			{use: "verify", short: "verify the audit chain, of a running seed or a stopped seed's data", build: (*app).auditVerify},
+		}},
+		{use: "demo", short: "build, sign and verify the example bundle end to end", build: (*app).demo},
+		{use: "version", short: "print the version", build: (*app).version},
 	}
+}
+
+// rootCommand builds the command tree on cobra: help, flag parsing (flags may follow
+// positional arguments; -o is --output), and `meshkit completion bash|zsh|fish`.
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "meshkit",
+		Short:         "MeshKit: edge-first control plane for OmniRelay",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRun,
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
+	for _, c := range a.commands() {
+		a.add(root, c)
+	}
+	return root
+}
+
+func (a *app) add(parent *cobra.Command, c command) {
+	cmd := &cobra.Command{Use: c.use, Short: c.short, Long: c.long, Args: cobra.ArbitraryArgs, RunE: groupRun}
+	if c.build != nil {
+		run := c.build(a, cmd.Flags())
+		cmd.RunE = func(_ *cobra.Command, args []string) error { return run(args) }
+	}
+	for _, s := range c.sub {
+		a.add(cmd, s)
+	}
+	parent.AddCommand(cmd)
+}
+
+// groupRun runs a command that only groups others: an argument is an unknown command,
+// none shows the help (exit 2, as nothing was done).
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q; commands: %s", args[0], strings.Join(names(cmd.Commands()), ", "))
+	}
+	cmd.SetOut(cmd.ErrOrStderr())
+	_ = cmd.Help()
+	return &exitError{code: exitUsage}
+}
+
+func names(cmds []*cobra.Command) []string {
+	var out []string
+	for _, c := range cmds {
+		if c.IsAvailableCommand() {
+			out = append(out, c.Name())
+		}
+	}
+	return out
 }
 
 func (a *app) main(args []string) int {
-	cmds := a.commands()
-	path := []string{"meshkit"}
-	for {
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-			a.printUsage(strings.Join(path, " "), cmds)
-			if len(args) == 0 {
-				return exitUsage
-			}
-			return exitOK
+	root := a.rootCommand()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if cmd == nil {
+		cmd = root
+	}
+	path := cmd.CommandPath()
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintf(a.stderr, "%s: %v\n", path, ee.err)
 		}
-		i := slices.IndexFunc(cmds, func(c command) bool { return c.name == args[0] })
-		if i < 0 {
-			fmt.Fprintf(a.stderr, "%s: unknown command %q\n", strings.Join(path, " "), args[0])
-			a.printUsage(strings.Join(path, " "), cmds)
-			return exitUsage
-		}
-		c := cmds[i]
-		path, args = append(path, c.name), args[1:]
-		if c.sub != nil {
-			cmds = c.sub
-			continue
-		}
-		err := c.run(a, args)
-		var ue *usageError
-		switch {
-		case err == nil:
-			return exitOK
-		case errors.Is(err, flag.ErrHelp):
-			return exitOK
-		case errors.As(err, &ue):
-			fmt.Fprintf(a.stderr, "%s: %v (see %s --help)\n", strings.Join(path, " "), err, strings.Join(path, " "))
-			return exitUsage
-		default:
-			fmt.Fprintf(a.stderr, "%s: %v\n", strings.Join(path, " "), err)
-			return exitFail
-		}
+		return ee.code
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"):
+		fmt.Fprintf(a.stderr, "%s: %v (see %s --help)\n", path, err, path)
+		return exitUsage
+	default:
+		fmt.Fprintf(a.stderr, "%s: %v\n", path, err)
+		return exitFail
 	}
 }
 
-func (a *app) printUsage(path string, cmds []command) {
-	fmt.Fprintf(a.stderr, "Usage: %s COMMAND [flags]\n\nCommands:\n", path)
-	for _, c := range cmds {
-		fmt.Fprintf(a.stderr, "  %-10s %s\n", c.name, c.summary)
+// noArgs refuses positional arguments to a command that takes none.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q: this command takes flags only", args[0])
 	}
-	fmt.Fprintf(a.stderr, "\nRun '%s COMMAND --help' for a command's flags.\n", path)
-}
-
-// newFlags returns a flag set that prints its usage to a.stderr.
-func (a *app) newFlags(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(a.stderr, "Usage: meshkit %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses flags that may come before or after positional arguments and returns the
-// positionals. Flag errors become usage errors; --help returns flag.ErrHelp.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, &usageError{err.Error()}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos, args = append(pos, args[0]), args[1:]
-	}
+	return nil
 }
 
 // listFlag collects a repeatable flag; each use may also hold comma-separated values.
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Type() string { return "strings" }
 
 func (l *listFlag) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
@@ -195,11 +230,10 @@ func parseDuration(s string) (time.Duration, error) {
 
 func required(name, value string) error {
 	if value == "" {
-		dash := "--"
-		if len(name) == 1 {
-			dash = "-"
+		if name == "filename" {
+			return usagef("-f/--filename is required")
 		}
-		return usagef("%s%s is required", dash, name)
+		return usagef("--%s is required", name)
 	}
 	return nil
 }

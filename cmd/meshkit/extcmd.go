@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/pflag"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -26,43 +27,30 @@ const (
 	wasmLayerType   = "application/vnd.module.wasm.content.layer.v1+wasm"
 )
 
-func (a *app) ext(args []string) error {
-	switch {
-	case len(args) > 0 && args[0] == "push":
-		return a.extPush(args[1:])
-	case len(args) > 0 && args[0] == "cid":
-		return a.extCID(args[1:])
-	}
-	return usagef("ext push FILE --name N --abi A: push an extension to a seed's registry and declare it; ext cid FILE: print its CID and OCI digest")
-}
-
 // extCID prints the CID (and the equal OCI digest) an Extension must name for FILE.
-func (a *app) extCID(args []string) error {
-	fs := a.newFlags("ext cid", "ext cid FILE")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
+func (a *app) extCID(fs *pflag.FlagSet) func(args []string) error {
+	return func(args []string) error {
+		pos := args
+		if len(pos) != 1 {
+			return usagef("ext cid takes one FILE")
+		}
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		c := content.Sum(b)
+		d, err := content.Digest(c)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s\t%s\t%d bytes\n", c, d, len(b))
+		return nil
 	}
-	if len(pos) != 1 {
-		return usagef("ext cid takes one FILE")
-	}
-	b, err := os.ReadFile(pos[0])
-	if err != nil {
-		return err
-	}
-	c := content.Sum(b)
-	d, err := content.Digest(c)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "%s\t%s\t%d bytes\n", c, d, len(b))
-	return nil
 }
 
 // extPush admits the module locally, pushes it to the seed's OCI registry (the layer's
 // digest is its CID), and applies the Extension resource that declares it: one step.
-func (a *app) extPush(args []string) error {
-	fs := a.newFlags("ext push", "ext push FILE --name N --abi A [--namespace NS] [--tenant T] [--failure-policy fail-closed|fail-open] [--registry HOST:PORT] [--seed ADDR]")
+func (a *app) extPush(fs *pflag.FlagSet) func(args []string) error {
 	name := fs.String("name", "", "Extension resource name (and registry repository NAMESPACE/NAME)")
 	ns := fs.String("namespace", "default", "namespace of the Extension resource")
 	tenant := fs.String("tenant", "", "tenant the Extension resource belongs to (bindings of another tenant need its ReferenceGrant)")
@@ -76,66 +64,69 @@ func (a *app) extPush(args []string) error {
 	skipAdmit := fs.Bool("skip-admission", false, "skip the local admission before the push (the seed still admits the module before it accepts the Extension)")
 	var c clientFlags
 	c.register(fs, "text, json")
-	pos, s, err := c.open(fs, args, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	if len(pos) != 1 {
-		return usagef("ext push takes one FILE")
-	}
-	if err := required("name", *name); err != nil {
-		return err
-	}
-	if err := required("abi", *abi); err != nil {
-		return err
-	}
-	kinds := map[string]bundlev1.ExtensionKind{"wasm": bundlev1.ExtensionKind_EXTENSION_KIND_WASM, "dsl": bundlev1.ExtensionKind_EXTENSION_KIND_DSL, "native": bundlev1.ExtensionKind_EXTENSION_KIND_NATIVE}
-	policies := map[string]bundlev1.FailurePolicy{"fail-closed": bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED, "fail-open": bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_OPEN}
-	k, ok := kinds[*kind]
-	if !ok {
-		return usagef("--kind must be wasm, dsl or native")
-	}
-	fp, ok := policies[*policy]
-	if !ok {
-		return usagef("--failure-policy must be fail-closed or fail-open")
-	}
-	module, err := os.ReadFile(pos[0])
-	if err != nil {
-		return err
-	}
-	if k == bundlev1.ExtensionKind_EXTENSION_KIND_WASM && !*skipAdmit {
-		if v := wasm.NewAdmitter(wasm.Config{}).Admit(s.ctx, wasm.Request{ABI: *abi, Module: module}); !v.Accepted {
-			return fmt.Errorf("%s would be rejected by every agent, and by the seed: %w", pos[0], v.Err())
+	return func(args []string) error {
+		pos := args
+		s, err := c.open("text", "json")
+		if err != nil {
+			return err
 		}
+		defer s.close()
+		if len(pos) != 1 {
+			return usagef("ext push takes one FILE")
+		}
+		if err := required("name", *name); err != nil {
+			return err
+		}
+		if err := required("abi", *abi); err != nil {
+			return err
+		}
+		kinds := map[string]bundlev1.ExtensionKind{"wasm": bundlev1.ExtensionKind_EXTENSION_KIND_WASM, "dsl": bundlev1.ExtensionKind_EXTENSION_KIND_DSL, "native": bundlev1.ExtensionKind_EXTENSION_KIND_NATIVE}
+		policies := map[string]bundlev1.FailurePolicy{"fail-closed": bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED, "fail-open": bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_OPEN}
+		k, ok := kinds[*kind]
+		if !ok {
+			return usagef("--kind must be wasm, dsl or native")
+		}
+		fp, ok := policies[*policy]
+		if !ok {
+			return usagef("--failure-policy must be fail-closed or fail-open")
+		}
+		module, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		if k == bundlev1.ExtensionKind_EXTENSION_KIND_WASM && !*skipAdmit {
+			if v := wasm.NewAdmitter(wasm.Config{}).Admit(s.ctx, wasm.Request{ABI: *abi, Module: module}); !v.Accepted {
+				return fmt.Errorf("%s would be rejected by every agent, and by the seed: %w", pos[0], v.Err())
+			}
+		}
+		cid := content.Sum(module)
+		token, err := c.token()
+		if err != nil {
+			return err
+		}
+		repo := cmpOr(*tenant, seed.NoTenantRepository) + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
+		desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, filepath.Base(pos[0]), module)
+		if err != nil {
+			return fmt.Errorf("push to %s: %w", *registryAddr, err)
+		}
+		res := &adminv1.Resource{
+			Metadata: &bundlev1.Metadata{Name: *name, Namespace: *ns, Tenant: *tenant},
+			Spec: &adminv1.Resource_Extension{Extension: &bundlev1.ExtensionSpec{
+				Kind: k, Artifact: cid.String(), Abi: *abi, MediaType: wasmLayerType, Size: uint64(len(module)),
+				FailurePolicy: fp, RolloutTags: rollout,
+			}},
+		}
+		resp, err := s.Apply(s.ctx, &adminv1.ApplyRequest{Resources: []*adminv1.Resource{res}})
+		if err != nil {
+			return rpcError(err)
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
+		}
+		fmt.Fprintf(a.stdout, "pushed %s (%d bytes) to %s/%s:%s as %s (manifest %s)\n", pos[0], len(module), *registryAddr, repo, *tag, cid, desc.Digest)
+		a.printChanges(resp.GetChanges())
+		return nil
 	}
-	cid := content.Sum(module)
-	token, err := c.token()
-	if err != nil {
-		return err
-	}
-	repo := cmpOr(*tenant, seed.NoTenantRepository) + "/" + *ns + "/" + *name // the first component is the tenant (seed.RepositoryTenant)
-	desc, err := a.orasPush(s.ctx, &c, *registryAddr, repo, *tag, token, filepath.Base(pos[0]), module)
-	if err != nil {
-		return fmt.Errorf("push to %s: %w", *registryAddr, err)
-	}
-	res := &adminv1.Resource{
-		Metadata: &bundlev1.Metadata{Name: *name, Namespace: *ns, Tenant: *tenant},
-		Spec: &adminv1.Resource_Extension{Extension: &bundlev1.ExtensionSpec{
-			Kind: k, Artifact: cid.String(), Abi: *abi, MediaType: wasmLayerType, Size: uint64(len(module)),
-			FailurePolicy: fp, RolloutTags: rollout,
-		}},
-	}
-	resp, err := s.Apply(s.ctx, &adminv1.ApplyRequest{Resources: []*adminv1.Resource{res}})
-	if err != nil {
-		return rpcError(err)
-	}
-	if c.output == "json" {
-		return a.printJSON(resp)
-	}
-	fmt.Fprintf(a.stdout, "pushed %s (%d bytes) to %s/%s:%s as %s (manifest %s)\n", pos[0], len(module), *registryAddr, repo, *tag, cid, desc.Digest)
-	a.printChanges(resp.GetChanges())
-	return nil
 }
 
 // orasPush pushes module as a one-layer OCI artifact and tags its manifest.

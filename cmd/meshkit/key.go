@@ -3,28 +3,30 @@ package main
 import (
 	"fmt"
 
+	"github.com/spf13/pflag"
 	"meshkit.dev/meshkit/trust"
 )
 
-func (a *app) keyGen(args []string) error {
-	fs := a.newFlags("key gen", "key gen --out FILE")
+func (a *app) keyGen(fs *pflag.FlagSet) func(args []string) error {
 	out := fs.String("out", "", "private key file to write (mode 0600); the public key goes to FILE.pub")
-	if _, err := parse(fs, args); err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := required("out", *out); err != nil {
+			return err
+		}
+		k, err := trust.GenerateKey(nil)
+		if err != nil {
+			return err
+		}
+		if err := trust.WriteKeyFiles(*out, k); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s\n", k.KeyID())
+		fmt.Fprintf(a.stderr, "wrote %s (0600) and %s.pub\n", *out, *out)
+		return nil
 	}
-	if err := required("out", *out); err != nil {
-		return err
-	}
-	k, err := trust.GenerateKey(nil)
-	if err != nil {
-		return err
-	}
-	if err := trust.WriteKeyFiles(*out, k); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "%s\n", k.KeyID())
-	fmt.Fprintf(a.stderr, "wrote %s (0600) and %s.pub\n", *out, *out)
-	return nil
 }
 
 // loadKeys loads key files; private ones are returned as signers too.

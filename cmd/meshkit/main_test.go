@@ -224,12 +224,15 @@ func TestUsageErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{nil, exitUsage, "Usage: meshkit COMMAND"},
+		{nil, exitUsage, "  meshkit [command]"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
-		{[]string{"--help"}, exitOK, "Commands:"},
+		{[]string{"--help"}, exitOK, "Available Commands:"},
+		{[]string{"bundle", "frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{[]string{"get", "--output", "xml", "Route"}, exitUsage, "--output must be one of"},
+		{[]string{"status", "--bogus"}, exitUsage, "unknown flag: --bogus"},
 		{[]string{"bundle", "verify", "x"}, exitUsage, "--root is required"},
 		{[]string{"bundle", "build", "-f", "x", "--domain", "prod", "--out", "y"}, exitUsage, "--version is required"},
-		{[]string{"bundle", "build", "--help"}, exitOK, "-version"},
+		{[]string{"bundle", "build", "--help"}, exitOK, "--version"},
 		{[]string{"root", "init", "--domain", "Bad Domain", "--out", "r"}, exitUsage, "not valid"},
 		{[]string{"key", "gen"}, exitUsage, "--out is required"},
 		{[]string{"bundle", "verify", "--root", "missing.json", "b"}, exitFail, "no such file"},

@@ -2,12 +2,12 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"meshkit.dev/meshkit/internal/atomicfile"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
@@ -27,8 +27,9 @@ type stringsFlag []string
 
 func (s *stringsFlag) String() string     { return strings.Join(*s, " ") }
 func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringsFlag) Type() string       { return "strings" }
 
-func (rf *rootFlags) register(fs *flag.FlagSet) {
+func (rf *rootFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&rf.rootKeys, "root-key", "root key file (repeatable or comma-separated); private key files sign, public ones are listed for signing later")
 	fs.IntVar(&rf.threshold, "threshold", 1, "how many root keys must sign a root")
 	fs.Var(&rf.seedKeys, "seed-key", "seed public key file authorised to sign bundles (repeatable)")
@@ -83,57 +84,59 @@ func (rf *rootFlags) spec(domain string, version uint64, now time.Time) (trust.R
 	return spec, signers, nil
 }
 
-func (a *app) rootInit(args []string) error {
-	fs := a.newFlags("root init", "root init --domain D --root-key KEYFILE... --threshold N --seed-key PUBFILE... --expires DUR --out root.json")
+func (a *app) rootInit(fs *pflag.FlagSet) func(args []string) error {
 	domain := fs.String("domain", "", "control domain the root governs")
 	var rf rootFlags
 	rf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := errors.Join(required("domain", *domain), required("out", rf.out)); err != nil {
+			return usagef("%v", err)
+		}
+		if err := trust.ValidDomain(*domain); err != nil {
+			return usagef("%v", err)
+		}
+		spec, signers, err := rf.spec(*domain, 1, a.now())
+		if err != nil {
+			return err
+		}
+		return a.writeRoot(spec, signers, nil, rf.out)
 	}
-	if err := errors.Join(required("domain", *domain), required("out", rf.out)); err != nil {
-		return usagef("%v", err)
-	}
-	if err := trust.ValidDomain(*domain); err != nil {
-		return usagef("%v", err)
-	}
-	spec, signers, err := rf.spec(*domain, 1, a.now())
-	if err != nil {
-		return err
-	}
-	return a.writeRoot(spec, signers, nil, rf.out)
 }
 
-func (a *app) rootRotate(args []string) error {
-	fs := a.newFlags("root rotate", "root rotate --prev root.json --root-key KEYFILE... --seed-key PUBFILE... --sign-key OLDROOTKEY... --out 2.root.json")
+func (a *app) rootRotate(fs *pflag.FlagSet) func(args []string) error {
 	prevPath := fs.String("prev", "", "the root in force (its rotations already applied)")
 	var signKeys listFlag
 	fs.Var(&signKeys, "sign-key", "private root key of the previous root to sign with (repeatable)")
 	var rf rootFlags
 	rf.register(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := errors.Join(required("prev", *prevPath), required("out", rf.out)); err != nil {
+			return usagef("%v", err)
+		}
+		prevBytes, err := readFile(*prevPath)
+		if err != nil {
+			return err
+		}
+		prev, err := trust.VerifyRoot(prevBytes)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *prevPath, err)
+		}
+		spec, signers, err := rf.spec(prev.Domain(), prev.Version()+1, a.now())
+		if err != nil {
+			return err
+		}
+		old, err := loadSigners(signKeys)
+		if err != nil {
+			return err
+		}
+		return a.writeRoot(spec, append(signers, old...), prev, rf.out)
 	}
-	if err := errors.Join(required("prev", *prevPath), required("out", rf.out)); err != nil {
-		return usagef("%v", err)
-	}
-	prevBytes, err := readFile(*prevPath)
-	if err != nil {
-		return err
-	}
-	prev, err := trust.VerifyRoot(prevBytes)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *prevPath, err)
-	}
-	spec, signers, err := rf.spec(prev.Domain(), prev.Version()+1, a.now())
-	if err != nil {
-		return err
-	}
-	old, err := loadSigners(signKeys)
-	if err != nil {
-		return err
-	}
-	return a.writeRoot(spec, append(signers, old...), prev, rf.out)
 }
 
 // writeRoot builds, signs and writes a root, then says whether it is fully signed.
@@ -171,90 +174,89 @@ func (a *app) reportRoot(env *trustv1.Envelope, prev *trust.Root, path string) {
 	fmt.Fprintf(a.stdout, "wrote %s with %d signature(s); fully signed\n", path, len(env.GetSignatures()))
 }
 
-func (a *app) rootSign(args []string) error {
-	fs := a.newFlags("root sign", "root sign --key KEY [--prev PREV.json] --in FILE [--out FILE]")
+func (a *app) rootSign(fs *pflag.FlagSet) func(args []string) error {
 	var keys listFlag
 	fs.Var(&keys, "key", "private key file to sign with (repeatable)")
 	in := fs.String("in", "", "root file to sign")
 	out := fs.String("out", "", "where to write the signed root (default: replace --in)")
 	prevPath := fs.String("prev", "", "previous root, to report whether a rotation is fully signed")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required("in", *in); err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return usagef("--key is required")
-	}
-	if *out == "" {
-		*out = *in
-	}
-	data, err := readFile(*in)
-	if err != nil {
-		return err
-	}
-	env, err := trust.DecodeEnvelope(data, 0)
-	if err != nil {
-		return err
-	}
-	if env.GetPayloadType() != trust.PayloadRoot {
-		return fmt.Errorf("%s holds %s, not a root", *in, env.GetPayloadType())
-	}
-	signers, err := loadSigners(keys)
-	if err != nil {
-		return err
-	}
-	if err := trust.Sign(env, signers...); err != nil {
-		return err
-	}
-	if err := writeEnvelopeJSON(*out, env, true); err != nil {
-		return err
-	}
-	var prev *trust.Root
-	if *prevPath != "" {
-		pb, err := readFile(*prevPath)
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := required("in", *in); err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return usagef("--key is required")
+		}
+		if *out == "" {
+			*out = *in
+		}
+		data, err := readFile(*in)
 		if err != nil {
 			return err
 		}
-		if prev, err = trust.VerifyRoot(pb); err != nil {
-			return fmt.Errorf("%s: %w", *prevPath, err)
+		env, err := trust.DecodeEnvelope(data, 0)
+		if err != nil {
+			return err
 		}
+		if env.GetPayloadType() != trust.PayloadRoot {
+			return fmt.Errorf("%s holds %s, not a root", *in, env.GetPayloadType())
+		}
+		signers, err := loadSigners(keys)
+		if err != nil {
+			return err
+		}
+		if err := trust.Sign(env, signers...); err != nil {
+			return err
+		}
+		if err := writeEnvelopeJSON(*out, env, true); err != nil {
+			return err
+		}
+		var prev *trust.Root
+		if *prevPath != "" {
+			pb, err := readFile(*prevPath)
+			if err != nil {
+				return err
+			}
+			if prev, err = trust.VerifyRoot(pb); err != nil {
+				return fmt.Errorf("%s: %w", *prevPath, err)
+			}
+		}
+		a.reportRoot(env, prev, *out)
+		return nil
 	}
-	a.reportRoot(env, prev, *out)
-	return nil
 }
 
-func (a *app) rootVerify(args []string) error {
-	fs := a.newFlags("root verify", "root verify [--at RFC3339] ROOT [ROTATION...]")
+func (a *app) rootVerify(fs *pflag.FlagSet) func(args []string) error {
 	at := fs.String("at", "", "check expiry at this time instead of now (RFC 3339)")
-	files, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(files) == 0 {
-		return usagef("a root file is required")
-	}
-	now, err := a.timeFlag(*at)
-	if err != nil {
-		return err
-	}
-	root, err := loadRootChain(files[0], files[1:])
-	if err != nil {
-		return err
-	}
-	if now.After(root.ExpiresAt()) {
-		return fmt.Errorf("%w: root v%d of %q expired at %s", trust.ErrRootExpired, root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
-	}
-	fmt.Fprintf(a.stdout, "OK root domain=%s version=%d expires=%s digest=%s\n", root.Domain(), root.Version(), root.ExpiresAt().Format(time.RFC3339), root.Digest())
-	for _, role := range root.Proto().GetRoles() {
-		ns := ""
-		if len(role.GetNamespaces()) > 0 {
-			ns = " namespaces=" + strings.Join(role.GetNamespaces(), ",")
+	return func(args []string) error {
+		files := args
+		if len(files) == 0 {
+			return usagef("a root file is required")
 		}
-		fmt.Fprintf(a.stdout, "  role %-6s %-10s threshold %d of %d keys%s\n", roleLabel(role.GetType()), role.GetName(), role.GetThreshold(), len(role.GetKeyIds()), ns)
+		now, err := a.timeFlag(*at)
+		if err != nil {
+			return err
+		}
+		root, err := loadRootChain(files[0], files[1:])
+		if err != nil {
+			return err
+		}
+		if now.After(root.ExpiresAt()) {
+			return fmt.Errorf("%w: root v%d of %q expired at %s", trust.ErrRootExpired, root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
+		}
+		fmt.Fprintf(a.stdout, "OK root domain=%s version=%d expires=%s digest=%s\n", root.Domain(), root.Version(), root.ExpiresAt().Format(time.RFC3339), root.Digest())
+		for _, role := range root.Proto().GetRoles() {
+			ns := ""
+			if len(role.GetNamespaces()) > 0 {
+				ns = " namespaces=" + strings.Join(role.GetNamespaces(), ",")
+			}
+			fmt.Fprintf(a.stdout, "  role %-6s %-10s threshold %d of %d keys%s\n", roleLabel(role.GetType()), role.GetName(), role.GetThreshold(), len(role.GetKeyIds()), ns)
+		}
+		return nil
 	}
-	return nil
 }
 
 func roleLabel(t trustv1.RoleType) string {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"meshkit.dev/meshkit/internal/atomicfile"
 	"meshkit.dev/meshkit/p2p"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
@@ -26,8 +27,7 @@ import (
 	"meshkit.dev/meshkit/trust"
 )
 
-func (a *app) seed(args []string) error {
-	fs := a.newFlags("seed", "seed --data DIR [--domain D --key seed.key --root root.json] [flags]")
+func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	data := fs.String("data", "", "data directory (created if missing)")
 	domain := fs.String("domain", "", "control domain (default: the root's, or \"dev\" with generated dev trust)")
 	keyPath := fs.String("key", "", "seed private key (default: generate dev trust material in DATA/trust)")
@@ -46,107 +46,109 @@ func (a *app) seed(args []string) error {
 	fs.Var(&p2pListen, "p2p-listen", "gossip listen multiaddr, agents bootstrap here (repeatable; default /ip4/127.0.0.1/tcp/17410 with --dev, else /ip4/0.0.0.0/tcp/17410; \"off\" publishes nowhere)")
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
 	inlineMax := fs.Int("inline-max", seed.DefaultInlineMax, "largest signed message flooded on gossip (bytes, at most 61440); larger bundles are announced and fetched by hash hop by hop: fewer bytes per agent, one more round trip per hop (docs/p2p.md)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required("data", *data); err != nil {
-		return err
-	}
-	if (*keyPath == "") != (*rootPath == "") {
-		return usagef("give both --key and --root, or neither for generated dev trust material")
-	}
-	if *dev {
-		for _, addr := range []string{*grpcAddr, *httpAddr} {
-			if !loopback(addr) {
-				return usagef("--dev allows anonymous admins, so it only listens on loopback; %s is not", addr)
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := required("data", *data); err != nil {
+			return err
+		}
+		if (*keyPath == "") != (*rootPath == "") {
+			return usagef("give both --key and --root, or neither for generated dev trust material")
+		}
+		if *dev {
+			for _, addr := range []string{*grpcAddr, *httpAddr} {
+				if !loopback(addr) {
+					return usagef("--dev allows anonymous admins, so it only listens on loopback; %s is not", addr)
+				}
 			}
 		}
-	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewJSONHandler(a.stderr, nil))
-	if *keyPath == "" {
-		var err error
-		if *keyPath, *rootPath, err = a.devTrust(*data, cmpOr(*domain, "dev")); err != nil {
+		if err := os.MkdirAll(*data, 0o700); err != nil {
 			return err
 		}
-	}
-	signer, root, err := loadSeedTrust(*keyPath, *rootPath)
-	if err != nil {
-		return err
-	}
-	if *domain != "" && *domain != root.Domain() {
-		return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
-	}
-	pol, err := a.policy(*data, *policyPath)
-	if err != nil {
-		return err
-	}
-	pol.AllowAnonymous = *dev
-	tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *clientCA)
-	if err != nil {
-		return err
-	}
-	st, err := boltstore.Open(*data, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	cfg := seed.DefaultConfig()
-	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
-	cfg.CheckpointKeys = root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED) // a rotated seed still checks what its predecessor signed
-	cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
-	ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if len(p2pListen) == 0 {
-		p2pListen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
-		if *dev {
-			p2pListen = listFlag{"/ip4/127.0.0.1/tcp/17410"}
+		log := slog.New(slog.NewJSONHandler(a.stderr, nil))
+		if *keyPath == "" {
+			var err error
+			if *keyPath, *rootPath, err = a.devTrust(*data, cmpOr(*domain, "dev")); err != nil {
+				return err
+			}
 		}
-	}
-	var seedHost host.Host
-	if len(p2pListen) != 1 || p2pListen[0] != "off" {
-		h, err := openHost(*data, root.Domain(), p2pListen, *secretFile, 64, 256)
+		signer, root, err := loadSeedTrust(*keyPath, *rootPath)
 		if err != nil {
 			return err
 		}
-		defer h.Close()
-		seedHost = h
-		if *inlineMax < 1024 || *inlineMax > 60<<10 {
-			return usagef("--inline-max must be between 1024 and 61440 bytes")
+		if *domain != "" && *domain != root.Domain() {
+			return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
 		}
-		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, *inlineMax)
+		pol, err := a.policy(*data, *policyPath)
 		if err != nil {
 			return err
 		}
-		defer g.Close()
-		cfg.Publisher = g
-		ep, err := writeEndpoint(*data, h, "")
+		pol.AllowAnonymous = *dev
+		tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *clientCA)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.stdout, "seed p2p (agents bootstrap here): %s\n", strings.Join(ep.Addrs, " "))
+		st, err := boltstore.Open(*data, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		cfg := seed.DefaultConfig()
+		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
+		cfg.CheckpointKeys = root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED) // a rotated seed still checks what its predecessor signed
+		cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
+		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if len(p2pListen) == 0 {
+			p2pListen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
+			if *dev {
+				p2pListen = listFlag{"/ip4/127.0.0.1/tcp/17410"}
+			}
+		}
+		var seedHost host.Host
+		if len(p2pListen) != 1 || p2pListen[0] != "off" {
+			h, err := openHost(*data, root.Domain(), p2pListen, *secretFile, 64, 256)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			seedHost = h
+			if *inlineMax < 1024 || *inlineMax > 60<<10 {
+				return usagef("--inline-max must be between 1024 and 61440 bytes")
+			}
+			g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, *inlineMax)
+			if err != nil {
+				return err
+			}
+			defer g.Close()
+			cfg.Publisher = g
+			ep, err := writeEndpoint(*data, h, "")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "seed p2p (agents bootstrap here): %s\n", strings.Join(ep.Addrs, " "))
+		}
+		reg, admission, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
+		if err != nil {
+			return err
+		}
+		defer closeArtifacts()
+		cfg.Artifacts = admission
+		s, err := seed.New(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "seed for domain %q (epoch %d) serving admin gRPC on %s and HTTP on %s\n", root.Domain(), *epoch, srv.GRPCAddr, srv.HTTPAddr)
+		<-ctx.Done()
+		fmt.Fprintln(a.stdout, "shutting down")
+		return srv.Close()
 	}
-	reg, admission, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
-	if err != nil {
-		return err
-	}
-	defer closeArtifacts()
-	cfg.Artifacts = admission
-	s, err := seed.New(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "seed for domain %q (epoch %d) serving admin gRPC on %s and HTTP on %s\n", root.Domain(), *epoch, srv.GRPCAddr, srv.HTTPAddr)
-	<-ctx.Done()
-	fmt.Fprintln(a.stdout, "shutting down")
-	return srv.Close()
 }
 
 func cmpOr(a, b string) string {
@@ -287,3 +289,29 @@ func serverTLS(certPath, keyPath, caPath string) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// seedLong is `meshkit seed --help`'s description: what a production seed needs, and the
+// --policy file format.
+const seedLong = `Run a seed: the admin API (gRPC and REST), validation, signed publishing over gossip,
+and the OCI registry on the HTTP port.
+
+Production: give --key and --root (the domain root whose seed role holds the key) and
+--policy; the seed then creates no trust material of its own. Without --key and --root it
+generates dev trust material in DATA/trust; without --policy it writes an admin token to
+DATA/admin.token (0600) and grants it mesh.admin.
+
+The --policy file maps credentials to principals (examples/policy.yaml):
+
+  principals:
+    - name: ci                      # shown in the audit log
+      tokenSHA256: 9f86d081…        # hex SHA-256 of a bearer token: meshkit policy add prints both
+      scopes: [mesh.operate]        # mesh.read < mesh.operate (apply, delete, push) < mesh.admin
+      tenants: [acme]               # the tenants it may read and change; "*" for all
+    - name: platform-admin
+      subject: spiffe://prod.example/ops/admin   # a client certificate: URI SAN, or CommonName
+      scopes: [mesh.admin]
+      tenants: ["*"]
+
+Each principal has exactly one of tokenSHA256 and subject. The seed rereads the file when
+it changes (checked every 2 s, and at once on SIGHUP) and keeps the policy it has when the
+new file does not validate, logging why.`

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"meshkit.dev/meshkit/sim"
@@ -23,99 +24,100 @@ type simReport struct {
 	Ratios map[string]float64 `json:"ratios"`
 }
 
-func (a *app) sim(args []string) error {
-	fs := a.newFlags("sim", "sim -f SCENARIO.yaml [--baseline xds] [--output text|json] [--plot FILE.svg|png] [--clock wall|virtual] [--seed N] [--cpuprofile FILE]")
-	file := fs.String("f", "", "scenario file (see sim/scenarios/)")
+func (a *app) sim(fs *pflag.FlagSet) func(args []string) error {
+	file := fs.StringP("filename", "f", "", "scenario file (see sim/scenarios/)")
 	baseline := fs.String("baseline", "", "also run the scenario with a hub-and-spoke baseline: xds (go-control-plane)")
-	output := fs.String("output", "text", "text or json")
+	output := fs.StringP("output", "o", "text", "text or json")
 	plotPath := fs.String("plot", "", "draw the delivery CDF and per-agent load into this .svg or .png")
 	clock := fs.String("clock", "", "override the scenario's clock: wall or virtual")
 	seed := fs.Int64("seed", 0, "override the scenario's random seed")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the MeshKit run's measured window (after warm-up) to this file")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required("f", *file); err != nil {
-		return err
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output must be text or json")
-	}
-	if *baseline != "" && *baseline != "xds" {
-		return usagef("--baseline must be xds")
-	}
-	sc, err := sim.LoadScenario(*file)
-	if err != nil {
-		return err
-	}
-	if *clock != "" {
-		if *clock != "wall" && *clock != "virtual" {
-			return usagef("--clock must be wall or virtual")
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
 		}
-		sc.Clock = *clock
-	}
-	if *seed != 0 {
-		sc.Seed = *seed
-	}
-	report := func(res, base *sim.Result) error {
-		if *plotPath != "" {
-			rs := []*sim.Result{res}
-			if base != nil {
-				rs = append(rs, base)
+		if err := required("filename", *file); err != nil {
+			return err
+		}
+		if *output != "text" && *output != "json" {
+			return usagef("--output must be text or json")
+		}
+		if *baseline != "" && *baseline != "xds" {
+			return usagef("--baseline must be xds")
+		}
+		sc, err := sim.LoadScenario(*file)
+		if err != nil {
+			return err
+		}
+		if *clock != "" {
+			if *clock != "wall" && *clock != "virtual" {
+				return usagef("--clock must be wall or virtual")
 			}
-			if err := sim.Plot(*plotPath, rs...); err != nil {
+			sc.Clock = *clock
+		}
+		if *seed != 0 {
+			sc.Seed = *seed
+		}
+		report := func(res, base *sim.Result) error {
+			if *plotPath != "" {
+				rs := []*sim.Result{res}
+				if base != nil {
+					rs = append(rs, base)
+				}
+				if err := sim.Plot(*plotPath, rs...); err != nil {
+					return err
+				}
+			}
+			if *output == "json" {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				if base == nil {
+					return enc.Encode(res)
+				}
+				return enc.Encode(simReport{MeshKit: res, Baseline: base, Ratios: ratios(res, base)})
+			}
+			printSim(a.stdout, sc, res, base)
+			if *plotPath != "" {
+				fmt.Fprintf(a.stdout, "plot: %s\n", *plotPath)
+			}
+			return nil
+		}
+		if sc.Clock == "virtual" {
+			if *baseline != "" {
+				return usagef("--baseline runs on the wall clock only (the hub's gRPC stack is not simulated in virtual time)")
+			}
+			return a.simVirtual(sc, report)
+		}
+		run := func(label string, f func(opt sim.Options) (*sim.Result, error)) (*sim.Result, error) {
+			opt := sim.Options{}
+			if bar := a.progressBar(label, sc.Duration.D()); bar != nil {
+				opt.Progress = func(done, _ time.Duration) { _ = bar.Set64(int64(done / time.Second)) }
+				defer func() { _ = bar.Finish(); fmt.Fprintln(a.stderr) }()
+			}
+			return f(opt)
+		}
+		res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) {
+			if *cpuProfile != "" {
+				f, err := os.Create(*cpuProfile)
+				if err != nil {
+					return nil, err
+				}
+				defer f.Close()
+				opt.CPUProfile = f
+			}
+			return sim.Run(a.ctx, sc, opt)
+		})
+		if err != nil {
+			return err
+		}
+		var base *sim.Result
+		if *baseline != "" {
+			if base, err = run(*baseline, func(opt sim.Options) (*sim.Result, error) { return sim.RunBaseline(a.ctx, sc, opt, *baseline) }); err != nil {
 				return err
 			}
 		}
-		if *output == "json" {
-			enc := json.NewEncoder(a.stdout)
-			enc.SetIndent("", "  ")
-			if base == nil {
-				return enc.Encode(res)
-			}
-			return enc.Encode(simReport{MeshKit: res, Baseline: base, Ratios: ratios(res, base)})
-		}
-		printSim(a.stdout, sc, res, base)
-		if *plotPath != "" {
-			fmt.Fprintf(a.stdout, "plot: %s\n", *plotPath)
-		}
-		return nil
+		return report(res, base)
 	}
-	if sc.Clock == "virtual" {
-		if *baseline != "" {
-			return usagef("--baseline runs on the wall clock only (the hub's gRPC stack is not simulated in virtual time)")
-		}
-		return a.simVirtual(sc, report)
-	}
-	run := func(label string, f func(opt sim.Options) (*sim.Result, error)) (*sim.Result, error) {
-		opt := sim.Options{}
-		if bar := a.progressBar(label, sc.Duration.D()); bar != nil {
-			opt.Progress = func(done, _ time.Duration) { _ = bar.Set64(int64(done / time.Second)) }
-			defer func() { _ = bar.Finish(); fmt.Fprintln(a.stderr) }()
-		}
-		return f(opt)
-	}
-	res, err := run("meshkit", func(opt sim.Options) (*sim.Result, error) {
-		if *cpuProfile != "" {
-			f, err := os.Create(*cpuProfile)
-			if err != nil {
-				return nil, err
-			}
-			defer f.Close()
-			opt.CPUProfile = f
-		}
-		return sim.Run(a.ctx, sc, opt)
-	})
-	if err != nil {
-		return err
-	}
-	var base *sim.Result
-	if *baseline != "" {
-		if base, err = run(*baseline, func(opt sim.Options) (*sim.Result, error) { return sim.RunBaseline(a.ctx, sc, opt, *baseline) }); err != nil {
-			return err
-		}
-	}
-	return report(res, base)
 }
 
 // simVirtual runs the scenario in a testing/synctest bubble. A bubble needs a

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -36,85 +37,86 @@ type watchLine struct {
 	Backoff      int64    `json:"backoff_ms,omitempty"`
 }
 
-func (a *app) watch(args []string) error {
-	fs := a.newFlags("watch", "watch [--addr HOST:PORT] [--node-id ID] [--capabilities C,...] [--api omnirelay|meshkit] [--once]")
+func (a *app) watch(fs *pflag.FlagSet) func(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:17421", "the agent's southbound address")
 	nodeID := fs.String("node-id", "meshkit-watch", "node id to present")
 	api := fs.String("api", "omnirelay", "omnirelay: omnirelay.control.ControlPlaneWatch as OmniRelay uses it; meshkit: meshkit.southbound.v1 with ACKs")
 	once := fs.Bool("once", false, "exit after the first response")
 	caps := listFlag{"core/v1"}
 	fs.Var(&caps, "capabilities", "capabilities to advertise (default core/v1)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *api != "omnirelay" && *api != "meshkit" {
-		return usagef("--api must be omnirelay or meshkit")
-	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return usagef("--addr %q: %v", *addr, err)
-	}
-	defer conn.Close()
-	enc := json.NewEncoder(a.stdout)
-	emit := func(l watchLine) error {
-		l.Time = a.now().UTC().Format(time.RFC3339Nano)
-		return enc.Encode(l)
-	}
-	if *api == "meshkit" {
-		return a.watchMesh(conn, *nodeID, caps, *once, emit)
-	}
-	// As OmniRelay does: resume with the last token, reconnect after the backoff hint.
-	c := controlpb.NewControlPlaneWatchClient(conn)
-	var token *controlpb.WatchResumeToken
-	for {
-		var trailer metadata.MD
-		w, err := c.Watch(a.ctx, &controlpb.ControlWatchRequest{NodeId: *nodeID, Capabilities: &controlpb.CapabilitySet{Items: caps}, ResumeToken: token}, grpc.Trailer(&trailer))
-		if err != nil {
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
 			return err
 		}
-		wait := time.Second
+		if *api != "omnirelay" && *api != "meshkit" {
+			return usagef("--api must be omnirelay or meshkit")
+		}
+		conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return usagef("--addr %q: %v", *addr, err)
+		}
+		defer conn.Close()
+		enc := json.NewEncoder(a.stdout)
+		emit := func(l watchLine) error {
+			l.Time = a.now().UTC().Format(time.RFC3339Nano)
+			return enc.Encode(l)
+		}
+		if *api == "meshkit" {
+			return a.watchMesh(conn, *nodeID, caps, *once, emit)
+		}
+		// As OmniRelay does: resume with the last token, reconnect after the backoff hint.
+		c := controlpb.NewControlPlaneWatchClient(conn)
+		var token *controlpb.WatchResumeToken
 		for {
-			r, err := w.Recv()
+			var trailer metadata.MD
+			w, err := c.Watch(a.ctx, &controlpb.ControlWatchRequest{NodeId: *nodeID, Capabilities: &controlpb.CapabilitySet{Items: caps}, ResumeToken: token}, grpc.Trailer(&trailer))
 			if err != nil {
-				if a.ctx.Err() != nil {
-					return nil
-				}
-				if st := status.Code(err); st == codes.FailedPrecondition || st == codes.InvalidArgument {
-					return fmt.Errorf("watch refused: %v", err)
-				}
-				if ms, perr := strconv.Atoi(firstOf(trailer.Get("backoff-ms"))); perr == nil && ms > 0 {
-					wait = time.Duration(ms) * time.Millisecond
-				}
-				_ = emit(watchLine{Error: err.Error(), Backoff: wait.Milliseconds()})
-				break
-			}
-			l := watchLine{Version: r.GetVersion(), Epoch: r.GetEpoch(), FullSnapshot: r.GetFullSnapshot(), Bytes: len(r.GetPayload()),
-				Required: r.GetRequiredCapabilities(), Backoff: r.GetBackoff().GetMillis()}
-			if e := r.GetError(); e != nil {
-				l.Error = e.GetCode() + ": " + e.GetMessage()
-			}
-			if len(r.GetPayload()) > 0 {
-				b, err := bundle.DecodeBundle(r.GetPayload())
-				if err != nil {
-					l.Error = "payload: " + err.Error()
-				} else {
-					l.Resources, l.Hash = bundle.Count(b), bundle.Hash(r.GetPayload()).String()
-				}
-			}
-			if err := emit(l); err != nil {
 				return err
 			}
-			if r.GetResumeToken() != nil {
-				token = r.GetResumeToken()
+			wait := time.Second
+			for {
+				r, err := w.Recv()
+				if err != nil {
+					if a.ctx.Err() != nil {
+						return nil
+					}
+					if st := status.Code(err); st == codes.FailedPrecondition || st == codes.InvalidArgument {
+						return fmt.Errorf("watch refused: %v", err)
+					}
+					if ms, perr := strconv.Atoi(firstOf(trailer.Get("backoff-ms"))); perr == nil && ms > 0 {
+						wait = time.Duration(ms) * time.Millisecond
+					}
+					_ = emit(watchLine{Error: err.Error(), Backoff: wait.Milliseconds()})
+					break
+				}
+				l := watchLine{Version: r.GetVersion(), Epoch: r.GetEpoch(), FullSnapshot: r.GetFullSnapshot(), Bytes: len(r.GetPayload()),
+					Required: r.GetRequiredCapabilities(), Backoff: r.GetBackoff().GetMillis()}
+				if e := r.GetError(); e != nil {
+					l.Error = e.GetCode() + ": " + e.GetMessage()
+				}
+				if len(r.GetPayload()) > 0 {
+					b, err := bundle.DecodeBundle(r.GetPayload())
+					if err != nil {
+						l.Error = "payload: " + err.Error()
+					} else {
+						l.Resources, l.Hash = bundle.Count(b), bundle.Hash(r.GetPayload()).String()
+					}
+				}
+				if err := emit(l); err != nil {
+					return err
+				}
+				if r.GetResumeToken() != nil {
+					token = r.GetResumeToken()
+				}
+				if *once {
+					return nil
+				}
 			}
-			if *once {
+			select {
+			case <-a.ctx.Done():
 				return nil
+			case <-time.After(wait):
 			}
-		}
-		select {
-		case <-a.ctx.Done():
-			return nil
-		case <-time.After(wait):
 		}
 	}
 }
