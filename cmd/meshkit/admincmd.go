@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -317,38 +316,18 @@ func (a *app) get(fs *pflag.FlagSet) func(args []string) error {
 	}
 }
 
-// printYAML writes resources in the same apiVersion/kind/metadata/spec form apply reads,
-// so `meshkit get … --output yaml` round-trips into a GitOps repository.
+// printYAML writes resources in the canonical form apply reads (bundle.EncodeYAML), so
+// `meshkit get … -o yaml` round-trips into a GitOps repository unchanged.
 func (a *app) printYAML(rs []*adminv1.Resource) error {
-	enc := yaml.NewEncoder(a.stdout)
-	enc.SetIndent(2)
+	objs := make([]bundle.Object, 0, len(rs))
 	for _, r := range rs {
 		o, err := seed.ObjectFromResource(r)
 		if err != nil {
 			return err
 		}
-		var md, spec any
-		for _, p := range []struct {
-			m   proto.Message
-			out *any
-		}{{o.Metadata, &md}, {o.Spec, &spec}} {
-			b, err := protojson.Marshal(p.m)
-			if err != nil {
-				return err
-			}
-			if err := json.Unmarshal(b, p.out); err != nil {
-				return err
-			}
-		}
-		doc := yaml.Node{}
-		if err := doc.Encode(map[string]any{"apiVersion": bundle.APIVersion, "kind": o.Kind, "metadata": md, "spec": spec}); err != nil {
-			return err
-		}
-		if err := enc.Encode(&doc); err != nil {
-			return err
-		}
+		objs = append(objs, o)
 	}
-	return enc.Close()
+	return bundle.EncodeYAML(a.stdout, objs)
 }
 
 func (a *app) del(fs *pflag.FlagSet) func(args []string) error {

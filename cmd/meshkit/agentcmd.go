@@ -97,13 +97,18 @@ func writeEndpoint(data string, h host.Host, httpAddr string) (endpoint, error) 
 	return ep, atomicfile.WriteFile(filepath.Join(data, "p2p.json"), append(b, '\n'), 0o644)
 }
 
+// Default ports, one set per role so a seed and an agent run on one host as they are:
+// a seed listens on 17400 (admin gRPC), 17480 (HTTP) and 17410 (p2p); an agent on 17411
+// (p2p), 17481 (HTTP) and 17421 (southbound).
+const agentP2PDefault = "/ip4/0.0.0.0/tcp/17411"
+
 func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 	data := fs.String("data", "", "data directory: last-known-good bundles, p2p identity (created if missing)")
 	rootPath := fs.String("root", "", "the domain's root (root.json)")
 	domain := fs.String("domain", "", "control domain (must match the root's; default the root's)")
 	var bootstrap, listen, caps listFlag
 	fs.Var(&bootstrap, "bootstrap", "peer to join through, /ip4/…/tcp/…/p2p/ID (repeatable; seeds and agents alike)")
-	fs.Var(&listen, "listen", "p2p listen multiaddr (repeatable; default /ip4/0.0.0.0/tcp/17410)")
+	fs.Var(&listen, "listen", "p2p listen multiaddr (repeatable; default "+agentP2PDefault+"; seeds default to port 17410, so a seed and an agent share a host as they are)")
 	fs.Var(&caps, "capabilities", "capabilities of the local data plane (default: all, the full variant)")
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
 	httpAddr := fs.String("http-addr", "127.0.0.1:17481", "/healthz, /readyz, /status and /metrics listen address")
@@ -141,7 +146,7 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 			return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())
 		}
 		if len(listen) == 0 {
-			listen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
+			listen = listFlag{agentP2PDefault}
 		}
 		if err := os.MkdirAll(*data, 0o700); err != nil {
 			return err
