@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aymanbagabas/go-udiff"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -173,71 +176,203 @@ func (a *app) printJSON(m proto.Message) error {
 	return enc.Encode(out)
 }
 
-func loadResources(path string) ([]*adminv1.Resource, error) {
-	objs, err := bundle.LoadPath(path)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*adminv1.Resource, len(objs))
-	for i, o := range objs {
-		if out[i], err = seed.ResourceFromObject(o); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
 func (a *app) printChanges(changes []*adminv1.Change) {
 	if len(changes) == 0 {
 		fmt.Fprintln(a.stdout, "no changes")
 	}
 	for _, c := range changes {
 		fmt.Fprintf(a.stdout, "%s %s %s/%s\n", c.GetOp(), c.GetKind(), c.GetNamespace(), c.GetName())
-		if c.GetDiff() != "" {
-			fmt.Fprint(a.stdout, indent(c.GetDiff()))
-		}
 	}
 }
 
-func (a *app) apply(fs *pflag.FlagSet) func(args []string) error {
-	return a.sendResources(fs, true, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, dry bool) (proto.Message, []*adminv1.Change, string, error) {
-		resp, err := cl.Apply(ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: dry})
-		if err != nil {
-			return nil, nil, "", err
-		}
-		summary := ""
-		if dry {
-			summary = fmt.Sprintf("dry run: nothing stored (%d resource(s) valid)", len(rs))
-		} else if resp.GetAuditSeq() > 0 {
-			summary = fmt.Sprintf("applied %d resource(s); state %s; audit entry %d", len(rs), resp.GetStateHash(), resp.GetAuditSeq())
-		}
-		return resp, resp.GetChanges(), summary, nil
-	})
+// resourceFiles are the resources of -f, with where each was read from.
+type resourceFiles struct {
+	objs      []bundle.Object
+	resources []*adminv1.Resource
 }
 
+func readResources(path string) (*resourceFiles, error) {
+	objs, err := bundle.LoadPath(path)
+	if err != nil {
+		return nil, err
+	}
+	rf := &resourceFiles{objs: objs}
+	for _, o := range objs {
+		r, err := seed.ResourceFromObject(o)
+		if err != nil {
+			return nil, err
+		}
+		rf.resources = append(rf.resources, r)
+	}
+	return rf, nil
+}
+
+// locate adds "(file:line)" after each resource the seed's message names, so a refusal of
+// the seed points into the files as `bundle build` does.
+func (rf *resourceFiles) locate(err error) error {
+	msg := rpcError(err).Error()
+	for _, o := range rf.objs {
+		if o.Source == "" {
+			continue
+		}
+		name := fmt.Sprintf("%s %s/%s", o.Kind, o.Metadata.GetNamespace(), o.Metadata.GetName())
+		msg = strings.ReplaceAll(msg, name+":", name+" ("+o.Source+"):")
+	}
+	return errors.New(msg)
+}
+
+// yamlChange is one resource that applying the files would change, as a unified diff of
+// its canonical YAML (what `kubectl diff` shows).
+type yamlChange struct {
+	Op        string `json:"op"` // "+" created, "~" changed
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Source    string `json:"source,omitempty"`
+	Diff      string `json:"diff"`
+}
+
+// yamlChanges compares each resource of the files with what the seed stores (one List per
+// kind), in canonical YAML. Resources the seed holds and the files do not are no change:
+// apply does not delete.
+func (rf *resourceFiles) yamlChanges(s *session) ([]yamlChange, error) {
+	live := map[bundle.Key]bundle.Object{}
+	kinds := map[string]bool{}
+	for _, o := range rf.objs {
+		if kinds[o.Kind] {
+			continue
+		}
+		kinds[o.Kind] = true
+		resp, err := s.List(s.ctx, &adminv1.ListRequest{Kind: o.Kind})
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		for _, r := range resp.GetResources() {
+			lo, err := seed.ObjectFromResource(r)
+			if err != nil {
+				return nil, err
+			}
+			live[lo.Key()] = lo
+		}
+	}
+	var out []yamlChange
+	for _, o := range rf.objs {
+		k := o.Key()
+		var before, after bytes.Buffer
+		if err := bundle.EncodeYAML(&after, []bundle.Object{o}); err != nil {
+			return nil, err
+		}
+		op := "+"
+		if lo, ok := live[k]; ok {
+			op = "~"
+			if err := bundle.EncodeYAML(&before, []bundle.Object{lo}); err != nil {
+				return nil, err
+			}
+		}
+		if before.String() == after.String() {
+			continue
+		}
+		path := fmt.Sprintf("%s/%s/%s", k.Kind, k.Namespace, k.Name)
+		out = append(out, yamlChange{Op: op, Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Source: o.Source,
+			Diff: udiff.Unified("live/"+path, "merged/"+path, before.String(), after.String())})
+	}
+	return out, nil
+}
+
+func (a *app) printYAMLChanges(changes []yamlChange, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Changes []yamlChange `json:"changes"`
+		}{Changes: append([]yamlChange{}, changes...)})
+	}
+	for _, c := range changes {
+		fmt.Fprint(a.stdout, c.Diff)
+	}
+	return nil
+}
+
+// diff shows, as unified diffs of YAML, what applying the files would change, after the
+// seed has validated them. Exit 0: nothing would change; 1: something would; 2: an error
+// (kubectl diff's contract).
 func (a *app) diff(fs *pflag.FlagSet) func(args []string) error {
-	return a.sendResources(fs, false, func(ctx context.Context, cl adminv1.AdminServiceClient, rs []*adminv1.Resource, _ bool) (proto.Message, []*adminv1.Change, string, error) {
-		resp, err := cl.Diff(ctx, &adminv1.DiffRequest{Resources: rs})
-		if err != nil {
-			return nil, nil, "", err
-		}
-		return resp, resp.GetChanges(), "", nil
-	})
-}
-
-// sendResources is apply and diff: read -f, dial, call, then print the changes and the
-// call's summary line, or the response as JSON.
-func (a *app) sendResources(fs *pflag.FlagSet, withDryRun bool,
-	call func(context.Context, adminv1.AdminServiceClient, []*adminv1.Resource, bool) (proto.Message, []*adminv1.Change, string, error)) func(args []string) error {
 	from := fs.StringP("filename", "f", "", "YAML resource file or directory")
-	dry := new(bool)
-	if withDryRun {
-		dry = fs.Bool("dry-run", false, "validate and show the bundle diff without storing")
-	}
 	var c clientFlags
 	c.register(fs, "text, json")
 	return func(args []string) error {
+		changes, err := a.validateAndDiff(args, *from, &c, func(s *session, rs []*adminv1.Resource) error {
+			_, err := s.Diff(s.ctx, &adminv1.DiffRequest{Resources: rs})
+			return err
+		})
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		if err := a.printYAMLChanges(changes, c.output); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		if len(changes) > 0 {
+			return &exitError{code: exitFail}
+		}
+		return nil
+	}
+}
+
+// validateAndDiff reads -f, has the seed check the resources (check), and computes the
+// YAML diff against what the seed stores.
+func (a *app) validateAndDiff(args []string, from string, c *clientFlags, check func(*session, []*adminv1.Resource) error) ([]yamlChange, error) {
+	if err := noArgs(args); err != nil {
+		return nil, err
+	}
+	if err := required("filename", from); err != nil {
+		return nil, err
+	}
+	rf, err := readResources(from)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.open("text", "json")
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	if err := check(s, rf.resources); err != nil {
+		return nil, rf.locate(err)
+	}
+	return rf.yamlChanges(s)
+}
+
+// apply stores the files' resources on the seed; --dry-run shows the YAML diff instead.
+func (a *app) apply(fs *pflag.FlagSet) func(args []string) error {
+	from := fs.StringP("filename", "f", "", "YAML resource file or directory")
+	dry := fs.Bool("dry-run", false, "validate on the seed and show the YAML diff, store nothing")
+	var c clientFlags
+	c.register(fs, "text, json")
+	return func(args []string) error {
+		if *dry {
+			changes, err := a.validateAndDiff(args, *from, &c, func(s *session, rs []*adminv1.Resource) error {
+				_, err := s.Apply(s.ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: true})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := a.printYAMLChanges(changes, c.output); err != nil {
+				return err
+			}
+			if c.output != "json" {
+				fmt.Fprintf(a.stdout, "dry run: nothing stored; %d resource(s) would change\n", len(changes))
+			}
+			return nil
+		}
 		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := required("filename", *from); err != nil {
+			return err
+		}
+		rf, err := readResources(*from)
+		if err != nil {
 			return err
 		}
 		s, err := c.open("text", "json")
@@ -245,30 +380,23 @@ func (a *app) sendResources(fs *pflag.FlagSet, withDryRun bool,
 			return err
 		}
 		defer s.close()
-		if err := required("filename", *from); err != nil {
-			return err
-		}
-		rs, err := loadResources(*from)
+		resp, err := s.Apply(s.ctx, &adminv1.ApplyRequest{Resources: rf.resources})
 		if err != nil {
-			return err
-		}
-		resp, changes, summary, err := call(s.ctx, s, rs, *dry)
-		if err != nil {
-			return rpcError(err)
+			return rf.locate(err)
 		}
 		if c.output == "json" {
 			return a.printJSON(resp)
 		}
-		a.printChanges(changes)
-		if summary != "" {
-			fmt.Fprintln(a.stdout, summary)
+		a.printChanges(resp.GetChanges())
+		if resp.GetAuditSeq() > 0 {
+			fmt.Fprintf(a.stdout, "applied %d resource(s); state %s; audit entry %d\n", len(rf.resources), resp.GetStateHash(), resp.GetAuditSeq())
 		}
 		return nil
 	}
 }
 
 func (a *app) get(fs *pflag.FlagSet) func(args []string) error {
-	ns := fs.String("namespace", "", "namespace (default: all for a list, \"default\" for one name)")
+	ns := fs.StringP("namespace", "n", "", "namespace (default: all for a list, \"default\" for one name)")
 	tenant := fs.String("tenant", "", "only this tenant's resources")
 	var c clientFlags
 	c.register(fs, "text, json, yaml")
@@ -331,7 +459,7 @@ func (a *app) printYAML(rs []*adminv1.Resource) error {
 }
 
 func (a *app) del(fs *pflag.FlagSet) func(args []string) error {
-	ns := fs.String("namespace", "", "namespace (default \"default\")")
+	ns := fs.StringP("namespace", "n", "", "namespace (default \"default\")")
 	dry := fs.Bool("dry-run", false, "check without deleting")
 	var c clientFlags
 	c.register(fs, "")
