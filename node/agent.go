@@ -373,6 +373,7 @@ func (a *Agent) setOfferLocked(variant string, h *heldBundle) {
 	a.offered[variant] = h
 	close(a.changed)
 	a.changed = make(chan struct{})
+	a.kickReport() // the seeds learn at once what the agent serves (apply --wait=agents)
 }
 
 func (a *Agent) servingLocked() *heldBundle {

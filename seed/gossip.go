@@ -1,6 +1,7 @@
 package seed
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -199,6 +200,13 @@ type NodeReporter interface {
 var _ NodeReporter = (*Gossip)(nil)
 
 // ExtensionReporter is implemented by publishers that hear agents' admission verdicts.
+type ServingReporter interface {
+	// ServingReports counts the recent agents per (epoch, version) they serve.
+	ServingReports(now time.Time) []*adminv1.ServingCount
+}
+
+// ExtensionReporter is implemented by a Publisher that collects the agents' admission
+// verdicts.
 type ExtensionReporter interface {
 	// ExtensionReports sums the recent agents' verdicts per artifact.
 	ExtensionReports(now time.Time) []*adminv1.ExtensionSummary
@@ -282,6 +290,27 @@ func (g *Gossip) onReport(from peer.ID, r *syncv1.NodeReport) {
 		delete(g.reports, oldest)
 	}
 	g.reports[from] = nodeReport{at: now, r: r}
+}
+
+// ServingReports implements ServingReporter.
+func (g *Gossip) ServingReports(now time.Time) []*adminv1.ServingCount {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	type ev struct{ epoch, version uint64 }
+	counts := map[ev]uint32{}
+	for _, nr := range g.reports {
+		if now.Sub(nr.at) <= reportTTL && nr.r.GetServingVersion() > 0 {
+			counts[ev{nr.r.GetServingEpoch(), nr.r.GetServingVersion()}]++
+		}
+	}
+	out := make([]*adminv1.ServingCount, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, &adminv1.ServingCount{Epoch: k.epoch, Version: k.version, Agents: n})
+	}
+	slices.SortFunc(out, func(a, b *adminv1.ServingCount) int {
+		return cmp.Or(cmp.Compare(a.GetEpoch(), b.GetEpoch()), cmp.Compare(a.GetVersion(), b.GetVersion()))
+	})
+	return out
 }
 
 // NodeReports implements NodeReporter.

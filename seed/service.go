@@ -443,6 +443,12 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 	if r, ok := s.pub.(ExtensionReporter); ok {
 		resp.Extensions = r.ExtensionReports(s.cfg.Clock.Now())
 	}
+	if r, ok := s.pub.(ServingReporter); ok {
+		resp.Serving = r.ServingReports(s.cfg.Clock.Now())
+	}
+	for _, cv := range s.compiled {
+		resp.PublishedAuditSeq = max(resp.PublishedAuditSeq, cv.bundle.GetHeader().GetAuditSeq())
+	}
 	return resp
 }
 

@@ -346,9 +346,22 @@ func (a *app) validateAndDiff(args []string, from string, c *clientFlags, check 
 func (a *app) apply(fs *pflag.FlagSet) func(args []string) error {
 	from := fs.StringP("filename", "f", "", "YAML resource file or directory")
 	dry := fs.Bool("dry-run", false, "validate on the seed and show the YAML diff, store nothing")
+	wait := fs.String("wait", "", "return once the change is published (--wait), or served by --wait-share of the agents reporting to the seed (--wait=agents)")
+	fs.Lookup("wait").NoOptDefVal = "published"
+	share := fs.Float64("wait-share", 1, "with --wait=agents: the share of reporting agents that must serve the change")
+	waitTimeout := fs.Duration("wait-timeout", 2*time.Minute, "how long --wait waits")
 	var c clientFlags
 	c.register(fs, "text, json")
 	return func(args []string) error {
+		if *wait != "" && *wait != "published" && *wait != "agents" {
+			return usagef("--wait is published (the default) or agents, not %q", *wait)
+		}
+		if *share <= 0 || *share > 1 {
+			return usagef("--wait-share must be in (0, 1], not %v", *share)
+		}
+		if *wait != "" {
+			c.timeout = max(c.timeout, *waitTimeout+10*time.Second)
+		}
 		if *dry {
 			changes, err := a.validateAndDiff(args, *from, &c, func(s *session, rs []*adminv1.Resource) error {
 				_, err := s.Apply(s.ctx, &adminv1.ApplyRequest{Resources: rs, DryRun: true})
@@ -385,14 +398,77 @@ func (a *app) apply(fs *pflag.FlagSet) func(args []string) error {
 			return rf.locate(err)
 		}
 		if c.output == "json" {
-			return a.printJSON(resp)
+			if err := a.printJSON(resp); err != nil {
+				return err
+			}
+		} else {
+			a.printChanges(resp.GetChanges())
+			if resp.GetAuditSeq() > 0 {
+				fmt.Fprintf(a.stdout, "applied %d resource(s); state %s; audit entry %d\n", len(rf.resources), resp.GetStateHash(), resp.GetAuditSeq())
+			}
 		}
-		a.printChanges(resp.GetChanges())
-		if resp.GetAuditSeq() > 0 {
-			fmt.Fprintf(a.stdout, "applied %d resource(s); state %s; audit entry %d\n", len(rf.resources), resp.GetStateHash(), resp.GetAuditSeq())
+		if *wait == "" || resp.GetAuditSeq() == 0 {
+			return nil
 		}
-		return nil
+		return a.waitPublished(s, resp.GetAuditSeq(), *wait == "agents", *share, *waitTimeout, c.output != "json")
 	}
+}
+
+// waitPublished polls the seed's status until a published version holds audit entry seq
+// and, with agents, until share of the agents reporting to the seed serve it or a newer one.
+func (a *app) waitPublished(s *session, seq uint64, agents bool, share float64, timeout time.Duration, say bool) error {
+	deadline := a.now().Add(timeout)
+	published := false
+	var last *adminv1.StatusResponse
+	for {
+		st, err := s.Status(s.ctx, &adminv1.StatusRequest{})
+		if err != nil {
+			return rpcError(err)
+		}
+		last = st
+		if !published && st.GetPublishedAuditSeq() >= seq {
+			published = true
+			if say {
+				fmt.Fprintf(a.stdout, "published: epoch %d version %d\n", st.GetEpoch(), st.GetVersion())
+			}
+			if !agents {
+				return nil
+			}
+		}
+		if published {
+			serving, total := servingShare(st, st.GetEpoch(), st.GetVersion())
+			if total > 0 && float64(serving) >= share*float64(total) {
+				if say {
+					fmt.Fprintf(a.stdout, "served by %d of %d reporting agent(s)\n", serving, total)
+				}
+				return nil
+			}
+		}
+		if a.now().After(deadline) {
+			break
+		}
+		select {
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if !published {
+		return fmt.Errorf("not published after %s (seed version %d, pending %t, last error %q): see meshkit status", timeout, last.GetVersion(), last.GetPending(), last.GetLastError())
+	}
+	serving, total := servingShare(last, last.GetEpoch(), last.GetVersion())
+	return fmt.Errorf("published as version %d, but served by %d of %d reporting agent(s) after %s, short of --wait-share %v: see meshkit status", last.GetVersion(), serving, total, timeout, share)
+}
+
+// servingShare counts the reporting agents that serve (epoch, version) or newer, of all.
+func servingShare(st *adminv1.StatusResponse, epoch, version uint64) (serving, total uint32) {
+	for _, c := range st.GetServing() {
+		total += c.GetAgents()
+		if c.GetEpoch() > epoch || (c.GetEpoch() == epoch && c.GetVersion() >= version) {
+			serving += c.GetAgents()
+		}
+	}
+	return serving, total
 }
 
 func (a *app) get(fs *pflag.FlagSet) func(args []string) error {

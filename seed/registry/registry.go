@@ -234,14 +234,11 @@ func (r *Registry) purgeLoop(ctx context.Context) {
 
 // Purge deletes every upload started more than UploadExpiry ago and returns how many.
 func (r *Registry) Purge(ctx context.Context) (int, error) {
-	deleted, errs := storage.PurgeUploads(ctx, r.driver, r.cfg.Now().Add(-r.cfg.UploadExpiry), true)
-	var real []error
-	for _, err := range errs {
-		if !errors.As(err, new(storagedriver.PathNotFoundError)) {
-			real = append(real, err) // not found: nothing pushed yet, or gone meanwhile
-		}
+	if _, err := r.driver.Stat(ctx, v2Root+"/repositories"); errors.As(err, new(storagedriver.PathNotFoundError)) {
+		return 0, nil // nothing pushed yet
 	}
-	return len(deleted), errors.Join(real...)
+	deleted, errs := storage.PurgeUploads(ctx, r.driver, r.cfg.Now().Add(-r.cfg.UploadExpiry), true)
+	return len(deleted), errors.Join(errs...)
 }
 
 // PendingUploadBytes is the bytes held by uploads in progress.

@@ -201,6 +201,9 @@ func withDigest(loc string, d digest.Digest) string {
 // bytes uncounted, and its location answers BLOB_UPLOAD_UNKNOWN.
 func TestUploadsSurviveRestartsAndExpire(t *testing.T) {
 	f := newFixture(t, Config{UploadExpiry: time.Hour, PurgeInterval: time.Hour})
+	if n, err := f.reg.Purge(context.Background()); n != 0 || err != nil {
+		t.Fatalf("purge of a registry nothing was pushed to: %d %v", n, err)
+	}
 	blob := bytes.Repeat([]byte("m"), 3000)
 	loc := f.startUpload("acme/shop/auth")
 	resp, body := f.do(http.MethodPatch, loc, bytes.NewReader(blob[:1000]), "Content-Type", "application/octet-stream", "Content-Range", "0-999")

@@ -1143,7 +1143,12 @@ type StatusResponse struct {
 	// nacks sums, per version, the data-plane NACKs those agents reported.
 	Nacks []*v11.VersionNacks `protobuf:"bytes,10,rep,name=nacks,proto3" json:"nacks,omitempty"`
 	// extensions sums, per artifact, the agents' admission verdicts.
-	Extensions    []*ExtensionSummary `protobuf:"bytes,11,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	Extensions []*ExtensionSummary `protobuf:"bytes,11,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	// published_audit_seq is the audit entry the newest published version was compiled
+	// from: every change whose audit_seq is at most this is in it (apply --wait).
+	PublishedAuditSeq uint64 `protobuf:"varint,12,opt,name=published_audit_seq,json=publishedAuditSeq,proto3" json:"published_audit_seq,omitempty"`
+	// serving counts, per (epoch, version), the reporting agents that serve it.
+	Serving       []*ServingCount `protobuf:"bytes,13,rep,name=serving,proto3" json:"serving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1255,6 +1260,81 @@ func (x *StatusResponse) GetExtensions() []*ExtensionSummary {
 	return nil
 }
 
+func (x *StatusResponse) GetPublishedAuditSeq() uint64 {
+	if x != nil {
+		return x.PublishedAuditSeq
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetServing() []*ServingCount {
+	if x != nil {
+		return x.Serving
+	}
+	return nil
+}
+
+// ServingCount is how many reporting agents serve one version.
+type ServingCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Agents        uint32                 `protobuf:"varint,3,opt,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServingCount) Reset() {
+	*x = ServingCount{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServingCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServingCount) ProtoMessage() {}
+
+func (x *ServingCount) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServingCount.ProtoReflect.Descriptor instead.
+func (*ServingCount) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ServingCount) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ServingCount) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ServingCount) GetAgents() uint32 {
+	if x != nil {
+		return x.Agents
+	}
+	return 0
+}
+
 // ExtensionSummary is how many reporting agents admitted, rejected or could not fetch one
 // artifact, and the distinct reasons they gave (at most 5).
 type ExtensionSummary struct {
@@ -1271,7 +1351,7 @@ type ExtensionSummary struct {
 
 func (x *ExtensionSummary) Reset() {
 	*x = ExtensionSummary{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1363,7 @@ func (x *ExtensionSummary) String() string {
 func (*ExtensionSummary) ProtoMessage() {}
 
 func (x *ExtensionSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1376,7 @@ func (x *ExtensionSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtensionSummary.ProtoReflect.Descriptor instead.
 func (*ExtensionSummary) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExtensionSummary) GetArtifact() string {
@@ -1352,7 +1432,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1444,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1457,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuditRequest) GetAfterSeq() uint64 {
@@ -1421,7 +1501,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1513,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1526,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -1536,7 +1616,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1628,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1641,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AuditResponse) GetEntries() []*AuditEntry {
@@ -1580,7 +1660,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1672,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1685,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 // VerifyAuditResponse reports a verified chain.
@@ -1620,7 +1700,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1712,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1725,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VerifyAuditResponse) GetEntries() uint64 {
@@ -1682,7 +1762,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1774,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1787,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetBundleRequest) GetCapabilities() []string {
@@ -1738,7 +1818,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1830,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1843,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetBundleResponse) GetEnvelope() []byte {
@@ -1869,7 +1949,7 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"deltaBytes\"T\n" +
 	"\x0fHistoryResponse\x12A\n" +
 	"\fpublications\x18\x01 \x03(\v2\x1d.meshkit.admin.v1.PublicationR\fpublications\"\x0f\n" +
-	"\rStatusRequest\"\xb8\x03\n" +
+	"\rStatusRequest\"\xa2\x04\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
@@ -1886,7 +1966,13 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	" \x03(\v2\x1d.meshkit.sync.v1.VersionNacksR\x05nacks\x12B\n" +
 	"\n" +
 	"extensions\x18\v \x03(\v2\".meshkit.admin.v1.ExtensionSummaryR\n" +
-	"extensions\"\xb4\x01\n" +
+	"extensions\x12.\n" +
+	"\x13published_audit_seq\x18\f \x01(\x04R\x11publishedAuditSeq\x128\n" +
+	"\aserving\x18\r \x03(\v2\x1e.meshkit.admin.v1.ServingCountR\aserving\"V\n" +
+	"\fServingCount\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
+	"\x06agents\x18\x03 \x01(\rR\x06agents\"\xb4\x01\n" +
 	"\x10ExtensionSummary\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x10\n" +
 	"\x03abi\x18\x02 \x01(\tR\x03abi\x12\x1a\n" +
@@ -1954,7 +2040,7 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*Resource)(nil),                // 0: meshkit.admin.v1.Resource
 	(*Change)(nil),                  // 1: meshkit.admin.v1.Change
@@ -1974,36 +2060,37 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*HistoryResponse)(nil),         // 15: meshkit.admin.v1.HistoryResponse
 	(*StatusRequest)(nil),           // 16: meshkit.admin.v1.StatusRequest
 	(*StatusResponse)(nil),          // 17: meshkit.admin.v1.StatusResponse
-	(*ExtensionSummary)(nil),        // 18: meshkit.admin.v1.ExtensionSummary
-	(*AuditRequest)(nil),            // 19: meshkit.admin.v1.AuditRequest
-	(*AuditEntry)(nil),              // 20: meshkit.admin.v1.AuditEntry
-	(*AuditResponse)(nil),           // 21: meshkit.admin.v1.AuditResponse
-	(*VerifyAuditRequest)(nil),      // 22: meshkit.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),     // 23: meshkit.admin.v1.VerifyAuditResponse
-	(*GetBundleRequest)(nil),        // 24: meshkit.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),       // 25: meshkit.admin.v1.GetBundleResponse
-	(*v1.Metadata)(nil),             // 26: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),          // 27: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),            // 28: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),      // 29: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),      // 30: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),        // 31: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil), // 32: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),       // 33: meshkit.bundle.v1.KillSwitchSpec
-	(*v1.ReferenceGrantSpec)(nil),   // 34: meshkit.bundle.v1.ReferenceGrantSpec
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 36: meshkit.sync.v1.VersionNacks
+	(*ServingCount)(nil),            // 18: meshkit.admin.v1.ServingCount
+	(*ExtensionSummary)(nil),        // 19: meshkit.admin.v1.ExtensionSummary
+	(*AuditRequest)(nil),            // 20: meshkit.admin.v1.AuditRequest
+	(*AuditEntry)(nil),              // 21: meshkit.admin.v1.AuditEntry
+	(*AuditResponse)(nil),           // 22: meshkit.admin.v1.AuditResponse
+	(*VerifyAuditRequest)(nil),      // 23: meshkit.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),     // 24: meshkit.admin.v1.VerifyAuditResponse
+	(*GetBundleRequest)(nil),        // 25: meshkit.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),       // 26: meshkit.admin.v1.GetBundleResponse
+	(*v1.Metadata)(nil),             // 27: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),          // 28: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),            // 29: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),      // 30: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),      // 31: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),        // 32: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil), // 33: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),       // 34: meshkit.bundle.v1.KillSwitchSpec
+	(*v1.ReferenceGrantSpec)(nil),   // 35: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 37: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	26, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	27, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	28, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	29, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	30, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	31, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	32, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	33, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	34, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	27, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	28, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	29, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	30, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	31, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	32, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	33, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	34, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	35, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
 	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -2011,39 +2098,40 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	35, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	36, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	35, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	36, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
-	18, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
-	35, // 22: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	20, // 23: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	2,  // 24: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 25: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 26: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 27: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 28: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 29: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 30: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	19, // 31: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	22, // 32: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	24, // 33: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	3,  // 34: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 35: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 36: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 37: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 38: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 39: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 40: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	21, // 41: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	23, // 42: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	25, // 43: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	34, // [34:44] is the sub-list for method output_type
-	24, // [24:34] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	36, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	37, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	19, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
+	18, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
+	36, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	21, // 24: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
+	2,  // 25: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 26: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 27: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 28: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 29: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 30: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 31: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	20, // 32: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	23, // 33: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	25, // 34: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	3,  // 35: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 36: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 37: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 38: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 39: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 40: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 41: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	22, // 42: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	24, // 43: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	26, // 44: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -2067,7 +2155,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
