@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
@@ -104,17 +105,36 @@ func authorizeAll(ctx context.Context, need Scope, why string) (*Principal, erro
 //	    subject: spiffe://prod.example/ops/admin   # client certificate URI SAN or common name
 //	    scopes: [mesh.admin]
 //	    tenants: ["*"]
+//
+// A running seed's policy can be replaced whole (Reload) while requests are served.
 type Policy struct {
 	Principals []PolicyEntry `yaml:"principals"`
 	// AllowAnonymous grants anonymous callers admin on every tenant: embedded dev mode only.
 	AllowAnonymous bool `yaml:"-"`
+
+	mu sync.RWMutex // guards Principals once the policy serves
+}
+
+// Reload replaces the principals with next's. next has been checked (LoadPolicy); the
+// credentials it drops stop working with the next request.
+func (p *Policy) Reload(next *Policy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.Principals = slices.Clone(next.Principals)
+}
+
+// Len is the number of principals.
+func (p *Policy) Len() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.Principals)
 }
 
 // PolicyEntry is one principal of a Policy.
 type PolicyEntry struct {
 	Name        string   `yaml:"name"`
-	TokenSHA256 string   `yaml:"tokenSHA256"`
-	Subject     string   `yaml:"subject"`
+	TokenSHA256 string   `yaml:"tokenSHA256,omitempty"`
+	Subject     string   `yaml:"subject,omitempty"`
 	Scopes      []string `yaml:"scopes"`
 	Tenants     []string `yaml:"tenants"`
 }
@@ -136,6 +156,9 @@ func LoadPolicy(path string) (*Policy, error) {
 	}
 	return &p, nil
 }
+
+// Check reports every problem of the policy's principals.
+func (p *Policy) Check() error { return p.validate() }
 
 func (p *Policy) validate() error {
 	var errs []error
@@ -192,6 +215,8 @@ func HashToken(token string) string {
 // (may be nil) to a principal. A presented but unknown credential is refused even in dev
 // mode, so a typo never silently falls back to anonymous.
 func (p *Policy) Authenticate(token string, cert *x509.Certificate) (*Principal, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	if token != "" {
 		sum, _ := hex.DecodeString(HashToken(token))
 		for _, e := range p.Principals {

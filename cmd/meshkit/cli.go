@@ -103,6 +103,9 @@ func (a *app) commands() []command {
 		{use: "audit", short: "list a seed's audit log", build: (*app).audit, sub: []command{
 			{use: "verify", short: "verify the audit chain, of a running seed or a stopped seed's data", build: (*app).auditVerify},
 		}},
+		{use: "policy", short: "manage the principals of a seed's --policy file", sub: []command{
+			{use: "add --name N --scope SCOPE --tenant T", short: "create a principal with a new bearer token, printed once", build: (*app).policyAdd},
+		}},
 		{use: "demo", short: "build, sign and verify the example bundle end to end", build: (*app).demo},
 		{use: "version", short: "print the version", build: (*app).version},
 	}

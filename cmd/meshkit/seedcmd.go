@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -100,6 +101,12 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
 		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		if *policyPath != "" {
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			watched := make(chan struct{})
+			go func() { defer close(watched); watchPolicy(watchCtx, *policyPath, pol, log) }()
+			defer func() { stopWatch(); <-watched }()
+		}
 		if len(p2pListen) == 0 {
 			p2pListen = listFlag{"/ip4/0.0.0.0/tcp/17410"}
 			if *dev {
