@@ -17,6 +17,7 @@ import (
 	"github.com/aymanbagabas/go-udiff"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -148,12 +149,23 @@ func (c *clientFlags) open(outputs ...string) (*session, error) {
 	return &session{AdminServiceClient: cl, ctx: ctx, close: done}, nil
 }
 
-// rpcError renders a gRPC error as the seed's message.
+// rpcError renders a gRPC error as the seed's message, and what to do about it where
+// there is something to do.
 func rpcError(err error) error {
-	if st, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
 	}
-	return err
+	hint := map[codes.Code]string{
+		codes.Unavailable:      "is a seed running there? Give its admin address with --seed or MESHKIT_SEED",
+		codes.Unauthenticated:  "give a token with --token-file FILE, MESHKIT_TOKEN_FILE or MESHKIT_TOKEN (a seed without --policy keeps one in DATA/admin.token)",
+		codes.PermissionDenied: "meshkit policy add creates a principal with the scope and tenants this needs",
+		codes.DeadlineExceeded: "the seed did not answer within --timeout",
+	}[st.Code()]
+	if hint != "" {
+		return fmt.Errorf("%s: %s (%s)", st.Code(), st.Message(), hint)
+	}
+	return fmt.Errorf("%s: %s", st.Code(), st.Message())
 }
 
 func (c *clientFlags) checkOutput(allowed ...string) error {
@@ -675,8 +687,11 @@ func (a *app) audit(fs *pflag.FlagSet) func(args []string) error {
 func (a *app) auditVerify(fs *pflag.FlagSet) func(args []string) error {
 	data := fs.String("data", "", "verify a stopped seed's data directory directly")
 	var c clientFlags
-	c.register(fs, "")
+	c.register(fs, "text, json")
 	return func(args []string) error {
+		if err := c.checkOutput("text", "json"); err != nil {
+			return err
+		}
 		if err := noArgs(args); err != nil {
 			return err
 		}
@@ -699,6 +714,9 @@ func (a *app) auditVerify(fs *pflag.FlagSet) func(args []string) error {
 			if resp, err = cl.VerifyAudit(ctx, &adminv1.VerifyAuditRequest{}); err != nil {
 				return rpcError(err)
 			}
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
 		}
 		fmt.Fprintf(a.stdout, "OK audit chain of %d entries verifies; head %s; stored state %s matches it\n", resp.GetEntries(), resp.GetHeadHash(), resp.GetStateHash())
 		return nil

@@ -140,7 +140,11 @@ func (a *app) bundleVerify(fs *pflag.FlagSet) func(args []string) error {
 	fs.Var(&updates, "root-update", "root rotation to apply in order (repeatable)")
 	statePath := fs.String("state", "", "file remembering the newest accepted (epoch, version); replays and rollbacks are refused")
 	at := fs.String("at", "", "verify as of this time instead of now (RFC 3339)")
+	output, checkOutput := outputFlag(fs)
 	return func(args []string) error {
+		if err := checkOutput(); err != nil {
+			return err
+		}
 		files := args
 		if err := required("root", *rootPath); err != nil {
 			return err
@@ -183,6 +187,11 @@ func (a *app) bundleVerify(fs *pflag.FlagSet) func(args []string) error {
 			}
 		}
 		h := vb.Header
+		if *output == "json" {
+			return a.printJSONValue(map[string]any{"ok": true, "kind": kindOf(vb.PayloadType), "domain": h.GetDomain(), "epoch": h.GetEpoch(),
+				"version": h.GetVersion(), "hash": vb.Digest.String(), "role": roleLabel(vb.Role.GetType()), "signer": vb.Role.GetName(),
+				"expires": h.GetExpiresAt().AsTime().Format(time.RFC3339)})
+		}
 		fmt.Fprintf(a.stdout, "OK %s domain=%s epoch=%d version=%d hash=%s signed-by=%s/%s expires=%s\n",
 			kindOf(vb.PayloadType), h.GetDomain(), h.GetEpoch(), h.GetVersion(), vb.Digest,
 			roleLabel(vb.Role.GetType()), vb.Role.GetName(), h.GetExpiresAt().AsTime().Format(time.RFC3339))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,6 +190,25 @@ func (a *app) main(args []string) int {
 		fmt.Fprintf(a.stderr, "%s: %v\n", path, err)
 		return exitFail
 	}
+}
+
+// outputFlag defines -o/--output for a command that prints text or JSON; check refuses
+// any other value.
+func outputFlag(fs *pflag.FlagSet) (output *string, check func() error) {
+	output = fs.StringP("output", "o", "text", "output format: text or json")
+	return output, func() error {
+		if *output != "text" && *output != "json" {
+			return usagef("--output must be one of text, json")
+		}
+		return nil
+	}
+}
+
+// printJSONValue writes v as indented JSON.
+func (a *app) printJSONValue(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // noArgs refuses positional arguments to a command that takes none.

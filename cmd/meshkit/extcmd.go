@@ -29,7 +29,11 @@ const (
 
 // extCID prints the CID (and the equal OCI digest) an Extension must name for FILE.
 func (a *app) extCID(fs *pflag.FlagSet) func(args []string) error {
+	output, checkOutput := outputFlag(fs)
 	return func(args []string) error {
+		if err := checkOutput(); err != nil {
+			return err
+		}
 		pos := args
 		if len(pos) != 1 {
 			return usagef("ext cid takes one FILE")
@@ -42,6 +46,9 @@ func (a *app) extCID(fs *pflag.FlagSet) func(args []string) error {
 		d, err := content.Digest(c)
 		if err != nil {
 			return err
+		}
+		if *output == "json" {
+			return a.printJSONValue(map[string]any{"cid": c.String(), "digest": d.String(), "size": len(b)})
 		}
 		fmt.Fprintf(a.stdout, "%s\t%s\t%d bytes\n", c, d, len(b))
 		return nil
