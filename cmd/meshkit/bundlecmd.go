@@ -292,7 +292,7 @@ func (a *app) bundleInspect(fs *pflag.FlagSet) func(args []string) error {
 			return usagef("exactly one file is required")
 		}
 		if *output != "text" && *output != "json" {
-			return usagef("--output must be text or json")
+			return usagef("--output must be one of text, json")
 		}
 		env, err := readEnvelope(files[0])
 		if err != nil {
@@ -361,7 +361,11 @@ func decodeContent(env *trustv1.Envelope) (proto.Message, error) {
 }
 
 func (a *app) bundleDiff(fs *pflag.FlagSet) func(args []string) error {
+	output, checkOutput := outputFlag(fs)
 	return func(args []string) error {
+		if err := checkOutput(); err != nil {
+			return err
+		}
 		files := args
 		if len(files) != 2 {
 			return usagef("two bundle files are required")
@@ -380,6 +384,19 @@ func (a *app) bundleDiff(fs *pflag.FlagSet) func(args []string) error {
 			}
 		}
 		header, changes := bundle.Diff(bs[0], bs[1])
+		if *output == "json" {
+			type change struct {
+				Op, Kind, Namespace, Name, Diff string
+			}
+			out := struct {
+				Header  string   `json:"header,omitempty"`
+				Changes []change `json:"changes"`
+			}{Header: header, Changes: []change{}}
+			for _, c := range changes {
+				out.Changes = append(out.Changes, change{c.Op, c.Key.Kind, c.Key.Namespace, c.Key.Name, c.Diff})
+			}
+			return a.printJSONValue(out)
+		}
 		if header == "" && len(changes) == 0 {
 			fmt.Fprintln(a.stdout, "no differences")
 			return nil

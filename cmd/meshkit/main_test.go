@@ -256,3 +256,27 @@ func TestVersionAndDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestReadCommandsSpeakJSON: every command that reads and reports answers -o json with
+// one JSON document (the seed-backed ones: TestOperatorCLIAgainstAProductionSeed).
+func TestReadCommandsSpeakJSON(t *testing.T) {
+	e := setup(t)
+	e.build(t, "2", "v2")
+	for _, args := range [][]string{
+		{"version"},
+		{"ext", "cid", e.p("root.json")},
+		{"root", "verify", e.p("root.json")},
+		{"bundle", "inspect", e.p("v1.bundle")},
+		{"bundle", "verify", "--root", e.p("root.json"), e.p("v1.bundle")},
+		{"bundle", "diff", e.p("v1.bundle"), e.p("v2.bundle")},
+	} {
+		out := mustCLI(t, append(args, "-o", "json")...)
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("meshkit %s -o json is not JSON: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if code, out := cli(t, append(args, "-o", "xml")...); code != exitUsage || !strings.Contains(out, "--output must be one of") {
+			t.Errorf("meshkit %s -o xml: exit %d %q", strings.Join(args, " "), code, out)
+		}
+	}
+}

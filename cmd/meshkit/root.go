@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"meshkit.dev/meshkit/internal/atomicfile"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/trust"
@@ -231,7 +234,11 @@ func (a *app) rootSign(fs *pflag.FlagSet) func(args []string) error {
 
 func (a *app) rootVerify(fs *pflag.FlagSet) func(args []string) error {
 	at := fs.String("at", "", "check expiry at this time instead of now (RFC 3339)")
+	output, checkOutput := outputFlag(fs)
 	return func(args []string) error {
+		if err := checkOutput(); err != nil {
+			return err
+		}
 		files := args
 		if len(files) == 0 {
 			return usagef("a root file is required")
@@ -246,6 +253,14 @@ func (a *app) rootVerify(fs *pflag.FlagSet) func(args []string) error {
 		}
 		if now.After(root.ExpiresAt()) {
 			return fmt.Errorf("%w: root v%d of %q expired at %s", trust.ErrRootExpired, root.Version(), root.Domain(), root.ExpiresAt().Format(time.RFC3339))
+		}
+		if *output == "json" {
+			b, err := protojson.Marshal(root.Proto())
+			if err != nil {
+				return err
+			}
+			return a.printJSONValue(map[string]any{"ok": true, "domain": root.Domain(), "version": root.Version(),
+				"expires": root.ExpiresAt().Format(time.RFC3339), "digest": fmt.Sprint(root.Digest()), "root": json.RawMessage(b)})
 		}
 		fmt.Fprintf(a.stdout, "OK root domain=%s version=%d expires=%s digest=%s\n", root.Domain(), root.Version(), root.ExpiresAt().Format(time.RFC3339), root.Digest())
 		for _, role := range root.Proto().GetRoles() {

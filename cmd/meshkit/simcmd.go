@@ -40,7 +40,7 @@ func (a *app) sim(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		if *output != "text" && *output != "json" {
-			return usagef("--output must be text or json")
+			return usagef("--output must be one of text, json")
 		}
 		if *baseline != "" && *baseline != "xds" {
 			return usagef("--baseline must be xds")
