@@ -225,10 +225,47 @@ func TestOperatorCLIAgainstAProductionSeed(t *testing.T) {
 		}
 	}
 
+	// Without a signal too: the seed notices the file changed. Removing a principal takes
+	// its token away.
+	b, err = os.ReadFile(p("policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte("  - name: late"))
+	if i < 0 {
+		t.Fatalf("no principal late in\n%s", b)
+	}
+	if err := os.WriteFile(p("policy.yaml"), b[:i], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, out := late.run(t, "get", "Route")
+		if code == 1 && strings.Contains(out, "unknown bearer token") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a principal removed from the policy file still works: exit %d %q", code, out)
+		}
+	}
+
+	// The policy format is in the seed's help; nothing is coloured.
+	if out := mk.must(t, "seed", "--help"); !strings.Contains(out, "tokenSHA256:") || !strings.Contains(out, "meshkit policy add") {
+		t.Errorf("seed --help does not describe the policy file:\n%s", out)
+	}
+	if code, out := ops.run(t, "diff", "-f", bad); strings.Contains(out, "\x1b[") || code != 2 {
+		t.Errorf("output carries terminal escapes: %q", out)
+	}
+
 	// Output conventions: -o json on reads, flags after positional arguments, completion.
 	var st map[string]any
 	if err := json.Unmarshal([]byte(ops.must(t, "status", "-o", "json")), &st); err != nil || st["domain"] != "prod" {
 		t.Errorf("status -o json: %v %v", st, err)
+	}
+	for _, args := range [][]string{{"get", "Route", "storefront", "-n", "shop", "-o", "json"}, {"history", "-o", "json"}, {"audit", "-o", "json"}, {"audit", "verify", "-o", "json"}} {
+		var v any
+		if out := ops.must(t, args...); json.Unmarshal([]byte(out), &v) != nil {
+			t.Errorf("meshkit %s is not JSON: %s", strings.Join(args, " "), out)
+		}
 	}
 	if err := json.Unmarshal([]byte(mk.must(t, "version", "-o", "json")), &st); err != nil || st["version"] != Version {
 		t.Errorf("version -o json: %v %v", st, err)
