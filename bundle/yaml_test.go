@@ -54,7 +54,7 @@ func value(newMsg func() protoreflect.Value, fd protoreflect.FieldDescriptor, pi
 		return scalar(fd, j)
 	}
 	if fd.Message().FullName() == durationName {
-		return protoreflect.ValueOfMessage(durationpb.New(time.Duration(j+1)*1500*time.Millisecond).ProtoReflect())
+		return protoreflect.ValueOfMessage(durationpb.New(time.Duration(j+1) * 1500 * time.Millisecond).ProtoReflect())
 	}
 	v := newMsg()
 	fill(v.Message(), pick, depth-1)
