@@ -183,7 +183,7 @@ func (a *app) main(args []string) int {
 			fmt.Fprintf(a.stderr, "%s: %v\n", path, ee.err)
 		}
 		return ee.code
-	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"):
+	case errors.As(err, &ue):
 		fmt.Fprintf(a.stderr, "%s: %v (see %s --help)\n", path, err, path)
 		return exitUsage
 	default:
