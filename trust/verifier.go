@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
@@ -506,13 +507,16 @@ func checkNamespaces(vb *Verified, role *trustv1.Role) error {
 			if err := proto.Unmarshal(raw, r); err != nil {
 				return refuse(ErrMalformed, "delta upsert %d: %v", i, err)
 			}
-			md := resourceMetadata(r)
-			if err := check("upsert of", md.GetNamespace(), md.GetName()); err != nil {
+			kind, md, err := resourceOf(r.ProtoReflect())
+			if err != nil {
+				return refuse(ErrNamespace, "delta upsert %d: %v", i, err)
+			}
+			if err := check("upsert of "+kind, md.GetNamespace(), md.GetName()); err != nil {
 				return err
 			}
 		}
 		for _, k := range vb.Delta.GetRemovals() {
-			if err := check("removal of", k.GetNamespace(), k.GetName()); err != nil {
+			if err := check("removal of "+k.GetKind(), k.GetNamespace(), k.GetName()); err != nil {
 				return err
 			}
 		}
@@ -522,47 +526,72 @@ func checkNamespaces(vb *Verified, role *trustv1.Role) error {
 	if err := proto.Unmarshal(vb.Payload, b); err != nil {
 		return refuse(ErrMalformed, "bundle: %v", err)
 	}
+	return eachResource(b.ProtoReflect(), func(kind string, md *bundlev1.Metadata) error {
+		return check(kind, md.GetNamespace(), md.GetName())
+	})
+}
+
+var metadataName = (&bundlev1.Metadata{}).ProtoReflect().Descriptor().FullName()
+
+// metadataField is the metadata field of a resource message, or nil for a message that is
+// not a resource.
+func metadataField(md protoreflect.MessageDescriptor) protoreflect.FieldDescriptor {
+	f := md.Fields().ByName("metadata")
+	if f == nil || f.Message() == nil || f.Message().FullName() != metadataName || f.IsList() {
+		return nil
+	}
+	return f
+}
+
+// eachResource calls f with the kind and metadata of every resource of a bundle, found
+// through the schema rather than a list of kinds, so a kind added to the schema is
+// checked without a change here. It fails closed: a field this build's schema does not
+// know (a newer kind), or a field that is neither the header nor a list of resources, is
+// refused, since what cannot be seen cannot be checked.
+func eachResource(b protoreflect.Message, f func(kind string, md *bundlev1.Metadata) error) error {
+	if len(b.GetUnknown()) > 0 {
+		return refuse(ErrNamespace, "the bundle holds fields this verifier's schema does not know (a newer resource kind?); they cannot be checked")
+	}
 	var err error
-	visit := func(kind string, md *bundlev1.Metadata) {
-		if err == nil {
-			err = check(kind, md.GetNamespace(), md.GetName())
+	b.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() == "header" {
+			return true
 		}
-	}
-	for _, r := range b.GetClusters() {
-		visit("Cluster", r.GetMetadata())
-	}
-	for _, r := range b.GetRoutes() {
-		visit("Route", r.GetMetadata())
-	}
-	for _, r := range b.GetAuthzPolicies() {
-		visit("AuthzPolicy", r.GetMetadata())
-	}
-	for _, r := range b.GetRetryPolicies() {
-		visit("RetryPolicy", r.GetMetadata())
-	}
-	for _, r := range b.GetExtensionBindings() {
-		visit("ExtensionBinding", r.GetMetadata())
-	}
-	for _, r := range b.GetKillSwitches() {
-		visit("KillSwitch", r.GetMetadata())
-	}
+		if !fd.IsList() || fd.Message() == nil || metadataField(fd.Message()) == nil {
+			err = refuse(ErrNamespace, "bundle field %s is not a list of resources; it cannot be checked", fd.Name())
+			return false
+		}
+		mf, kind := metadataField(fd.Message()), string(fd.Message().Name())
+		list := v.List()
+		for i := range list.Len() {
+			r := list.Get(i).Message()
+			if len(r.GetUnknown()) > 0 {
+				err = refuse(ErrNamespace, "a %s holds fields this verifier's schema does not know; it cannot be checked", kind)
+				return false
+			}
+			if err = f(kind, r.Get(mf).Message().Interface().(*bundlev1.Metadata)); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	return err
 }
 
-func resourceMetadata(r *bundlev1.Resource) *bundlev1.Metadata {
-	switch k := r.GetKind().(type) {
-	case *bundlev1.Resource_Cluster:
-		return k.Cluster.GetMetadata()
-	case *bundlev1.Resource_Route:
-		return k.Route.GetMetadata()
-	case *bundlev1.Resource_AuthzPolicy:
-		return k.AuthzPolicy.GetMetadata()
-	case *bundlev1.Resource_RetryPolicy:
-		return k.RetryPolicy.GetMetadata()
-	case *bundlev1.Resource_ExtensionBinding:
-		return k.ExtensionBinding.GetMetadata()
-	case *bundlev1.Resource_KillSwitch:
-		return k.KillSwitch.GetMetadata()
+// resourceOf returns the kind and metadata of a wrapped resource (a delta's upsert),
+// refusing a kind this build's schema does not know.
+func resourceOf(r protoreflect.Message) (string, *bundlev1.Metadata, error) {
+	if len(r.GetUnknown()) > 0 {
+		return "", nil, errors.New("the resource is of a kind this verifier's schema does not know")
 	}
-	return nil
+	od := r.Descriptor().Oneofs().ByName("kind")
+	fd := r.WhichOneof(od)
+	if fd == nil || fd.Message() == nil || metadataField(fd.Message()) == nil {
+		return "", nil, errors.New("the resource has no kind this verifier knows")
+	}
+	m := r.Get(fd).Message()
+	if len(m.GetUnknown()) > 0 {
+		return "", nil, fmt.Errorf("a %s holds fields this verifier's schema does not know", fd.Message().Name())
+	}
+	return string(fd.Message().Name()), m.Get(metadataField(fd.Message())).Message().Interface().(*bundlev1.Metadata), nil
 }
