@@ -19,6 +19,7 @@ import (
 	"meshkit.dev/meshkit/content"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	"meshkit.dev/meshkit/trust"
 	"meshkit.dev/meshkit/wasm"
 )
 
@@ -277,7 +278,10 @@ func (x *extensions) offerResolved(h *heldBundle) {
 		return
 	}
 	vb := *h.vb
-	vb.Payload = payload
+	// What is offered is named by its own digest, not the signed bundle's: each change of
+	// it (an artifact admitted after the wait) is then new to the watch streams, and resume
+	// tokens and deltas name the bytes the data plane holds.
+	vb.Payload, vb.Held = payload, trust.Digest(sha256.Sum256(payload))
 	offered := &heldBundle{vb: &vb, at: h.at, fromCache: h.fromCache}
 	x.a.mu.Lock()
 	defer x.a.mu.Unlock()

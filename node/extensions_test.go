@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -18,6 +21,7 @@ import (
 	"meshkit.dev/meshkit/node"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	controlpb "meshkit.dev/meshkit/proto/omnirelay/control"
 )
 
 type testExt struct {
@@ -207,4 +211,82 @@ func get(t *testing.T, url string, code int) []byte {
 		t.Fatalf("GET %s: %d %s, want %d", url, resp.StatusCode, body, code)
 	}
 	return body
+}
+
+// TestLateArtifactReachesOpenWatchStreams: when an artifact arrives after the wait, the
+// bundle is offered again with the extension bound, and a watch stream that is already
+// open receives it; before, a re-offered bundle kept the held bundle's hash, the stream saw
+// nothing new, and the fail-closed route kept refusing traffic until the next version.
+func TestLateArtifactReachesOpenWatchStreams(t *testing.T) {
+	d := newDomain(t, "prod")
+	m := newMeshWith(t, d, 2, func(c *node.Config) {
+		c.ArtifactWait = 300 * time.Millisecond
+		c.ArtifactFetchTimeout = 30 * time.Second
+	})
+	store, err := content.Open(t.TempDir(), content.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedContent := content.Serve(m.seed.node.Host(), d.name, store, content.ServerConfig{MaxConcurrent: 1})
+	defer seedContent.Close()
+	m.waitMesh()
+
+	sb := m.agents[0].NewSouthbound(node.SouthboundConfig{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- sb.Serve(ln) }()
+	defer func() { sb.Close(); <-served }()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := controlpb.NewControlPlaneWatchClient(conn).Watch(ctx, &controlpb.ControlWatchRequest{NodeId: "prod:web-1",
+		Capabilities: &controlpb.CapabilitySet{Items: []string{"core/v1", "feature:ext-wasm"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	valid := wasmfixture.Module(t, "valid")
+	m.seed.publish(t, m.seed.offer(t, d, 1, extPayload(t, d, 1, []testExt{{name: "auth", module: valid, policy: bundlev1.FailurePolicy_FAILURE_POLICY_FAIL_CLOSED}})))
+	routeRefused := func(r *controlpb.ControlWatchResponse) bool {
+		b, err := bundle.DecodeBundle(r.GetPayload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rt := range b.GetRoutes() {
+			if rt.GetMetadata().GetName() == "auth" {
+				return rt.GetSpec().GetRefuse()
+			}
+		}
+		t.Fatal("no route auth")
+		return false
+	}
+	r, err := recvWithin(t, w.Recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !routeRefused(r) {
+		t.Fatal("the first offer binds an artifact nobody holds")
+	}
+	if _, err := store.PutBytes(context.Background(), valid); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for routeRefused(r) {
+		if time.Now().After(deadline) {
+			t.Fatal("the artifact arrived, but the open stream still refuses the route")
+		}
+		if r, err = recvWithin(t, w.Recv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.GetVersion() != "1" {
+		t.Fatalf("the re-offer is version %q, want 1", r.GetVersion())
+	}
 }
