@@ -62,6 +62,30 @@ var newSpec = map[string]func() proto.Message{
 }
 
 // Kinds lists the resource kinds, sorted.
+// NewSpec returns an empty spec message of kind, or ok=false for a kind that is not.
+func NewSpec(kind string) (spec proto.Message, ok bool) {
+	mk, ok := newSpec[kind]
+	if !ok {
+		return nil, false
+	}
+	return mk(), true
+}
+
+// kindBySpec inverts newSpec: the kind of each spec message.
+var kindBySpec = func() map[protoreflect.FullName]string {
+	m := make(map[protoreflect.FullName]string, len(newSpec))
+	for k, mk := range newSpec {
+		m[mk().ProtoReflect().Descriptor().FullName()] = k
+	}
+	return m
+}()
+
+// KindOf returns the kind whose spec message spec is, or ok=false.
+func KindOf(spec proto.Message) (kind string, ok bool) {
+	kind, ok = kindBySpec[spec.ProtoReflect().Descriptor().FullName()]
+	return kind, ok
+}
+
 func Kinds() []string {
 	return slices.Sorted(maps.Keys(newSpec))
 }

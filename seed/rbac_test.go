@@ -28,7 +28,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/dynamicpb"
 
+	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	"meshkit.dev/meshkit/seed"
@@ -538,5 +540,32 @@ func TestAdminAPIChecksNamesLikeFiles(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "metadata.") {
 			t.Errorf("%v: %v, want InvalidArgument naming the field", md, err)
 		}
+	}
+}
+
+// TestEveryKindHasOneAdminForm: the admin API's Resource and bundle's table of kinds
+// agree both ways, through the schema, so a kind added to one and not the other fails here.
+func TestEveryKindHasOneAdminForm(t *testing.T) {
+	for _, kind := range bundle.Kinds() {
+		spec, _ := bundle.NewSpec(kind)
+		r, err := seed.ResourceFromObject(bundle.Object{Kind: kind, Metadata: &bundlev1.Metadata{Name: "a", Namespace: "b"}, Spec: spec})
+		if err != nil {
+			t.Errorf("%s: %v", kind, err)
+			continue
+		}
+		o, err := seed.ObjectFromResource(r)
+		if err != nil || o.Kind != kind {
+			t.Errorf("%s comes back as %q: %v", kind, o.Kind, err)
+		}
+	}
+	fields := (&adminv1.Resource{}).ProtoReflect().Descriptor().Oneofs().ByName("spec").Fields()
+	for i := range fields.Len() {
+		msg := dynamicpb.NewMessage(fields.Get(i).Message())
+		if _, ok := bundle.KindOf(msg); !ok {
+			t.Errorf("admin Resource.%s holds %s, which is no kind of bundle's", fields.Get(i).Name(), fields.Get(i).Message().FullName())
+		}
+	}
+	if fields.Len() != len(bundle.Kinds()) {
+		t.Errorf("the admin API has %d kinds, bundle %d", fields.Len(), len(bundle.Kinds()))
 	}
 }

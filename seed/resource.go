@@ -5,61 +5,55 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
+// specField is the field of the admin Resource's spec oneof that holds spec messages of
+// name, found through the schema: every kind in bundle's table has one (a test holds
+// them to it), and nothing here lists the kinds again.
+func specField(name protoreflect.FullName) protoreflect.FieldDescriptor {
+	fields := (&adminv1.Resource{}).ProtoReflect().Descriptor().Oneofs().ByName("spec").Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); fd.Message() != nil && fd.Message().FullName() == name {
+			return fd
+		}
+	}
+	return nil
+}
+
 // ResourceFromObject wraps a decoded YAML object for the admin API.
 func ResourceFromObject(o bundle.Object) (*adminv1.Resource, error) {
-	r := &adminv1.Resource{Metadata: o.Metadata}
-	switch s := o.Spec.(type) {
-	case *bundlev1.ClusterSpec:
-		r.Spec = &adminv1.Resource_Cluster{Cluster: s}
-	case *bundlev1.RouteSpec:
-		r.Spec = &adminv1.Resource_Route{Route: s}
-	case *bundlev1.AuthzPolicySpec:
-		r.Spec = &adminv1.Resource_AuthzPolicy{AuthzPolicy: s}
-	case *bundlev1.RetryPolicySpec:
-		r.Spec = &adminv1.Resource_RetryPolicy{RetryPolicy: s}
-	case *bundlev1.ExtensionSpec:
-		r.Spec = &adminv1.Resource_Extension{Extension: s}
-	case *bundlev1.ExtensionBindingSpec:
-		r.Spec = &adminv1.Resource_ExtensionBinding{ExtensionBinding: s}
-	case *bundlev1.KillSwitchSpec:
-		r.Spec = &adminv1.Resource_KillSwitch{KillSwitch: s}
-	case *bundlev1.ReferenceGrantSpec:
-		r.Spec = &adminv1.Resource_ReferenceGrant{ReferenceGrant: s}
-	default:
+	if o.Spec == nil {
+		return nil, fmt.Errorf("seed: %s %s/%s has no spec", o.Kind, o.Metadata.GetNamespace(), o.Metadata.GetName())
+	}
+	fd := specField(o.Spec.ProtoReflect().Descriptor().FullName())
+	if fd == nil {
 		return nil, fmt.Errorf("seed: %s has no admin resource form (%T)", o.Kind, o.Spec)
 	}
+	r := &adminv1.Resource{Metadata: o.Metadata}
+	r.ProtoReflect().Set(fd, protoreflect.ValueOfMessage(o.Spec.ProtoReflect()))
 	return r, nil
 }
 
-// ObjectFromResource unwraps an admin API resource into the form bundle validates.
+// ObjectFromResource unwraps an admin API resource into the form bundle validates. A
+// spec of a kind bundle does not know is refused.
 func ObjectFromResource(r *adminv1.Resource) (bundle.Object, error) {
 	o := bundle.Object{Metadata: r.GetMetadata()}
-	switch s := r.GetSpec().(type) {
-	case *adminv1.Resource_Cluster:
-		o.Kind, o.Spec = bundle.KindCluster, s.Cluster
-	case *adminv1.Resource_Route:
-		o.Kind, o.Spec = bundle.KindRoute, s.Route
-	case *adminv1.Resource_AuthzPolicy:
-		o.Kind, o.Spec = bundle.KindAuthzPolicy, s.AuthzPolicy
-	case *adminv1.Resource_RetryPolicy:
-		o.Kind, o.Spec = bundle.KindRetryPolicy, s.RetryPolicy
-	case *adminv1.Resource_Extension:
-		o.Kind, o.Spec = bundle.KindExtension, s.Extension
-	case *adminv1.Resource_ExtensionBinding:
-		o.Kind, o.Spec = bundle.KindExtensionBinding, s.ExtensionBinding
-	case *adminv1.Resource_KillSwitch:
-		o.Kind, o.Spec = bundle.KindKillSwitch, s.KillSwitch
-	case *adminv1.Resource_ReferenceGrant:
-		o.Kind, o.Spec = bundle.KindReferenceGrant, s.ReferenceGrant
-	default:
+	m := r.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("spec"))
+	if fd == nil {
 		return bundle.Object{}, fmt.Errorf("seed: resource %s/%s has no spec", r.GetMetadata().GetNamespace(), r.GetMetadata().GetName())
 	}
+	o.Spec = m.Get(fd).Message().Interface()
+	kind, ok := bundle.KindOf(o.Spec)
+	if !ok {
+		return bundle.Object{}, fmt.Errorf("seed: resource %s/%s: %s is no kind of bundle's", r.GetMetadata().GetNamespace(), r.GetMetadata().GetName(), fd.Message().FullName())
+	}
+	o.Kind = kind
 	if o.Metadata == nil {
 		return bundle.Object{}, fmt.Errorf("seed: %s resource has no metadata", o.Kind)
 	}
