@@ -377,27 +377,17 @@ func (a *Agent) setOfferLocked(variant string, h *heldBundle) {
 }
 
 func (a *Agent) servingLocked() *heldBundle {
-	var best *heldBundle
-	for _, h := range a.offered {
-		caps := h.vb.Header.GetRequiredCapabilities()
-		if a.cfg.Capabilities != nil && !subset(caps, a.cfg.Capabilities) {
-			continue
-		}
-		if best == nil || len(caps) > len(best.vb.Header.GetRequiredCapabilities()) ||
-			(len(caps) == len(best.vb.Header.GetRequiredCapabilities()) && h.vb.Variant < best.vb.Variant) {
-			best = h
-		}
+	offered := slices.Collect(maps.Values(a.offered))
+	if i := richest(offered, a.cfg.Capabilities); i >= 0 {
+		return offered[i]
 	}
-	return best
+	return nil
 }
 
-func subset(need, have []string) bool {
-	for _, c := range need {
-		if !slices.Contains(have, c) {
-			return false
-		}
-	}
-	return true
+// richest is trust.Richest over held bundles.
+func richest(hs []*heldBundle, have []string) int {
+	return trust.Richest(len(hs), func(i int) []string { return hs[i].vb.Header.GetRequiredCapabilities() },
+		func(i int) string { return hs[i].vb.Variant }, have)
 }
 
 // Validate implements p2p.Validator: every gossip message is verified before it is used

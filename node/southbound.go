@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -157,21 +158,21 @@ func checkNode(ctx context.Context, nodeID string, caps []string) error {
 func (a *Agent) variantFor(caps []string) (h *heldBundle, missing []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	offered := slices.Collect(maps.Values(a.offered))
+	if caps == nil {
+		caps = []string{} // a client that advertises nothing gets what needs nothing
+	}
+	if i := richest(offered, caps); i >= 0 {
+		return offered[i], nil
+	}
 	var least *heldBundle
-	for _, c := range a.offered {
-		req := c.vb.Header.GetRequiredCapabilities()
-		if subset(req, caps) {
-			if h == nil || len(req) > len(h.vb.Header.GetRequiredCapabilities()) ||
-				(len(req) == len(h.vb.Header.GetRequiredCapabilities()) && c.vb.Variant < h.vb.Variant) {
-				h = c
-			}
-		}
-		if least == nil || len(req) < len(least.vb.Header.GetRequiredCapabilities()) {
+	for _, c := range offered {
+		if least == nil || len(c.vb.Header.GetRequiredCapabilities()) < len(least.vb.Header.GetRequiredCapabilities()) {
 			least = c
 		}
 	}
-	if h != nil || least == nil {
-		return h, nil
+	if least == nil {
+		return nil, nil
 	}
 	for _, c := range least.vb.Header.GetRequiredCapabilities() {
 		if !slices.Contains(caps, c) {

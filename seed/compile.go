@@ -3,12 +3,12 @@ package seed
 import (
 	"fmt"
 	"slices"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/trust"
 )
 
 // featureOf is the capability a node needs to run an extension of a kind.
@@ -119,7 +119,7 @@ func withSpecCopy(r *bundlev1.Route) *bundlev1.Route {
 	return &bundlev1.Route{Metadata: r.GetMetadata(), Spec: proto.Clone(r.GetSpec()).(*bundlev1.RouteSpec)}
 }
 
-// variantKey is the verifier's key for a bundle's capability variant.
+// variantKey is the verifier's key for a bundle's capability variant (the seeds' stream).
 func variantKey(b *bundlev1.Bundle) string {
-	return strings.Join(b.GetHeader().GetRequiredCapabilities(), ",")
+	return trust.VariantKey("", b.GetHeader().GetRequiredCapabilities())
 }

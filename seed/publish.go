@@ -3,6 +3,7 @@ package seed
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -317,13 +318,14 @@ func (s *Seed) loadCompiled() error {
 // the most required capabilities that are all advertised; "" when none fits. Empty caps
 // pick the full variant.
 func pickVariant(latest map[string]Published, compiled map[string]*compiledVariant, caps []string) string {
-	best, bestN := "", -1
-	for key := range latest {
-		req := compiled[key].bundle.GetHeader().GetRequiredCapabilities()
-		fits := len(caps) == 0 || !slices.ContainsFunc(req, func(c string) bool { return !slices.Contains(caps, c) })
-		if fits && (len(req) > bestN || (len(req) == bestN && key < best)) {
-			best, bestN = key, len(req)
-		}
+	keys := slices.Collect(maps.Keys(latest))
+	if len(caps) == 0 {
+		caps = nil // the full variant
 	}
-	return best
+	i := trust.Richest(len(keys), func(i int) []string { return compiled[keys[i]].bundle.GetHeader().GetRequiredCapabilities() },
+		func(i int) string { return keys[i] }, caps)
+	if i < 0 {
+		return ""
+	}
+	return keys[i]
 }
