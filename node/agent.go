@@ -1046,19 +1046,40 @@ func (a *Agent) republishLoop(ctx context.Context) {
 // reporting every new NACK at once.
 const reportInterval = time.Minute
 
+// A kicked report (a new version served, a NACK) waits reportDelay plus up to
+// reportSpread at random, and reports are reportDelay apart at least: a burst of versions,
+// as after a partition heals, gives one report, sent once the fleet has converged rather
+// than while it still syncs from the seeds, and a fleet that adopts a version together
+// does not report in one instant.
+const (
+	reportDelay  = 2 * time.Second
+	reportSpread = 3 * time.Second
+)
+
 // reportLoop tells the connected seeds what the agent serves and what its data plane
 // refused (NACKs feed rollouts).
 func (a *Agent) reportLoop(ctx context.Context) {
 	defer a.wg.Done()
 	t := time.NewTicker(reportInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.reportKick:
+			wait := reportDelay + time.Duration(rand.Int64N(int64(reportSpread)))
+			if next := last.Add(reportDelay); time.Until(next) > wait {
+				wait = time.Until(next)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		case <-t.C:
 		}
+		last = time.Now()
 		r := a.report()
 		for _, p := range a.node.ReportTargets() {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
