@@ -1047,13 +1047,14 @@ func (a *Agent) republishLoop(ctx context.Context) {
 const reportInterval = time.Minute
 
 // A kicked report (a new version served, a NACK) waits reportDelay plus up to
-// reportSpread at random, and reports are reportDelay apart at least: a burst of versions,
-// as after a partition heals, gives one report, sent once the fleet has converged rather
-// than while it still syncs from the seeds, and a fleet that adopts a version together
-// does not report in one instant.
+// reportSpread at random, and kicked reports are reportGap apart at least: a burst of
+// versions, as after a partition heals or under a publish every 2 s, gives one report,
+// sent once the fleet has converged rather than while it still syncs from the seeds, and
+// a fleet that adopts a version together does not report in one instant.
 const (
 	reportDelay  = 2 * time.Second
 	reportSpread = 3 * time.Second
+	reportGap    = 10 * time.Second
 )
 
 // reportLoop tells the connected seeds what the agent serves and what its data plane
@@ -1069,7 +1070,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			return
 		case <-a.reportKick:
 			wait := reportDelay + time.Duration(rand.Int64N(int64(reportSpread)))
-			if next := last.Add(reportDelay); time.Until(next) > wait {
+			if next := last.Add(reportGap); time.Until(next) > wait {
 				wait = time.Until(next)
 			}
 			select {
