@@ -149,6 +149,14 @@ func (c *clientFlags) open(outputs ...string) (*session, error) {
 	return &session{AdminServiceClient: cl, ctx: ctx, close: done}, nil
 }
 
+// openNoArgs is open for a command that takes flags only.
+func (c *clientFlags) openNoArgs(args []string, outputs ...string) (*session, error) {
+	if err := noArgs(args); err != nil {
+		return nil, err
+	}
+	return c.open(outputs...)
+}
+
 // rpcError renders a gRPC error as the seed's message, and what to do about it where
 // there is something to do.
 func rpcError(err error) error {
@@ -575,10 +583,7 @@ func (a *app) history(fs *pflag.FlagSet) func(args []string) error {
 	var c clientFlags
 	c.register(fs, "text, json")
 	return func(args []string) error {
-		if err := noArgs(args); err != nil {
-			return err
-		}
-		s, err := c.open("text", "json")
+		s, err := c.openNoArgs(args, "text", "json")
 		if err != nil {
 			return err
 		}
@@ -607,10 +612,7 @@ func (a *app) status(fs *pflag.FlagSet) func(args []string) error {
 	var c clientFlags
 	c.register(fs, "text, json")
 	return func(args []string) error {
-		if err := noArgs(args); err != nil {
-			return err
-		}
-		s, err := c.open("text", "json")
+		s, err := c.openNoArgs(args, "text", "json")
 		if err != nil {
 			return err
 		}
@@ -658,10 +660,7 @@ func (a *app) audit(fs *pflag.FlagSet) func(args []string) error {
 	var c clientFlags
 	c.register(fs, "text, json")
 	return func(args []string) error {
-		if err := noArgs(args); err != nil {
-			return err
-		}
-		s, err := c.open("text", "json")
+		s, err := c.openNoArgs(args, "text", "json")
 		if err != nil {
 			return err
 		}
@@ -731,10 +730,7 @@ func (a *app) bundleFetch(fs *pflag.FlagSet) func(args []string) error {
 	var c clientFlags
 	c.register(fs, "")
 	return func(args []string) error {
-		if err := noArgs(args); err != nil {
-			return err
-		}
-		s, err := c.open()
+		s, err := c.openNoArgs(args)
 		if err != nil {
 			return err
 		}
