@@ -103,8 +103,14 @@ func TestOperatorCLIAgainstAProductionSeed(t *testing.T) {
 	agentData := p("agent-data")
 	since = time.Now()
 	startProc(t, mk.path, "agent", "agent", "--data", agentData, "--root", p("root.json"), "--bootstrap", loopbackAddr(t, ep.Addrs))
-	if aep := waitEndpoint(t, agentData, since); !strings.Contains(strings.Join(aep.Addrs, " "), "/tcp/17411/") {
-		t.Fatalf("the agent's default p2p port is not 17411: %v", aep.Addrs)
+	if aep := waitEndpoint(t, agentData, since); !strings.Contains(strings.Join(aep.Addrs, " "), "/tcp/17411/") || aep.HTTPAddr != "127.0.0.1:17481" {
+		t.Fatalf("the agent's default p2p port is not 17411, or its HTTP address not 127.0.0.1:17481: %v %s", aep.Addrs, aep.HTTPAddr)
+	}
+	help := mk.must(t, "seed", "--help")
+	for _, want := range []string{`"127.0.0.1:17400"`, `"127.0.0.1:17480"`} {
+		if !strings.Contains(help, want) {
+			t.Errorf("seed --help does not give the default %s", want)
+		}
 	}
 
 	ops := bin{path: mk.path, env: []string{"MESHKIT_SEED=" + grpcAddr}}.as(opsToken)
