@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"fmt"
-	"google.golang.org/protobuf/encoding/protowire"
 	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"meshkit.dev/meshkit/trust"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -16,11 +18,9 @@ import (
 // SchemaVersion is the bundle schema this build writes.
 const SchemaVersion = 1
 
-// Digest is the SHA-256 of an encoded bundle: its content hash.
-type Digest [sha256.Size]byte
-
-// String renders the digest as "sha256:<hex>".
-func (d Digest) String() string { return fmt.Sprintf("sha256:%x", d[:]) }
+// Digest is the SHA-256 of an encoded bundle: its content hash. It is trust's digest
+// type, so a hash computed here compares with the one a verifier reports.
+type Digest = trust.Digest
 
 // Hash returns the content hash of an encoded bundle or delta.
 func Hash(payload []byte) Digest { return sha256.Sum256(payload) }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
@@ -44,9 +45,9 @@ func TestMain(m *testing.M) {
 // what arrives after the mesh formed arrived by gossip, relayed by agents.
 func TestBundlesReachEveryAgentInEveryForm(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 8, func(c *node.Config) {
+	m := newMeshWith(t, d, 8, func(c *node.Config, tu *tuning.Replica) {
 		c.SyncInterval = time.Hour
-		c.TuneP2P = func(p *p2p.Config) { p.MaintainInterval = time.Hour } // no new connections, so no sync
+		tu.P2P = func(p *p2p.Config) { p.MaintainInterval = time.Hour } // no new connections, so no sync
 	})
 	for i := range m.agents {
 		for _, j := range []int{(i + 1) % len(m.agents), (i + 3) % len(m.agents)} {
@@ -100,17 +101,17 @@ func checkHeldEncoded(t *testing.T, agents []*node.Agent, payload []byte) {
 	t.Helper()
 	h := bundle.Hash(payload)
 	for i, a := range agents {
-		want := a.Held(h[:])
+		want := a.Replica().Held(h[:])
 		if want == nil {
 			t.Fatalf("agent %d does not hold %x", i, h[:6])
 		}
 		got := &syncv1.HeldBundle{}
-		if err := proto.Unmarshal(a.HeldEncoded(h[:]), got); err != nil || !proto.Equal(got, want) {
+		if err := proto.Unmarshal(a.Replica().HeldEncoded(h[:]), got); err != nil || !proto.Equal(got, want) {
 			t.Fatalf("agent %d serves proof %d B, payload %d B (%v); holds proof %d B, payload %d B",
 				i, len(got.GetProof()), len(got.GetPayload()), err, len(want.GetProof()), len(want.GetPayload()))
 		}
 		other := bundle.Hash([]byte("not held"))
-		if b := a.HeldEncoded(other[:]); b != nil {
+		if b := a.Replica().HeldEncoded(other[:]); b != nil {
 			t.Fatalf("agent %d serves %d bytes for a bundle it does not hold", i, len(b))
 		}
 	}
@@ -164,7 +165,7 @@ func TestAgentServesLKGBeforeAnyPeer(t *testing.T) {
 // SyncInterval.
 func TestEmptyAgentSyncsSoon(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 1, func(c *node.Config) { c.SyncInterval = time.Hour })
+	m := newMeshWith(t, d, 1, func(c *node.Config, tu *tuning.Replica) { c.SyncInterval = time.Hour })
 	waitFor(t, "agent connected to the seed", func() bool { return m.agents[0].Status().Peers > 0 })
 	m.seed.offer(t, d, 1, d.payload(t, 1, 3)) // held by the seed, never gossiped
 	waitVersion(t, 1, m.agents...)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -30,9 +31,9 @@ func TestMaliciousPeerIsRefusedAndGraylisted(t *testing.T) {
 	d := newDomain(t, "prod")
 	// Only gossip delivers (no periodic sync, no new connections after the start), so
 	// every agent has relayed v3 once and a further copy of it is a replay.
-	m := newMeshWith(t, d, 2, func(c *node.Config) {
+	m := newMeshWith(t, d, 2, func(c *node.Config, tu *tuning.Replica) {
 		c.SyncInterval = time.Hour
-		c.TuneP2P = func(p *p2p.Config) { p.MaintainInterval = time.Hour; p.ScoreInspectInterval = 100 * time.Millisecond }
+		tu.P2P = func(p *p2p.Config) { p.MaintainInterval = time.Hour; p.ScoreInspectInterval = 100 * time.Millisecond }
 	})
 	m.waitMesh()
 	p1, p2, p3 := d.payload(t, 1, 3), d.payload(t, 2, 4), d.payload(t, 3, 5)
@@ -209,7 +210,7 @@ func (d *domain) payloadAt(t testing.TB, version uint64, issued, expires time.Ti
 // and the seed's next version is still accepted, not refused as a rollback.
 func TestBridgeCannotWipeOrLockOutTheDomain(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 2, func(c *node.Config) { c.SyncInterval = time.Hour })
+	m := newMeshWith(t, d, 2, func(c *node.Config, tu *tuning.Replica) { c.SyncInterval = time.Hour })
 	m.waitMesh()
 	p1 := d.payload(t, 1, 3)
 	m.seed.publish(t, m.seed.offer(t, d, 1, p1))

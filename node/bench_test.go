@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -44,7 +45,7 @@ func BenchmarkPropagation(b *testing.B) {
 
 func benchPropagation(b *testing.B, agents, routes int, latency time.Duration) {
 	d := newDomain(b, "prod")
-	clock := &fakeClock{now: t0}
+	clock := &fakeClock{Clock: clockwork.NewRealClock(), now: t0}
 	mn := mocknet.New()
 	defer mn.Close()
 	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: latency})

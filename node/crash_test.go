@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"meshkit.dev/meshkit/node"
@@ -128,7 +129,7 @@ func crashChild() {
 	if err != nil {
 		fail(err)
 	}
-	d := &domain{name: root.Domain(), seed: kf.Private, root: root, clock: &fakeClock{now: t0}}
+	d := &domain{name: root.Domain(), seed: kf.Private, root: root, clock: &fakeClock{Clock: clockwork.NewRealClock(), now: t0}}
 	tb := &childTB{fail: fail}
 	mn := mocknet.New()
 	h, err := mn.GenPeer()
@@ -150,7 +151,7 @@ func crashChild() {
 		if have && v%2 == 0 {
 			msg = d.delta(tb, prev, p)
 		}
-		if verdict := a.Validate(context.Background(), p2p.Message{Data: msg}); verdict != p2p.Accept {
+		if verdict := a.Replica().Validate(context.Background(), p2p.Message{Data: msg}); verdict != p2p.Accept {
 			fail(fmt.Errorf("v%d: %s", v, verdict))
 		}
 		prev, have = p, true

@@ -19,7 +19,6 @@ import (
 	"meshkit.dev/meshkit/content"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
-	"meshkit.dev/meshkit/trust"
 	"meshkit.dev/meshkit/wasm"
 )
 
@@ -96,11 +95,11 @@ func newExtensions(a *Agent, store *content.Store) *extensions {
 // have none, and they are not decoded to find that out: this runs after every accept and
 // on every artifact collection, and decoding a large bundle there was a sixth of what a
 // 64 KiB publish cost each agent. A bundle that does not decode has none usable.
-func (h *heldBundle) artifacts() []*bundlev1.ExtensionBinding {
-	if !bundle.HasExtensionBindings(h.vb.Payload) {
+func artifactsOf(h *heldBundle) []*bundlev1.ExtensionBinding {
+	if !bundle.HasExtensionBindings(h.Verified.Payload) {
 		return nil
 	}
-	b, err := h.decoded()
+	b, err := h.Decoded()
 	if err != nil {
 		return nil
 	}
@@ -117,21 +116,24 @@ func keyOf(eb *bundlev1.ExtensionBinding) artifactKey {
 	return artifactKey{cid: eb.GetExtension().GetArtifact(), abi: eb.GetExtension().GetAbi(), config: sha256.Sum256([]byte(eb.GetSpec().GetConfig()))}
 }
 
-// offerLocked decides what of h is offered now. A bundle without artifacts, or whose
-// artifacts all have verdicts, is offered at once; otherwise it waits for the resolver.
-func (x *extensions) offerLocked(h *heldBundle) {
-	if h.vb.Source != "" {
+// Offer implements replica.OfferPolicy: it decides what of h is offered now. A bundle
+// without artifacts is offered at once; otherwise it waits for the resolver.
+func (x *extensions) Offer(h *heldBundle) {
+	x.a.held()
+	if h.Verified.Source != "" {
 		// Only the seeds' stream is offered to the data plane. A bridge's stream is held,
 		// persisted and relayed beside it under its own (epoch, version) order, so it can
 		// neither replace nor block what the seeds publish.
 		return
 	}
-	if len(h.artifacts()) == 0 {
-		x.a.setOfferLocked(h.vb.Variant, h)
+	if len(artifactsOf(h)) == 0 {
+		x.a.setOffer(h)
 		return
 	}
 	x.mu.Lock()
-	x.pending[h.vb.Variant] = h
+	if p := x.pending[h.Key()]; p == nil || p.Seq < h.Seq {
+		x.pending[h.Key()] = h
+	}
 	x.mu.Unlock()
 	select {
 	case x.kick <- struct{}{}:
@@ -163,7 +165,7 @@ func (x *extensions) loop(ctx context.Context) {
 // every extension that is not admitted handled by its failure policy. Fetches that did
 // not finish go on; when they do, h is offered again.
 func (x *extensions) resolve(ctx context.Context, h *heldBundle) {
-	bindings := h.artifacts()
+	bindings := artifactsOf(h)
 	keys := map[artifactKey]*bundlev1.ExtensionBinding{}
 	for _, eb := range bindings {
 		keys[keyOf(eb)] = eb
@@ -254,7 +256,7 @@ func (x *extensions) fetchAndAdmit(ctx context.Context, k artifactKey, eb *bundl
 // offerResolved offers h with every binding whose artifact is not admitted dropped by its
 // failure policy, if h is still the newest of its variant.
 func (x *extensions) offerResolved(h *heldBundle) {
-	b, _ := h.decoded()
+	b, _ := h.Decoded()
 	out := proto.Clone(b).(*bundlev1.Bundle)
 	bundle.DropExtensions(out, func(eb *bundlev1.ExtensionBinding) string {
 		if eb.GetExtension().GetArtifact() == "" {
@@ -277,16 +279,11 @@ func (x *extensions) offerResolved(h *heldBundle) {
 		x.a.log.Error("encode offered bundle", "err", err)
 		return
 	}
-	vb := *h.vb
 	// What is offered is named by its own digest, not the signed bundle's: each change of
 	// it (an artifact admitted after the wait) is then new to the watch streams, and resume
 	// tokens and deltas name the bytes the data plane holds.
-	vb.Payload, vb.Held = payload, trust.Digest(sha256.Sum256(payload))
-	offered := &heldBundle{vb: &vb, at: h.at, fromCache: h.fromCache}
-	x.a.mu.Lock()
-	defer x.a.mu.Unlock()
-	if x.a.held[h.vb.Variant] == h {
-		x.a.setOfferLocked(h.vb.Variant, offered)
+	if x.a.rep.Current(h.Key()) == h { // still the newest of its stream
+		x.a.setOffer(h.Derived(payload))
 	}
 }
 
@@ -298,10 +295,10 @@ func joinReasons(rs []string) string {
 }
 
 // status lists the verdicts of the artifacts the held bundles reference.
-func (x *extensions) status(held map[string]*heldBundle) []ExtensionStatus {
+func (x *extensions) status(held []*heldBundle) []ExtensionStatus {
 	byKey := map[artifactKey]*ExtensionStatus{}
 	for _, h := range held {
-		for _, eb := range h.artifacts() {
+		for _, eb := range artifactsOf(h) {
 			k := keyOf(eb)
 			st, ok := byKey[k]
 			if !ok {
@@ -368,14 +365,12 @@ func (x *extensions) serveArtifact(w http.ResponseWriter, r *http.Request) {
 
 // gc frees blobs no held bundle references.
 func (x *extensions) gc() {
-	x.a.mu.Lock()
 	refs := map[string]bool{}
-	for _, h := range x.a.held {
-		for _, eb := range h.artifacts() {
+	for _, h := range x.a.rep.View().Held {
+		for _, eb := range artifactsOf(h) {
 			refs[eb.GetExtension().GetArtifact()] = true
 		}
 	}
-	x.a.mu.Unlock()
 	if r, err := x.store.GC(func(c cid.Cid) bool { return refs[c.String()] }); err == nil && r.Removed > 0 {
 		x.a.log.Info("artifacts collected", "removed", r.Removed, "freed_bytes", r.Freed)
 	}
@@ -385,7 +380,7 @@ func (x *extensions) gc() {
 func (a *Agent) agentPeers() []peer.ID {
 	var out []peer.ID
 	for _, p := range a.cfg.Host.Network().Peers() {
-		if !a.isBootstrap(p) {
+		if !slices.ContainsFunc(a.cfg.Bootstrap, func(b peer.AddrInfo) bool { return b.ID == p }) {
 			out = append(out, p)
 		}
 	}

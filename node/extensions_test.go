@@ -17,6 +17,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/content"
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/internal/wasmfixture"
 	"meshkit.dev/meshkit/node"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -75,7 +76,7 @@ func extPayload(t *testing.T, d *domain, version uint64, exts []testExt) []byte 
 // for the rest; the verdicts show in status and reach the seed.
 func TestAgentsFetchAdmitAndServeExtensions(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 4, func(c *node.Config) {
+	m := newMeshWith(t, d, 4, func(c *node.Config, tu *tuning.Replica) {
 		c.Admission.StartTimeout = 200 * time.Millisecond
 		c.ArtifactWait = 8 * time.Second
 		c.ArtifactFetchTimeout = 6 * time.Second
@@ -219,7 +220,7 @@ func get(t *testing.T, url string, code int) []byte {
 // nothing new, and the fail-closed route kept refusing traffic until the next version.
 func TestLateArtifactReachesOpenWatchStreams(t *testing.T) {
 	d := newDomain(t, "prod")
-	m := newMeshWith(t, d, 2, func(c *node.Config) {
+	m := newMeshWith(t, d, 2, func(c *node.Config, tu *tuning.Replica) {
 		c.ArtifactWait = 300 * time.Millisecond
 		c.ArtifactFetchTimeout = 30 * time.Second
 	})

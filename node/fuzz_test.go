@@ -43,10 +43,10 @@ func FuzzAgentValidate(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer a.Close()
-		if a.Validate(context.Background(), p2p.Message{Data: v2}) != p2p.Accept {
+		if a.Replica().Validate(context.Background(), p2p.Message{Data: v2}) != p2p.Accept {
 			t.Fatal("v2 refused")
 		}
-		verdict := a.Validate(context.Background(), p2p.Message{Data: data})
+		verdict := a.Replica().Validate(context.Background(), p2p.Message{Data: data})
 		cur, ok := a.Current()
 		if !ok {
 			t.Fatal("the agent lost its bundle")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -16,6 +17,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/internal/memnet"
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -26,7 +28,10 @@ import (
 // t0 is the fixtures' time.
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
+// fakeClock is a clock whose Now the tests set (bundles expire, staleness sets in) while
+// its timers run in real time.
 type fakeClock struct {
+	clockwork.Clock
 	mu  sync.Mutex
 	now time.Time
 }
@@ -84,7 +89,7 @@ func newDomainFrom(t testing.TB, name string, seed byte) *domain {
 
 func newDomainWith(t testing.TB, name string, rootKey, seedKey, strange *trust.PrivateKey) *domain {
 	t.Helper()
-	d := &domain{name: name, rootKey: rootKey, seed: seedKey, strange: strange, bridge: mustKey(t), clock: &fakeClock{now: t0}}
+	d := &domain{name: name, rootKey: rootKey, seed: seedKey, strange: strange, bridge: mustKey(t), clock: &fakeClock{Clock: clockwork.NewRealClock(), now: t0}}
 	msg, err := trust.BuildRoot(trust.RootSpec{
 		Domain: name, Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
 		RootKeys: []trust.PublicKey{d.rootKey.Public()}, RootThreshold: 1,
@@ -234,7 +239,7 @@ type mesh struct {
 	hosts  []host.Host
 	agents []*node.Agent
 	dirs   []string
-	tune   func(*node.Config)
+	tune   func(*node.Config, *tuning.Replica)
 	// ghosts resets streams mocknet leaves alive on closed connections (package memnet).
 	ghosts memnet.Reaper
 }
@@ -250,7 +255,7 @@ func newMesh(t *testing.T, d *domain, agents int) *mesh {
 }
 
 // newMeshWith starts agents with tune applied to each agent's configuration.
-func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config)) *mesh {
+func newMeshWith(t *testing.T, d *domain, agents int, tune func(*node.Config, *tuning.Replica)) *mesh {
 	t.Helper()
 	m := &mesh{t: t, d: d, mn: mocknet.New(), tune: tune}
 	t.Cleanup(func() { _ = m.mn.Close() })
@@ -303,12 +308,13 @@ func (m *mesh) start(i int, bootstrap []peer.AddrInfo) *node.Agent {
 	m.t.Helper()
 	cfg := node.Config{
 		Root: m.d.root, DataDir: m.dirs[i], Host: m.hosts[i], Bootstrap: bootstrap, Clock: m.d.clock,
-		SyncInterval: 500 * time.Millisecond, CheckInterval: 50 * time.Millisecond, TuneP2P: fastP2P,
+		SyncInterval: 500 * time.Millisecond, CheckInterval: 50 * time.Millisecond,
 	}
+	tu := tuning.Replica{P2P: fastP2P}
 	if m.tune != nil {
-		m.tune(&cfg)
+		m.tune(&cfg, &tu)
 	}
-	a, err := node.New(context.Background(), cfg)
+	a, err := node.New(context.Background(), cfg, tu)
 	if err != nil {
 		m.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 )
 
@@ -18,7 +19,7 @@ func TestLKGSlotFilesOpenOrClosed(t *testing.T) {
 	}
 	for _, closeFiles := range []bool{false, true} {
 		d := newDomain(t, "prod")
-		m := newMeshWith(t, d, 1, func(c *node.Config) { c.LKGCloseFiles = closeFiles })
+		m := newMeshWith(t, d, 1, func(c *node.Config, tu *tuning.Replica) { tu.CloseFiles = closeFiles })
 		m.seed.publish(t, m.seed.offer(t, d, 1, d.payload(t, 1, 3)))
 		waitVersion(t, 1, m.agents...)
 		lkg := filepath.Join(m.dirs[0], "lkg")

@@ -4,14 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metrics are the agent's own; the replica registers its counters of bundles accepted
+// and refused, last-known-good writes and false sync heads under the same prefix.
 type metrics struct {
-	accepted   *prometheus.CounterVec
-	rejected   *prometheus.CounterVec
-	lkgRefused prometheus.Counter
-	// lkgWriteFailures counts failed last-known-good writes (each is retried).
-	lkgWriteFailures prometheus.Counter
-	// falseHeads counts sync claims a peer did not deliver.
-	falseHeads    prometheus.Counter
 	watchClients  prometheus.Gauge
 	watchRefused  prometheus.Counter
 	watchDelivery prometheus.Histogram
@@ -22,21 +17,6 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 	m := &metrics{
-		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshkit_agent_bundles_accepted_total", Help: "Bundles verified and adopted, by source (gossip, sync, lkg).",
-		}, []string{"source"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshkit_agent_bundles_rejected_total", Help: "Bundles, deltas and announces refused, by source and reason (bad_signature, rollback, replay, expired, ...).",
-		}, []string{"source", "reason"}),
-		lkgRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "meshkit_agent_lkg_refused_total", Help: "Last-known-good files refused at start (corrupt, truncated or forged).",
-		}),
-		falseHeads: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "meshkit_agent_sync_false_heads_total", Help: "Heads a peer claimed in anti-entropy and did not deliver (the peer is then not asked for a while).",
-		}),
-		lkgWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "meshkit_agent_lkg_write_failures_total", Help: "Last-known-good writes that failed; each is retried with backoff, and /readyz reports persisting: false meanwhile.",
-		}),
 		watchClients: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshkit_agent_watch_clients", Help: "Open data-plane watch streams (OmniRelay and MeshKit).",
 		}),
@@ -70,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		return 0
 	}
 	cs := []prometheus.Collector{
-		m.accepted, m.rejected, m.lkgRefused, m.lkgWriteFailures, m.falseHeads, m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
+		m.watchClients, m.watchRefused, m.watchDelivery, m.unsupported, m.nacks, m.admissions,
 		gauge("meshkit_agent_bundle_epoch", "Epoch of the bundle served.", func(s Status) float64 { return float64(s.Serving.Epoch) }),
 		gauge("meshkit_agent_bundle_version", "Version of the bundle served.", func(s Status) float64 { return float64(s.Serving.Version) }),
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),

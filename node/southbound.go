@@ -167,14 +167,14 @@ func (a *Agent) variantFor(caps []string) (h *heldBundle, missing []string) {
 	}
 	var least *heldBundle
 	for _, c := range offered {
-		if least == nil || len(c.vb.Header.GetRequiredCapabilities()) < len(least.vb.Header.GetRequiredCapabilities()) {
+		if least == nil || len(c.Verified.Header.GetRequiredCapabilities()) < len(least.Verified.Header.GetRequiredCapabilities()) {
 			least = c
 		}
 	}
 	if least == nil {
 		return nil, nil
 	}
-	for _, c := range least.vb.Header.GetRequiredCapabilities() {
+	for _, c := range least.Verified.Header.GetRequiredCapabilities() {
 		if !slices.Contains(caps, c) {
 			missing = append(missing, c)
 		}
@@ -184,8 +184,8 @@ func (a *Agent) variantFor(caps []string) (h *heldBundle, missing []string) {
 
 // observeDelivery records the time from acceptance to delivery of h.
 func (a *Agent) observeDelivery(h *heldBundle) {
-	if !h.fromCache {
-		a.metrics.watchDelivery.Observe(a.clock.Now().Sub(h.at).Seconds())
+	if !h.FromCache {
+		a.metrics.watchDelivery.Observe(a.clock.Now().Sub(h.At).Seconds())
 	}
 }
 
@@ -203,7 +203,7 @@ func versionString(v uint64) string { return strconv.FormatUint(v, 10) }
 
 func resumeToken(h *heldBundle) *controlpb.WatchResumeToken {
 	return &controlpb.WatchResumeToken{
-		Version: versionString(h.vb.Header.GetVersion()), Epoch: int64(h.vb.Header.GetEpoch()), Opaque: slices.Clone(h.vb.Held[:]),
+		Version: versionString(h.Verified.Header.GetVersion()), Epoch: int64(h.Verified.Header.GetEpoch()), Opaque: slices.Clone(h.Verified.Held[:]),
 	}
 }
 
@@ -218,10 +218,10 @@ func current(tok *controlpb.WatchResumeToken, h *heldBundle) bool {
 	if err != nil || tok.GetEpoch() < 0 {
 		return false
 	}
-	if v != h.vb.Header.GetVersion() || uint64(tok.GetEpoch()) != h.vb.Header.GetEpoch() {
+	if v != h.Verified.Header.GetVersion() || uint64(tok.GetEpoch()) != h.Verified.Header.GetEpoch() {
 		return false
 	}
-	return len(tok.GetOpaque()) == 0 || string(tok.GetOpaque()) == string(h.vb.Held[:])
+	return len(tok.GetOpaque()) == 0 || string(tok.GetOpaque()) == string(h.Verified.Held[:])
 }
 
 // Watch implements the OmniRelay contract: the current state first (full_snapshot unless
@@ -259,22 +259,22 @@ func (c *controlServer) Watch(req *controlpb.ControlWatchRequest, stream grpc.Se
 			})
 			_ = grpc.SetTrailer(ctx, metadata.Pairs("error-code", ErrCodeUnsupported, "backoff-ms", strconv.FormatInt(UnsupportedBackoff.Milliseconds(), 10)))
 			return status.Errorf(codes.FailedPrecondition, "%s: missing %v", ErrCodeUnsupported, missing)
-		case h != nil && h.vb.Held != sent:
+		case h != nil && h.Verified.Held != sent:
 			resp := &controlpb.ControlWatchResponse{
-				Version: versionString(h.vb.Header.GetVersion()), Epoch: int64(h.vb.Header.GetEpoch()),
+				Version: versionString(h.Verified.Header.GetVersion()), Epoch: int64(h.Verified.Header.GetEpoch()),
 				FullSnapshot: true, ResumeToken: resumeToken(h), Backoff: backoff(DefaultBackoff),
-				RequiredCapabilities: h.vb.Header.GetRequiredCapabilities(),
+				RequiredCapabilities: h.Verified.Header.GetRequiredCapabilities(),
 			}
 			if first && current(req.GetResumeToken(), h) {
 				resp.FullSnapshot = false // the client holds it already: nothing to apply
 			} else {
-				resp.Payload = h.vb.Payload
+				resp.Payload = h.Verified.Payload
 			}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
 			a.observeDelivery(h)
-			sent, first = h.vb.Held, false
+			sent, first = h.Verified.Held, false
 		}
 		select {
 		case <-changed:
@@ -305,8 +305,8 @@ func (c *controlServer) Snapshot(ctx context.Context, req *controlpb.ControlSnap
 		return nil, unavailable(ctx, "the agent holds no bundle yet")
 	}
 	return &controlpb.ControlSnapshotResponse{
-		Version: versionString(h.vb.Header.GetVersion()), Epoch: int64(h.vb.Header.GetEpoch()),
-		Payload: h.vb.Payload, RequiredCapabilities: h.vb.Header.GetRequiredCapabilities(),
+		Version: versionString(h.Verified.Header.GetVersion()), Epoch: int64(h.Verified.Header.GetEpoch()),
+		Payload: h.Verified.Payload, RequiredCapabilities: h.Verified.Header.GetRequiredCapabilities(),
 	}, nil
 }
 
@@ -373,7 +373,7 @@ func (m *meshServer) Watch(stream grpc.BidiStreamingServer[southboundv1.WatchReq
 				_ = grpc.SetTrailer(ctx, metadata.Pairs("error-code", ErrCodeUnsupported, "backoff-ms", strconv.FormatInt(UnsupportedBackoff.Milliseconds(), 10)))
 				return status.Errorf(codes.FailedPrecondition, "%s: missing %v", ErrCodeUnsupported, missing)
 			}
-			if h != nil && (acked == nil || h.vb.Held != acked.vb.Held) && !nacked[h.vb.Held] {
+			if h != nil && (acked == nil || h.Verified.Held != acked.Verified.Held) && !nacked[h.Verified.Held] {
 				resp, err := change(acked, h)
 				if err != nil {
 					return status.Errorf(codes.Internal, "compute change: %v", err)
@@ -394,8 +394,8 @@ func (m *meshServer) Watch(stream grpc.BidiStreamingServer[southboundv1.WatchReq
 				continue // a stale or unknown nonce answers nothing in flight
 			}
 			if r.GetErrorDetail() != "" {
-				nacked[inflight.h.vb.Held] = true
-				a.recordNack(inflight.h.vb.Header.GetVersion(), first.GetNodeId(), r.GetErrorDetail())
+				nacked[inflight.h.Verified.Held] = true
+				a.recordNack(inflight.h.Verified.Header.GetVersion(), first.GetNodeId(), r.GetErrorDetail())
 			} else {
 				acked = inflight.h
 			}
@@ -412,25 +412,25 @@ func (m *meshServer) Watch(stream grpc.BidiStreamingServer[southboundv1.WatchReq
 
 // change is the response that brings a client from acked (nil: nothing) to h.
 func change(acked, h *heldBundle) (*southboundv1.WatchResponse, error) {
-	target, err := h.decoded()
+	target, err := h.Decoded()
 	if err != nil {
 		return nil, err
 	}
 	base, bh := &bundlev1.Bundle{}, bundle.Digest{}
 	full := acked == nil
 	if !full {
-		if base, err = acked.decoded(); err != nil {
+		if base, err = acked.Decoded(); err != nil {
 			return nil, err
 		}
-		bh = bundle.Digest(acked.vb.Held)
+		bh = bundle.Digest(acked.Verified.Held)
 	}
-	d, err := bundle.DeltaBetween(base, bh, target, bundle.Digest(h.vb.Held))
+	d, err := bundle.DeltaBetween(base, bh, target, bundle.Digest(h.Verified.Held))
 	if err != nil {
 		return nil, err
 	}
 	return &southboundv1.WatchResponse{
-		Epoch: h.vb.Header.GetEpoch(), Version: h.vb.Header.GetVersion(), Full: full,
+		Epoch: h.Verified.Header.GetEpoch(), Version: h.Verified.Header.GetVersion(), Full: full,
 		Upserts: d.GetUpserts(), Removals: d.GetRemovals(),
-		RequiredCapabilities: h.vb.Header.GetRequiredCapabilities(), BundleHash: slices.Clone(h.vb.Held[:]),
+		RequiredCapabilities: h.Verified.Header.GetRequiredCapabilities(), BundleHash: slices.Clone(h.Verified.Held[:]),
 	}, nil
 }

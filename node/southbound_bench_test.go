@@ -50,7 +50,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 	go func() { _ = sb.Serve(ln) }()
 	defer sb.Close()
 	give := func(v uint64) {
-		if a.Validate(context.Background(), p2pMessage(d.seal(b, trust.PayloadBundle, d.payload(b, v, 80), d.seed))) != p2p.Accept {
+		if a.Replica().Validate(context.Background(), p2pMessage(d.seal(b, trust.PayloadBundle, d.payload(b, v, 80), d.seed))) != p2p.Accept {
 			b.Fatalf("v%d refused", v)
 		}
 	}

@@ -87,7 +87,7 @@ func newSouthbound(t *testing.T, cfg ...node.SouthboundConfig) *southbound {
 
 func (s *southbound) give(t *testing.T, payload []byte) {
 	t.Helper()
-	if v := s.agent.Validate(context.Background(), p2p.Message{Data: s.d.seal(t, trust.PayloadBundle, payload, s.d.seed)}); v != p2p.Accept {
+	if v := s.agent.Replica().Validate(context.Background(), p2p.Message{Data: s.d.seal(t, trust.PayloadBundle, payload, s.d.seed)}); v != p2p.Accept {
 		t.Fatalf("bundle refused: %s", v)
 	}
 }

@@ -61,46 +61,46 @@ type HeadStatus struct {
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
+	view := a.rep.View() // the replica's lock is never taken under the agent's
+	s := Status{Domain: a.cfg.Root.Domain(), LastAccept: view.LastAccept, SyncBanned: view.SyncBanned, Accepted: view.Accepted, Rejected: view.Rejected}
+	if !view.LastAccept.IsZero() {
+		s.AgeSeconds = a.clock.Now().Sub(view.LastAccept).Seconds()
+	}
+	if view.PersistErr != nil {
+		s.PersistErr = view.PersistErr.Error()
+	}
+	for _, h := range view.Held {
+		s.Held = append(s.Held, headStatus(h))
+	}
+	s.Extensions = a.ext.status(view.Held)
 	a.mu.Lock()
-	s := Status{Domain: a.cfg.Root.Domain(), LastAccept: a.lastAccept, StaleReason: a.staleReasonLocked()}
+	s.StaleReason = a.staleReasonLocked(view.LastAccept)
 	s.Stale = s.StaleReason != ""
-	if !a.lastAccept.IsZero() {
-		s.AgeSeconds = a.clock.Now().Sub(a.lastAccept).Seconds()
-	}
-	if a.lastPersist != nil {
-		s.PersistErr = a.lastPersist.Error()
-	}
-	s.SyncBanned = a.bans.list(a.clock.Now())
-	s.Accepted, s.Rejected = maps.Clone(a.accepted), maps.Clone(a.rejected)
 	for _, v := range slices.Sorted(maps.Keys(a.nacks)) {
 		n := a.nacks[v]
 		s.Nacks = append(s.Nacks, NackStatus{Version: n.GetVersion(), Count: n.GetCount(), LastError: n.GetLastError()})
 	}
-	a.refusals.snapshot(s.Rejected)
-	for _, h := range a.held {
-		s.Held = append(s.Held, headStatus(h))
-	}
 	if h := a.servingLocked(); h != nil {
 		s.Serving = headStatus(h)
 	}
-	s.Extensions = a.ext.status(a.held)
 	a.mu.Unlock()
 	slices.SortFunc(s.Held, func(x, y HeadStatus) int { return strings.Compare(x.Variant, y.Variant) })
-	if a.node != nil {
-		s.PeerID = a.node.ID().String()
+	if a.rep != nil {
+		n := a.rep.Node()
+		s.PeerID = n.ID().String()
 		s.Addrs = addrStrings(a.cfg.Host)
-		s.Peers = len(a.node.Peers())
-		t := a.node.Traffic()
+		s.Peers = len(n.Peers())
+		t := n.Traffic()
 		s.BytesIn, s.BytesOut = t.BytesIn, t.BytesOut
 	}
 	return s
 }
 
 func headStatus(h *heldBundle) HeadStatus {
-	hdr := h.vb.Header
+	hdr := h.Verified.Header
 	return HeadStatus{
-		Variant: h.vb.Variant, Epoch: hdr.GetEpoch(), Version: hdr.GetVersion(), Hash: h.vb.Held.String(),
-		ExpiresAt: hdr.GetExpiresAt().AsTime().UTC(), FromLKG: h.fromCache,
+		Variant: h.Verified.Variant, Epoch: hdr.GetEpoch(), Version: hdr.GetVersion(), Hash: h.Verified.Held.String(),
+		ExpiresAt: hdr.GetExpiresAt().AsTime().UTC(), FromLKG: h.FromCache,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
@@ -241,9 +242,8 @@ func (r *meshkitRun) startAgent(i int) error {
 	r.d.opt.settle()
 	a, err := node.New(r.ctx, node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
-		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log, CostModel: r.d.opt.CostModel,
-		LKGCloseFiles: r.closeLKG,
-	})
+		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log,
+	}, tuning.Replica{CostModel: r.d.opt.CostModel, CloseFiles: r.closeLKG})
 	if err != nil {
 		return err
 	}

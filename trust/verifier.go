@@ -76,8 +76,12 @@ type Mark struct {
 }
 
 // newer reports whether (epoch, version) is strictly greater than m.
-func (m Mark) newer(epoch, version uint64) bool {
-	return epoch > m.Epoch || (epoch == m.Epoch && version > m.Version)
+func (m Mark) newer(epoch, version uint64) bool { return Newer(epoch, version, m.Epoch, m.Version) }
+
+// Newer is the one order of bundles within a stream: (epoch, version) strictly after
+// (heldEpoch, heldVersion). An epoch outranks every version of the epochs before it.
+func Newer(epoch, version, heldEpoch, heldVersion uint64) bool {
+	return epoch > heldEpoch || (epoch == heldEpoch && version > heldVersion)
 }
 
 // State is what a Verifier must remember across restarts to refuse replays.

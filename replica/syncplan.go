@@ -1,4 +1,4 @@
-package node
+package replica
 
 import (
 	"maps"
@@ -27,7 +27,7 @@ func planSync(marks map[string]trust.Mark, claims []claim, shuffle func(n int, s
 	plan = map[string][]claim{}
 	for _, c := range claims {
 		v := trust.VariantKey(c.head.GetSource(), c.head.GetRequiredCapabilities())
-		if m, have := marks[v]; have && !newer(c.head.GetEpoch(), c.head.GetVersion(), m.Epoch, m.Version) {
+		if m, have := marks[v]; have && !trust.Newer(c.head.GetEpoch(), c.head.GetVersion(), m.Epoch, m.Version) {
 			continue
 		}
 		plan[v] = append(plan[v], c)
@@ -36,9 +36,9 @@ func planSync(marks map[string]trust.Mark, claims []claim, shuffle func(n int, s
 		shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
 		slices.SortStableFunc(cs, func(x, y claim) int {
 			switch {
-			case newer(x.head.GetEpoch(), x.head.GetVersion(), y.head.GetEpoch(), y.head.GetVersion()):
+			case trust.Newer(x.head.GetEpoch(), x.head.GetVersion(), y.head.GetEpoch(), y.head.GetVersion()):
 				return -1
-			case newer(y.head.GetEpoch(), y.head.GetVersion(), x.head.GetEpoch(), x.head.GetVersion()):
+			case trust.Newer(y.head.GetEpoch(), y.head.GetVersion(), x.head.GetEpoch(), x.head.GetVersion()):
 				return 1
 			}
 			return 0
@@ -47,8 +47,6 @@ func planSync(marks map[string]trust.Mark, claims []claim, shuffle func(n int, s
 	}
 	return slices.Sorted(maps.Keys(plan)), plan
 }
-
-func newer(e, v, he, hv uint64) bool { return e > he || (e == he && v > hv) }
 
 // Bounds of one fetch attempt during anti-entropy: a base for the round trip, plus the
 // claimed size at a slow link's rate, so an honest large bundle has the time it needs and a

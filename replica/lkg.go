@@ -1,4 +1,4 @@
-package node
+package replica
 
 import (
 	"crypto/sha256"
@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -48,7 +47,7 @@ const lkgExt = ".bundle"
 
 func newLKGStore(dir string, closeFiles bool) (*lkgStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: lkg directory: %w", err)
+		return nil, fmt.Errorf("replica: lkg directory: %w", err)
 	}
 	return &lkgStore{dir: dir, next: map[string]int{}, synced: map[string]bool{}, open: map[string]*os.File{}, closeFiles: closeFiles}, nil
 }
@@ -62,15 +61,15 @@ func variantID(variant string) string {
 func slotFile(id string, slot int) string { return fmt.Sprintf("%s.%d%s", id, slot, lkgExt) }
 
 // save makes h the current LKG of variant.
-func (s *lkgStore) save(variant string, h *heldBundle) error {
-	b, err := h.wireEncoded()
+func (s *lkgStore) save(variant string, h *Held) error {
+	b, err := h.WireEncoded()
 	if err != nil {
-		return fmt.Errorf("node: encode lkg: %w", err)
+		return fmt.Errorf("replica: encode lkg: %w", err)
 	}
 	slot := s.next[variant]
 	name := slotFile(variantID(variant), slot)
 	if err := s.writeSlot(name, b); err != nil {
-		return fmt.Errorf("node: write lkg: %w", err) // the same slot is rewritten next time
+		return fmt.Errorf("replica: write lkg: %w", err) // the same slot is rewritten next time
 	}
 	s.next[variant] = 1 - slot
 	return nil
@@ -128,14 +127,6 @@ func (s *lkgStore) close() error {
 	return errors.Join(errs...)
 }
 
-// loaded is one verified LKG bundle.
-type loaded struct {
-	vb       *trust.Verified
-	held     *syncv1.HeldBundle
-	modified time.Time
-	file     string
-}
-
 // loadReport says what load found, for the log.
 type loadReport struct {
 	Loaded   []string // files served
@@ -147,11 +138,11 @@ type loadReport struct {
 // the newest verified copy of each variant; corrupt, truncated or forged files are
 // reported and skipped, never returned. It also decides which slot each variant's next
 // save overwrites: the one not served.
-func (s *lkgStore) load(v *trust.Verifier) ([]loaded, loadReport, error) {
+func (s *lkgStore) load(v *trust.Verifier) ([]Loaded, loadReport, error) {
 	var rep loadReport
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, rep, fmt.Errorf("node: read lkg directory: %w", err)
+		return nil, rep, fmt.Errorf("replica: read lkg directory: %w", err)
 	}
 	ids := map[string]bool{}
 	var order []string
@@ -171,9 +162,9 @@ func (s *lkgStore) load(v *trust.Verifier) ([]loaded, loadReport, error) {
 			order = append(order, id)
 		}
 	}
-	var out []loaded
+	var out []Loaded
 	for _, id := range order {
-		var best *loaded
+		var best *Loaded
 		bestSlot, refused := 0, false
 		for slot := range 2 {
 			name := slotFile(id, slot)
@@ -181,8 +172,8 @@ func (s *lkgStore) load(v *trust.Verifier) ([]loaded, loadReport, error) {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
-			if err == nil && variantID(l.vb.Variant) != id {
-				err = fmt.Errorf("holds variant %q, which belongs in %s", l.vb.Variant, slotFile(variantID(l.vb.Variant), slot))
+			if err == nil && variantID(l.Verified.Variant) != id {
+				err = fmt.Errorf("holds variant %q, which belongs in %s", l.Verified.Variant, slotFile(variantID(l.Verified.Variant), slot))
 			}
 			if err != nil {
 				rep.Refused = append(rep.Refused, fmt.Sprintf("%s: %v", name, err))
@@ -196,10 +187,10 @@ func (s *lkgStore) load(v *trust.Verifier) ([]loaded, loadReport, error) {
 		if best == nil {
 			continue
 		}
-		s.next[best.vb.Variant] = 1 - bestSlot
-		rep.Loaded = append(rep.Loaded, best.file)
+		s.next[best.Verified.Variant] = 1 - bestSlot
+		rep.Loaded = append(rep.Loaded, best.File)
 		if refused {
-			rep.Fallback = append(rep.Fallback, best.vb.Variant)
+			rep.Fallback = append(rep.Fallback, best.Verified.Variant)
 		}
 		out = append(out, *best)
 	}
@@ -208,12 +199,12 @@ func (s *lkgStore) load(v *trust.Verifier) ([]loaded, loadReport, error) {
 
 // newerLoaded orders two verified copies of one variant by (epoch, version), then by
 // modification time.
-func newerLoaded(a, b *loaded) bool {
-	ah, bh := a.vb.Header, b.vb.Header
+func newerLoaded(a, b *Loaded) bool {
+	ah, bh := a.Verified.Header, b.Verified.Header
 	if ah.GetEpoch() != bh.GetEpoch() || ah.GetVersion() != bh.GetVersion() {
-		return newer(ah.GetEpoch(), ah.GetVersion(), bh.GetEpoch(), bh.GetVersion())
+		return trust.Newer(ah.GetEpoch(), ah.GetVersion(), bh.GetEpoch(), bh.GetVersion())
 	}
-	return a.modified.After(b.modified)
+	return a.Modified.After(b.Modified)
 }
 
 // parseSlotFile splits "<id>.<slot>.bundle".
@@ -240,7 +231,7 @@ func parseSlotFile(name string) (id string, slot int, ok bool) {
 	return id, slot, true
 }
 
-func (s *lkgStore) loadFile(v *trust.Verifier, name string) (*loaded, error) {
+func (s *lkgStore) loadFile(v *trust.Verifier, name string) (*Loaded, error) {
 	path := filepath.Join(s.dir, name)
 	st, err := os.Stat(path)
 	if err != nil {
@@ -258,5 +249,5 @@ func (s *lkgStore) loadFile(v *trust.Verifier, name string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loaded{vb: vb, held: hb, modified: st.ModTime(), file: name}, nil
+	return &Loaded{Verified: vb, Held: hb, Modified: st.ModTime(), File: name}, nil
 }
