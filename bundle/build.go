@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -103,28 +104,32 @@ func Assemble(h Header, objs []Object) *bundlev1.Bundle {
 		AuditSeq:             h.AuditSeq,
 		AuditHead:            h.AuditHead,
 	}}
+	kinds, err := compiledKinds()
+	if err != nil {
+		panic(err) // the generated schema and the kind table disagree: a build defect, which TestKindsHaveOneHome catches
+	}
 	exts := map[Key]*bundlev1.ExtensionSpec{}
 	for _, o := range objs {
 		if o.Kind == KindExtension {
 			exts[o.Key()] = o.Spec.(*bundlev1.ExtensionSpec)
 		}
 	}
+	m := b.ProtoReflect()
 	for _, o := range objs {
-		switch spec := o.Spec.(type) {
-		case *bundlev1.ClusterSpec:
-			b.Clusters = append(b.Clusters, &bundlev1.Cluster{Metadata: o.Metadata, Spec: spec})
-		case *bundlev1.RouteSpec:
-			b.Routes = append(b.Routes, &bundlev1.Route{Metadata: o.Metadata, Spec: spec})
-		case *bundlev1.AuthzPolicySpec:
-			b.AuthzPolicies = append(b.AuthzPolicies, &bundlev1.AuthzPolicy{Metadata: o.Metadata, Spec: spec})
-		case *bundlev1.RetryPolicySpec:
-			b.RetryPolicies = append(b.RetryPolicies, &bundlev1.RetryPolicy{Metadata: o.Metadata, Spec: spec})
-		case *bundlev1.ExtensionBindingSpec:
-			ext := exts[Key{Kind: KindExtension, Namespace: o.Metadata.GetNamespace(), Name: spec.GetExtension()}]
-			b.ExtensionBindings = append(b.ExtensionBindings, &bundlev1.ExtensionBinding{Metadata: o.Metadata, Spec: spec, Extension: ext})
-		case *bundlev1.KillSwitchSpec:
-			b.KillSwitches = append(b.KillSwitches, &bundlev1.KillSwitch{Metadata: o.Metadata, Spec: spec})
+		rf, ok := kinds[o.Kind]
+		if !ok {
+			continue // not compiled (notCompiled), or refused by Validate
 		}
+		list := m.Mutable(rf.list).List()
+		el := list.NewElement().Message()
+		el.Set(rf.metadata, protoreflect.ValueOfMessage(o.Metadata.ProtoReflect()))
+		el.Set(rf.spec, protoreflect.ValueOfMessage(o.Spec.ProtoReflect()))
+		if spec, ok := o.Spec.(*bundlev1.ExtensionBindingSpec); ok {
+			// A node needs the artifact, not the Extension resource: resolve it here.
+			ext := exts[Key{Kind: KindExtension, Namespace: o.Metadata.GetNamespace(), Name: spec.GetExtension()}]
+			el.Interface().(*bundlev1.ExtensionBinding).Extension = ext
+		}
+		list.Append(protoreflect.ValueOfMessage(el))
 	}
 	b.Header.RequiredCapabilities = append(b.Header.RequiredCapabilities, RequiredCapabilities(b)...)
 	Canonicalize(b)
@@ -186,6 +191,8 @@ func Validate(objs []Object) error {
 			v.killSwitch(o, spec)
 		case *bundlev1.ReferenceGrantSpec:
 			v.referenceGrant(o, spec)
+		default:
+			v.add(o, "kind", "kind %s has no validation in this build", o.Kind) // fail closed
 		}
 	}
 	if len(v.errs) > 0 {

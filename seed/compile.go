@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"meshkit.dev/meshkit/bundle"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -101,17 +102,26 @@ func applyKillSwitches(b *bundlev1.Bundle) {
 	}
 }
 
-// shallowCopy copies the header and the resource lists, sharing the resources.
+// shallowCopy copies the header and every resource list, sharing the resources. It walks
+// the schema, so a kind added to the Bundle is copied like the others.
 func shallowCopy(b *bundlev1.Bundle) *bundlev1.Bundle {
-	return &bundlev1.Bundle{
-		Header:            proto.Clone(b.GetHeader()).(*bundlev1.BundleHeader),
-		Clusters:          slices.Clone(b.GetClusters()),
-		Routes:            slices.Clone(b.GetRoutes()),
-		AuthzPolicies:     slices.Clone(b.GetAuthzPolicies()),
-		RetryPolicies:     slices.Clone(b.GetRetryPolicies()),
-		ExtensionBindings: slices.Clone(b.GetExtensionBindings()),
-		KillSwitches:      slices.Clone(b.GetKillSwitches()),
-	}
+	out := &bundlev1.Bundle{}
+	dst := out.ProtoReflect()
+	b.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l := dst.Mutable(fd).List()
+			for i := range v.List().Len() {
+				l.Append(v.List().Get(i))
+			}
+		case fd.Message() != nil:
+			dst.Set(fd, protoreflect.ValueOfMessage(proto.Clone(v.Message().Interface()).ProtoReflect()))
+		default:
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	return out
 }
 
 // withSpecCopy returns a route whose spec may be changed without touching r's.

@@ -8,30 +8,19 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
-	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/publish"
 	"meshkit.dev/meshkit/trust"
 )
 
 // Publication is one published version with its signed envelopes.
-type Publication struct {
-	Info     *adminv1.Publication
-	Variants []PublishedVariant // full variant first
-}
+type Publication = publish.Publication
 
 // PublishedVariant is one capability variant of a publication.
-type PublishedVariant struct {
-	RequiredCapabilities []string
-	Snapshot             []byte // signed bundle envelope
-	Delta                []byte // signed delta envelope from the previous version, or nil
-	// Announce is a signed announce of Snapshot (its header, payload hash and size): what
-	// peers gossip instead of a bundle too large to flood.
-	Announce []byte
-}
+type PublishedVariant = publish.Variant
 
 // Publisher receives every publication after it is durably recorded. The peer-to-peer
 // publisher (gossipsub) implements it; MemPublisher keeps them in memory.
@@ -186,10 +175,10 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	variants := Compile(hdr, objects(recs))
 	pub := &Publication{Info: &adminv1.Publication{Epoch: s.cfg.Epoch, Version: version, PublishedAt: timestamppb.New(now)}}
 	latest := map[string]Published{}
-	compiled := map[string]*compiledVariant{}
+	compiled := map[string]*publish.Compiled{}
 	var subjects []string
 	for _, v := range variants {
-		pv, cv, err := s.signVariant(v, prev[variantKey(v)])
+		pv, cv, err := s.sealer.Seal(v, prev[variantKey(v)])
 		if err != nil {
 			return err
 		}
@@ -198,10 +187,10 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 		compiled[key] = cv
 		pub.Variants = append(pub.Variants, pv)
 		pub.Info.Variants = append(pub.Info.Variants, &adminv1.Variant{
-			RequiredCapabilities: pv.RequiredCapabilities, Hash: bundle.Hash(cv.payload).String(),
+			RequiredCapabilities: pv.RequiredCapabilities, Hash: bundle.Hash(cv.Payload).String(),
 			SnapshotBytes: uint64(len(pv.Snapshot)), DeltaBytes: uint64(len(pv.Delta)),
 		})
-		subjects = append(subjects, fmt.Sprintf("%s %s", key, bundle.Hash(cv.payload)))
+		subjects = append(subjects, fmt.Sprintf("%s %s", key, bundle.Hash(cv.Payload)))
 		s.metrics.bundleBytes.WithLabelValues(key).Set(float64(len(pv.Snapshot)))
 	}
 
@@ -248,55 +237,6 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	return nil
 }
 
-// signVariant encodes and signs a variant and, when the previous version had the same
-// variant, the delta from it.
-func (s *Seed) signVariant(v *bundlev1.Bundle, prev *compiledVariant) (PublishedVariant, *compiledVariant, error) {
-	enc := s.encoders[variantKey(v)]
-	if enc == nil {
-		enc = &bundle.Encoder{}
-		s.encoders[variantKey(v)] = enc
-	}
-	payload, err := enc.Encode(v)
-	if err != nil {
-		return PublishedVariant{}, nil, err
-	}
-	snap, err := s.seal(trust.PayloadBundle, payload)
-	if err != nil {
-		return PublishedVariant{}, nil, err
-	}
-	pv := PublishedVariant{RequiredCapabilities: v.GetHeader().GetRequiredCapabilities(), Snapshot: snap}
-	ph := bundle.Hash(payload)
-	ap, err := proto.MarshalOptions{Deterministic: true}.Marshal(&bundlev1.Announce{Header: v.GetHeader(), SnapshotHash: ph[:], SnapshotSize: uint64(len(payload))})
-	if err != nil {
-		return PublishedVariant{}, nil, err
-	}
-	if pv.Announce, err = s.seal(trust.PayloadAnnounce, ap); err != nil {
-		return PublishedVariant{}, nil, err
-	}
-	if prev != nil {
-		d, err := bundle.DeltaBetween(prev.bundle, bundle.Hash(prev.payload), v, bundle.Hash(payload))
-		if err != nil {
-			return PublishedVariant{}, nil, err
-		}
-		dp, err := bundle.EncodeDelta(d)
-		if err != nil {
-			return PublishedVariant{}, nil, err
-		}
-		if pv.Delta, err = s.seal(trust.PayloadDelta, dp); err != nil {
-			return PublishedVariant{}, nil, err
-		}
-	}
-	return pv, &compiledVariant{bundle: v, payload: payload}, nil
-}
-
-func (s *Seed) seal(payloadType string, payload []byte) ([]byte, error) {
-	env := trust.NewEnvelope(payloadType, payload)
-	if err := trust.Sign(env, s.cfg.Signer); err != nil {
-		return nil, err
-	}
-	return trust.MarshalEnvelope(env)
-}
-
 // loadCompiled decodes the stored newest envelopes so the first publish after a restart
 // can still produce deltas.
 func (s *Seed) loadCompiled() error {
@@ -309,7 +249,7 @@ func (s *Seed) loadCompiled() error {
 		if err != nil {
 			return fmt.Errorf("seed: stored bundle %q: %w", key, err)
 		}
-		s.compiled[key] = &compiledVariant{bundle: b, payload: env.GetPayload()}
+		s.compiled[key] = &publish.Compiled{Bundle: b, Payload: env.GetPayload()}
 	}
 	return nil
 }
@@ -317,12 +257,12 @@ func (s *Seed) loadCompiled() error {
 // pickVariant returns the key of the variant a node advertising caps gets: the one with
 // the most required capabilities that are all advertised; "" when none fits. Empty caps
 // pick the full variant.
-func pickVariant(latest map[string]Published, compiled map[string]*compiledVariant, caps []string) string {
+func pickVariant(latest map[string]Published, compiled map[string]*publish.Compiled, caps []string) string {
 	keys := slices.Collect(maps.Keys(latest))
 	if len(caps) == 0 {
 		caps = nil // the full variant
 	}
-	i := trust.Richest(len(keys), func(i int) []string { return compiled[keys[i]].bundle.GetHeader().GetRequiredCapabilities() },
+	i := trust.Richest(len(keys), func(i int) []string { return compiled[keys[i]].Bundle.GetHeader().GetRequiredCapabilities() },
 		func(i int) string { return keys[i] }, caps)
 	if i < 0 {
 		return ""

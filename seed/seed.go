@@ -15,9 +15,8 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
-	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	"meshkit.dev/meshkit/publish"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -127,19 +126,14 @@ type Seed struct {
 	count     int // resources in the desired state
 	meta      Meta
 	latest    map[string]Published
-	compiled  map[string]*compiledVariant // newest published bundles by variant, for deltas
-	pending   time.Time                   // when the oldest unpublished change was made; zero when none
-	pubHash   string                      // state hash of the newest publication
+	compiled  map[string]*publish.Compiled // newest published bundles by variant, for deltas
+	pending   time.Time                    // when the oldest unpublished change was made; zero when none
+	pubHash   string                       // state hash of the newest publication
 	pubAt     time.Time
 	lastErr   error
 	history   []*adminv1.Publication // oldest first
 
-	encoders map[string]*bundle.Encoder // by variant key; owned by the publish loop goroutine
-}
-
-type compiledVariant struct {
-	bundle  *bundlev1.Bundle
-	payload []byte
+	sealer *publish.Sealer // owned by the publish loop goroutine
 }
 
 // New loads the store and starts the publish loop. Close stops it.
@@ -160,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	s := &Seed{
 		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
-		compiled: map[string]*compiledVariant{}, encoders: map[string]*bundle.Encoder{},
+		compiled: map[string]*publish.Compiled{}, sealer: publish.NewSealer(cfg.Signer),
 	}
 	s.meta.Domain = cfg.Domain
 	if s.metrics, err = newMetrics(cfg.Registry); err != nil {

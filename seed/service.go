@@ -447,7 +447,7 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 		resp.Serving = r.ServingReports(s.cfg.Clock.Now())
 	}
 	for _, cv := range s.compiled {
-		resp.PublishedAuditSeq = max(resp.PublishedAuditSeq, cv.bundle.GetHeader().GetAuditSeq())
+		resp.PublishedAuditSeq = max(resp.PublishedAuditSeq, cv.Bundle.GetHeader().GetAuditSeq())
 	}
 	return resp
 }
@@ -545,6 +545,6 @@ func (a *admin) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (*
 		}
 		env = p.Delta
 	}
-	h := s.compiled[key].bundle.GetHeader()
+	h := s.compiled[key].Bundle.GetHeader()
 	return &adminv1.GetBundleResponse{Envelope: env, Epoch: h.GetEpoch(), Version: h.GetVersion(), RequiredCapabilities: h.GetRequiredCapabilities()}, nil
 }

@@ -1,6 +1,7 @@
 // Package deps_test enforces MeshKit's import boundaries (MISSION.md section 4):
-// node, seed and bridge never import one another; nothing imports sim or cmd; trust and
-// wasm import nothing of MeshKit's but the generated schemas in proto/.
+// node, seed and bridge never import one another; the shared pipeline (replica, publish)
+// imports no role; nothing imports sim or cmd; trust and wasm import nothing of MeshKit's
+// but the generated schemas in proto/.
 package deps_test
 
 import (
@@ -35,10 +36,13 @@ func under(prefix string) func(string) bool {
 func rules() []rule {
 	ours := func(p string) bool { return strings.HasPrefix(p, module+"/") || p == module }
 	onlyProto := func(p string) bool { return ours(p) && !under("proto")(p) }
+	role := func(p string) bool { return under("node")(p) || under("seed")(p) || under("bridge")(p) }
 	return []rule{
 		{"node", func(p string) bool { return under("seed")(p) || under("bridge")(p) }, "node must not import seed or bridge"},
 		{"seed", func(p string) bool { return under("node")(p) || under("bridge")(p) }, "seed must not import node or bridge"},
 		{"bridge", func(p string) bool { return under("node")(p) || under("seed")(p) }, "bridge must not import node or seed"},
+		{"replica", role, "replica is the role-neutral receive side: it imports no role"},
+		{"publish", role, "publish is the role-neutral send side: it imports no role"},
 		{"trust", onlyProto, "trust imports nothing of ours but proto"},
 		{"wasm", onlyProto, "wasm imports nothing of ours but proto"},
 		{"p2p", func(p string) bool { return ours(p) && !under("proto")(p) && !under("internal")(p) }, "p2p is transport only: it imports nothing of ours but proto and internal"},
@@ -109,6 +113,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: module + "/wasm", Imports: []string{module + "/content"}},
 		{ImportPath: module + "/seed", Imports: []string{module + "/sim"}},
 		{ImportPath: module + "/bridge", Imports: []string{module + "/cmd/meshkit"}},
+		{ImportPath: module + "/replica", Deps: []string{module + "/node"}},
+		{ImportPath: module + "/publish", Imports: []string{module + "/seed"}},
 	}
 	if got := violations(bad); len(got) != len(bad) {
 		t.Fatalf("caught %d of %d violations: %v", len(got), len(bad), got)
@@ -117,6 +123,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: module + "/trust", Imports: []string{module + "/proto/meshkit/trust/v1", "crypto/ed25519"}},
 		{ImportPath: module + "/cmd/meshkit", Imports: []string{module + "/sim", module + "/node"}},
 		{ImportPath: module + "/sim", Imports: []string{module + "/node", module + "/seed"}},
+		{ImportPath: module + "/bridge", Imports: []string{module + "/replica", module + "/publish"}},
+		{ImportPath: module + "/replica", Imports: []string{module + "/p2p", module + "/trust", module + "/bundle"}},
 	}
 	if got := violations(good); len(got) != 0 {
 		t.Fatalf("false positives: %v", got)

@@ -1,4 +1,4 @@
-package seed
+package publish
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ func validReport() *syncv1.NodeReport {
 // TestReportTableStaysBounded: peers beyond the table's size push the oldest reports out
 // rather than being turned away, and an out-of-bounds report is not kept at all.
 func TestReportTableStaysBounded(t *testing.T) {
-	g := &Gossip{reports: map[peer.ID]nodeReport{}, log: slog.New(slog.DiscardHandler)}
+	g := newSender(slog.New(slog.DiscardHandler), Options{})
 	g.onReport("bad", &syncv1.NodeReport{Nacks: []*syncv1.VersionNacks{{Version: 1, Count: 1, LastError: "\x1b[31m"}}})
 	if len(g.reports) != 0 {
 		t.Fatal("an out-of-bounds report was kept")
