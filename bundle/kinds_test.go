@@ -56,4 +56,3 @@ func TestANewKindFailsClosed(t *testing.T) {
 		t.Fatalf("an object of a kind with no validation passed: %v", err)
 	}
 }
-
