@@ -15,8 +15,6 @@ import (
 	"sync"
 
 	"go.yaml.in/yaml/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Scope is what a principal may do. Each scope includes the ones below it.
@@ -73,10 +71,10 @@ func principalFrom(ctx context.Context) *Principal {
 func authorize(ctx context.Context, need Scope) (*Principal, error) {
 	p := principalFrom(ctx)
 	if p == nil {
-		return nil, status.Error(codes.Unauthenticated, "authentication required: send 'authorization: Bearer TOKEN' or a client certificate")
+		return nil, refuse(ErrUnauthenticated, "authentication required: send 'authorization: Bearer TOKEN' or a client certificate")
 	}
 	if p.Scope < need {
-		return nil, status.Errorf(codes.PermissionDenied, "%s has %s; this needs %s", p.Name, p.Scope, need)
+		return nil, refuse(ErrForbidden, "%s has %s; this needs %s", p.Name, p.Scope, need)
 	}
 	return p, nil
 }
@@ -89,7 +87,7 @@ func authorizeAll(ctx context.Context, need Scope, why string) (*Principal, erro
 		return nil, err
 	}
 	if !p.allTenants() {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may read tenants %v only, and %s: this needs tenants [\"*\"]", p.Name, p.Tenants, why)
+		return nil, refuse(ErrForbidden, "%s may read tenants %v only, and %s: this needs tenants [\"*\"]", p.Name, p.Tenants, why)
 	}
 	return p, nil
 }
@@ -225,7 +223,7 @@ func (p *Policy) Authenticate(token string, cert *x509.Certificate) (*Principal,
 				return e.principal(), nil
 			}
 		}
-		return nil, status.Error(codes.Unauthenticated, "unknown bearer token")
+		return nil, refuse(ErrUnauthenticated, "unknown bearer token")
 	}
 	if cert != nil {
 		for _, e := range p.Principals {
@@ -233,10 +231,10 @@ func (p *Policy) Authenticate(token string, cert *x509.Certificate) (*Principal,
 				return e.principal(), nil
 			}
 		}
-		return nil, status.Errorf(codes.PermissionDenied, "client certificate %q is not in the policy", cert.Subject.CommonName)
+		return nil, refuse(ErrForbidden, "client certificate %q is not in the policy", cert.Subject.CommonName)
 	}
 	if p.AllowAnonymous {
 		return &Principal{Name: "anonymous (dev mode)", Scope: ScopeAdmin, Tenants: []string{"*"}}, nil
 	}
-	return nil, status.Error(codes.Unauthenticated, "authentication required: send 'authorization: Bearer TOKEN' or a client certificate")
+	return nil, refuse(ErrUnauthenticated, "authentication required: send 'authorization: Bearer TOKEN' or a client certificate")
 }

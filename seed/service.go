@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
@@ -43,10 +41,10 @@ func (a *admin) Diff(ctx context.Context, req *adminv1.DiffRequest) (*adminv1.Di
 // decodeResources converts request resources, checking the caller's tenants.
 func decodeResources(p *Principal, in []*adminv1.Resource) ([]*record, error) {
 	if len(in) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "no resources given")
+		return nil, refuse(ErrInvalid, "no resources given")
 	}
 	if len(in) > MaxApplyResources {
-		return nil, status.Errorf(codes.InvalidArgument, "%d resources in one request, the limit is %d", len(in), MaxApplyResources)
+		return nil, refuse(ErrInvalid, "%d resources in one request, the limit is %d", len(in), MaxApplyResources)
 	}
 	out := make([]*record, 0, len(in))
 	seen := map[string]int{}
@@ -58,7 +56,7 @@ func decodeResources(p *Principal, in []*adminv1.Resource) ([]*record, error) {
 			continue
 		}
 		if !p.allows(rec.Tenant) {
-			return nil, status.Errorf(codes.PermissionDenied, "%s may not write %s: tenant %q is not among %v", p.Name, rec.Obj.Key(), rec.Tenant, p.Tenants)
+			return nil, refuse(ErrForbidden, "%s may not write %s: tenant %q is not among %v", p.Name, rec.Obj.Key(), rec.Tenant, p.Tenants)
 		}
 		if j, dup := seen[rec.ID]; dup {
 			errs = append(errs, fmt.Sprintf("resources[%d]: %s is also resources[%d]", i, rec.Obj.Key(), j))
@@ -68,7 +66,7 @@ func decodeResources(p *Principal, in []*adminv1.Resource) ([]*record, error) {
 		out = append(out, rec)
 	}
 	if len(errs) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "%d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
+		return nil, refuse(ErrInvalid, "%d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
 	}
 	return out, nil
 }
@@ -83,6 +81,17 @@ func (s *Seed) apply(ctx context.Context, in []*adminv1.Resource, dryRun bool) (
 	if err != nil {
 		return nil, err
 	}
+	return s.applyAs(ctx, p, in, dryRun)
+}
+
+// Apply stores resources on behalf of the process that embeds the seed (the simulator,
+// `meshkit dev`): an administrator of every tenant, audited as actor. The admin API's
+// callers go through authentication and RBAC instead.
+func (s *Seed) Apply(ctx context.Context, actor string, in []*adminv1.Resource) (*adminv1.ApplyResponse, error) {
+	return s.applyAs(ctx, &Principal{Name: actor, Scope: ScopeAdmin, Tenants: []string{"*"}}, in, false)
+}
+
+func (s *Seed) applyAs(ctx context.Context, p *Principal, in []*adminv1.Resource, dryRun bool) (*adminv1.ApplyResponse, error) {
 	puts, err := decodeResources(p, in)
 	if err != nil {
 		s.metrics.writes.WithLabelValues("apply", "invalid").Inc()
@@ -121,7 +130,7 @@ func (s *Seed) checkArtifacts(ctx context.Context, puts []*record) error {
 		}
 	}
 	if len(errs) > 0 {
-		return status.Errorf(codes.InvalidArgument, "%d extension(s) refused:\n  %s", len(errs), strings.Join(errs, "\n  "))
+		return refuse(ErrInvalid, "%d extension(s) refused:\n  %s", len(errs), strings.Join(errs, "\n  "))
 	}
 	return nil
 }
@@ -135,10 +144,10 @@ func (a *admin) Delete(ctx context.Context, req *adminv1.DeleteRequest) (*adminv
 	key := bundle.Key{Kind: req.GetKind(), Namespace: cmpOr(req.GetNamespace(), bundle.DefaultNamespace), Name: req.GetName()}
 	rec := s.snapshot().get(keyString(key))
 	if rec == nil {
-		return nil, status.Errorf(codes.NotFound, "%s does not exist", key)
+		return nil, refuse(ErrNotFound, "%s does not exist", key)
 	}
 	if !p.allows(rec.Tenant) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not delete %s: tenant %q is not among %v", p.Name, key, rec.Tenant, p.Tenants)
+		return nil, refuse(ErrForbidden, "%s may not delete %s: tenant %q is not among %v", p.Name, key, rec.Tenant, p.Tenants)
 	}
 	resp, err := s.write(ctx, p, "delete", nil, []bundle.Key{key}, req.GetDryRun())
 	if err != nil {
@@ -181,7 +190,7 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		// operator could take over another tenant's resource by naming it.
 		if ok && !p.allows(old.Tenant) {
 			s.metrics.writes.WithLabelValues(op, "denied").Inc()
-			return nil, status.Errorf(codes.PermissionDenied, "%s may not replace %s: it belongs to tenant %q, which is not among %v",
+			return nil, refuse(ErrForbidden, "%s may not replace %s: it belongs to tenant %q, which is not among %v",
 				p.Name, r.Obj.Key(), old.Tenant, p.Tenants)
 		}
 		if ok && old.Hash == r.Hash {
@@ -194,13 +203,13 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 	for _, k := range deletes {
 		id := keyString(k)
 		if _, ok := byID[id]; !ok {
-			return nil, status.Errorf(codes.NotFound, "%s does not exist", k)
+			return nil, refuse(ErrNotFound, "%s does not exist", k)
 		}
 		if refs := slices.DeleteFunc(snap.referrers(id), func(ref string) bool {
 			return slices.ContainsFunc(deletes, func(d bundle.Key) bool { return keyString(d) == ref })
 		}); len(refs) > 0 {
 			s.metrics.writes.WithLabelValues(op, "invalid").Inc()
-			return nil, status.Errorf(codes.FailedPrecondition, "%s is still referenced by %s; change or delete those first", k, strings.Join(refs, ", "))
+			return nil, refuse(ErrConflict, "%s is still referenced by %s; change or delete those first", k, strings.Join(refs, ", "))
 		}
 		delete(byID, id)
 		subjects = append(subjects, k.String())
@@ -222,9 +231,9 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		s.metrics.writes.WithLabelValues(op, "invalid").Inc()
 		var verrs bundle.ValidationErrors
 		if errors.As(err, &verrs) {
-			return nil, status.Error(codes.InvalidArgument, verrs.Error())
+			return nil, refuse(ErrInvalid, "%s", verrs.Error())
 		}
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, refuse(ErrInvalid, "%s", err.Error())
 	}
 	after := stateHash(candidate)
 	res := &writeResult{stateHash: after}
@@ -243,19 +252,19 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 	}
 	if err := s.cfg.Store.Commit(ctx, tx); err != nil {
 		s.metrics.writes.WithLabelValues(op, "error").Inc()
-		return nil, status.Errorf(codes.Unavailable, "storing the change failed, nothing was changed: %v", err)
+		return nil, refuse(ErrUnavailable, "storing the change failed, nothing was changed: %v", err)
 	}
 	txn := s.db.Txn(true)
 	for _, r := range changedPuts {
 		if err := txn.Insert(tableResources, r); err != nil {
 			txn.Abort()
-			return nil, status.Errorf(codes.Internal, "memdb: %v", err) // unreachable with a fixed schema
+			return nil, refuse(ErrInternal, "memdb: %v", err) // unreachable with a fixed schema
 		}
 	}
 	for _, k := range deletes {
 		if _, err := txn.DeleteAll(tableResources, "id", keyString(k)); err != nil {
 			txn.Abort()
-			return nil, status.Errorf(codes.Internal, "memdb: %v", err)
+			return nil, refuse(ErrInternal, "memdb: %v", err)
 		}
 	}
 	txn.Commit()
@@ -326,7 +335,7 @@ func (a *admin) Get(ctx context.Context, req *adminv1.GetRequest) (*adminv1.GetR
 	key := bundle.Key{Kind: req.GetKind(), Namespace: cmpOr(req.GetNamespace(), bundle.DefaultNamespace), Name: req.GetName()}
 	rec := a.s.snapshot().get(keyString(key))
 	if rec == nil || !p.allows(rec.Tenant) {
-		return nil, status.Errorf(codes.NotFound, "%s does not exist", key)
+		return nil, refuse(ErrNotFound, "%s does not exist", key)
 	}
 	return &adminv1.GetResponse{Resource: rec.Res}, nil
 }
@@ -346,7 +355,7 @@ func (a *admin) List(ctx context.Context, req *adminv1.ListRequest) (*adminv1.Li
 	}
 	it, err := snap.txn.Get(tableResources, index, arg...)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "memdb: %v", err)
+		return nil, refuse(ErrInternal, "memdb: %v", err)
 	}
 	resp := &adminv1.ListResponse{}
 	var recs []*record
@@ -462,7 +471,7 @@ func (a *admin) Audit(ctx context.Context, req *adminv1.AuditRequest) (*adminv1.
 	}
 	entries, err := a.s.cfg.Store.Audit(ctx, req.GetAfterSeq(), limit)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, refuse(ErrUnavailable, "%v", err)
 	}
 	return &adminv1.AuditResponse{Entries: entries}, nil
 }
@@ -475,7 +484,7 @@ func (a *admin) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) 
 	defer a.s.mu.Unlock()
 	resp, err := VerifyStore(ctx, a.s.cfg.Store)
 	if err != nil {
-		return nil, status.Error(codes.DataLoss, err.Error())
+		return nil, refuse(ErrCorrupt, "%s", err.Error())
 	}
 	return resp, nil
 }
@@ -531,17 +540,17 @@ func (a *admin) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (*
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.latest) == 0 {
-		return nil, status.Error(codes.FailedPrecondition, "nothing has been published yet")
+		return nil, refuse(ErrConflict, "nothing has been published yet")
 	}
 	key := pickVariant(s.latest, s.compiled, req.GetCapabilities())
 	if key == "" {
-		return nil, status.Errorf(codes.FailedPrecondition, "no published variant fits capabilities %v", req.GetCapabilities())
+		return nil, refuse(ErrConflict, "no published variant fits capabilities %v", req.GetCapabilities())
 	}
 	p := s.latest[key]
 	env := p.Snapshot
 	if req.GetDelta() {
 		if p.Delta == nil {
-			return nil, status.Error(codes.NotFound, "the newest version has no delta for this variant (it is the first of its kind)")
+			return nil, refuse(ErrNotFound, "the newest version has no delta for this variant (it is the first of its kind)")
 		}
 		env = p.Delta
 	}

@@ -326,8 +326,7 @@ func (r *meshkitRun) publish() error {
 				Match: &bundlev1.RouteMatch{Hosts: []string{fmt.Sprintf("r%05d.sim.example", k)}, PathPrefix: "/"}}},
 		})
 	}
-	ctx := seed.WithPrincipal(r.ctx, &seed.Principal{Name: "sim", Scope: seed.ScopeAdmin, Tenants: []string{"*"}})
-	_, err := r.seed.AdminServer().Apply(ctx, &adminv1.ApplyRequest{Resources: res})
+	_, err := r.seed.Apply(r.ctx, "sim", res)
 	return err
 }
 
