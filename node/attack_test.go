@@ -207,7 +207,8 @@ func (d *domain) payloadAt(t testing.TB, version uint64, issued, expires time.Ti
 // TestBridgeCannotWipeOrLockOutTheDomain: a bridge delegated namespace "edge" signs a
 // snapshot of its namespace alone at a far higher (epoch, version) than the seed's. Agents
 // hold and relay it as the bridge's own stream, but keep serving the seed's bundle whole,
-// and the seed's next version is still accepted, not refused as a rollback.
+// and the seed's next version is still accepted, not refused as a rollback. The agent
+// holds the two signed sources of its domain apart, through a restart too.
 func TestBridgeCannotWipeOrLockOutTheDomain(t *testing.T) {
 	d := newDomain(t, "prod")
 	m := newMeshWith(t, d, 2, func(c *node.Config, tu *tuning.Replica) { c.SyncInterval = time.Hour })
@@ -239,4 +240,22 @@ func TestBridgeCannotWipeOrLockOutTheDomain(t *testing.T) {
 	p2 := d.payload(t, 2, 4)
 	m.seed.publish(t, m.seed.offer(t, d, 2, p2))
 	waitVersion(t, 2, m.agents...)
+
+	// Both signed sources survive a restart, each from its own last-known-good files.
+	if err := m.agents[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	a := m.start(0, []peer.AddrInfo{m.seedInfo()})
+	held := map[string]uint64{}
+	for _, h := range a.Status().Held {
+		if h.FromLKG {
+			held[h.Variant] = h.Version
+		}
+	}
+	if held[""] != 2 || held["bridge/edge|"] != 999_999 {
+		t.Fatalf("after a restart the agent holds %v from its LKG, want the seeds' v2 and the bridge's v999999", held)
+	}
+	if b, _ := a.Current(); b.Version != 2 || !bytes.Equal(b.Payload, p2) {
+		t.Fatalf("after a restart the agent serves v%d, want the seeds' v2", b.Version)
+	}
 }

@@ -179,12 +179,12 @@ func (x *extensions) resolve(ctx context.Context, h *heldBundle) {
 		wg.Go(func() { x.fetchAndAdmit(ctx, k, eb) })
 	}
 	go func() { wg.Wait(); close(done) }()
-	timer := time.NewTimer(x.wait)
+	timer := x.a.clock.NewTimer(x.wait)
 	defer timer.Stop()
 	late := false
 	select {
 	case <-done:
-	case <-timer.C:
+	case <-timer.Chan():
 		late = true
 	case <-ctx.Done():
 		return

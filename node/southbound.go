@@ -98,7 +98,7 @@ func (s *Southbound) Close() {
 	go func() { s.srv.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-s.a.clock.After(5 * time.Second):
 		s.srv.Stop()
 		<-done
 	}

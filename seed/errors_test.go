@@ -1,9 +1,12 @@
 package seed_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -33,4 +36,36 @@ func TestRefusalsAreDomainErrors(t *testing.T) {
 	if !errors.Is(err, seed.ErrNotFound) || status.Code(err) != codes.NotFound {
 		t.Fatalf("delete of nothing: %v (code %v), want ErrNotFound / NotFound", err, status.Code(err))
 	}
+}
+
+// TestPublishWaitsOnTheInjectedClock: the publish loop's debounce runs on the seed's
+// clock, so a test advances it instead of sleeping: with an hour's debounce nothing is
+// published until the fake clock has moved an hour.
+func TestPublishWaitsOnTheInjectedClock(t *testing.T) {
+	fc := clockwork.NewFakeClockAt(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	ts := open(t, "", func(c *seed.Config) { c.Clock, c.Debounce, c.MaxDelay = fc, time.Hour, 2*time.Hour })
+	ts.apply(t, resources(t, "apiVersion: meshkit.dev/v1alpha1\nkind: Cluster\nmetadata: {name: api, namespace: shop}\nspec: {endpoints: [{address: 10.0.0.1, port: 80}]}\n"))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := fc.BlockUntilContext(ctx, 1); err != nil { // the loop waits on a timer of fc
+		t.Fatal(err)
+	}
+	if n := len(ts.MemPublisher().History()); n != 0 {
+		t.Fatalf("%d publications before the debounce ended", n)
+	}
+	// Whether the loop waits on its debounce timer yet or is about to, an hour of fc ends
+	// it: the publication follows within two advances (MaxDelay is two hours).
+	for range 3 {
+		fc.Advance(time.Hour)
+		wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		p, err := ts.MemPublisher().WaitVersion(wctx, 1)
+		cancel()
+		if err == nil {
+			if p.Info.GetVersion() != 1 {
+				t.Fatalf("published v%d", p.Info.GetVersion())
+			}
+			return
+		}
+	}
+	t.Fatal("nothing published after three hours of the seed's clock")
 }

@@ -100,7 +100,7 @@ func (s *Seed) publishLoop(ctx context.Context) {
 		if retry > 0 {
 			refreshIn = min(refreshIn, retry)
 		}
-		refresh := time.NewTimer(max(refreshIn, 0))
+		refresh := s.cfg.Clock.NewTimer(max(refreshIn, 0))
 		force := false
 		select {
 		case <-ctx.Done():
@@ -111,7 +111,7 @@ func (s *Seed) publishLoop(ctx context.Context) {
 			if !s.debounce(ctx) {
 				return
 			}
-		case <-refresh.C:
+		case <-refresh.Chan():
 			force = retry == 0
 		}
 		if err := s.publishOnce(ctx, force); err != nil {
@@ -129,20 +129,20 @@ func (s *Seed) publishLoop(ctx context.Context) {
 
 // debounce waits for a quiet period; false when ctx ended.
 func (s *Seed) debounce(ctx context.Context) bool {
-	deadline := time.Now().Add(s.cfg.MaxDelay)
+	deadline := s.cfg.Clock.Now().Add(s.cfg.MaxDelay)
 	for {
-		wait := min(s.cfg.Debounce, time.Until(deadline))
+		wait := min(s.cfg.Debounce, deadline.Sub(s.cfg.Clock.Now()))
 		if wait <= 0 {
 			return true
 		}
-		t := time.NewTimer(wait)
+		t := s.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return false
 		case <-s.kick:
 			t.Stop()
-		case <-t.C:
+		case <-t.Chan():
 			return true
 		}
 	}
@@ -229,7 +229,7 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	}
 	s.mu.Unlock()
 	if !pendingSince.IsZero() {
-		s.metrics.publishLatency.Observe(time.Since(pendingSince).Seconds())
+		s.metrics.publishLatency.Observe(s.cfg.Clock.Since(pendingSince).Seconds())
 	}
 	s.metrics.version.Set(float64(version))
 	s.metrics.publishes.Inc()

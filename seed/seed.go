@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
@@ -20,12 +21,8 @@ import (
 	"meshkit.dev/meshkit/trust"
 )
 
-// Clock tells the time; inject one in tests.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+// Clock gives the time and the timers of the publish loop; inject one in tests.
+type Clock = clockwork.Clock
 
 // Config configures a Seed. New calls validate.
 type Config struct {
@@ -80,7 +77,7 @@ func (c *Config) validate() error {
 		c.BundleTTL = def.BundleTTL
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clockwork.NewRealClock()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
