@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
@@ -104,9 +103,8 @@ func Assemble(h Header, objs []Object) *bundlev1.Bundle {
 		AuditSeq:             h.AuditSeq,
 		AuditHead:            h.AuditHead,
 	}}
-	kinds, err := compiledKinds()
-	if err != nil {
-		panic(err) // the generated schema and the kind table disagree: a build defect, which TestKindsHaveOneHome catches
+	if err := kindsChecked(); err != nil {
+		panic(err) // the kind table and the schema disagree: a build defect, which TestKindsHaveOneHome catches
 	}
 	exts := map[Key]*bundlev1.ExtensionSpec{}
 	for _, o := range objs {
@@ -114,22 +112,10 @@ func Assemble(h Header, objs []Object) *bundlev1.Bundle {
 			exts[o.Key()] = o.Spec.(*bundlev1.ExtensionSpec)
 		}
 	}
-	m := b.ProtoReflect()
 	for _, o := range objs {
-		rf, ok := kinds[o.Kind]
-		if !ok {
-			continue // not compiled (notCompiled), or refused by Validate
+		if add := kinds[o.Kind].add; add != nil { // kinds that are not compiled, or refused by Validate, are skipped
+			add(b, o, exts)
 		}
-		list := m.Mutable(rf.list).List()
-		el := list.NewElement().Message()
-		el.Set(rf.metadata, protoreflect.ValueOfMessage(o.Metadata.ProtoReflect()))
-		el.Set(rf.spec, protoreflect.ValueOfMessage(o.Spec.ProtoReflect()))
-		if spec, ok := o.Spec.(*bundlev1.ExtensionBindingSpec); ok {
-			// A node needs the artifact, not the Extension resource: resolve it here.
-			ext := exts[Key{Kind: KindExtension, Namespace: o.Metadata.GetNamespace(), Name: spec.GetExtension()}]
-			el.Interface().(*bundlev1.ExtensionBinding).Extension = ext
-		}
-		list.Append(protoreflect.ValueOfMessage(el))
 	}
 	b.Header.RequiredCapabilities = append(b.Header.RequiredCapabilities, RequiredCapabilities(b)...)
 	Canonicalize(b)

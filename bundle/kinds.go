@@ -9,54 +9,64 @@ import (
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
-// notCompiled lists the kinds a seed keeps and validates with but never puts in a
-// bundle as resources of their own, with the reason.
-var notCompiled = map[string]string{
-	KindExtension:      "resolved into the ExtensionBindings that use it",
-	KindReferenceGrant: "used by validation only",
-}
-
-// resourceField is where a compiled kind's resources live in a Bundle: the repeated
-// field whose element has a metadata field and a spec field of the kind's spec message.
-type resourceField struct {
-	list, metadata, spec protoreflect.FieldDescriptor
-}
-
-// resourceFields derives, from the schema, the Bundle field of every kind that is
-// compiled. A kind that has neither such a field nor a reason in notCompiled is an error:
-// a new kind cannot be dropped from bundles silently.
-func resourceFields() (map[string]resourceField, error) {
-	bySpec := map[protoreflect.FullName]resourceField{}
-	fields := (&bundlev1.Bundle{}).ProtoReflect().Descriptor().Fields()
-	for i := range fields.Len() {
-		fd := fields.Get(i)
+// checkKinds checks the kind table against the Bundle schema: a compiled kind adds
+// exactly one resource, to the field whose resources have its spec message; a kind that is
+// not compiled says why and has no such field; and every resource field of the Bundle
+// belongs to a kind. A kind, or a Bundle field, added on one side only is an error: no
+// kind's resources can be dropped from bundles silently.
+func checkKinds() error {
+	fields := map[protoreflect.FullName]protoreflect.FieldDescriptor{} // by spec message
+	fds := (&bundlev1.Bundle{}).ProtoReflect().Descriptor().Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
 		if !fd.IsList() || fd.Message() == nil {
 			continue
 		}
-		el := fd.Message().Fields()
-		md, spec := el.ByName("metadata"), el.ByName("spec")
-		if md == nil || spec == nil || spec.Message() == nil {
-			continue
+		if spec := fd.Message().Fields().ByName("spec"); spec != nil && spec.Message() != nil && fd.Message().Fields().ByName("metadata") != nil {
+			fields[spec.Message().FullName()] = fd
 		}
-		bySpec[spec.Message().FullName()] = resourceField{list: fd, metadata: md, spec: spec}
 	}
-	out := map[string]resourceField{}
-	for _, kind := range Kinds() {
-		spec, _ := NewSpec(kind)
-		rf, ok := bySpec[spec.ProtoReflect().Descriptor().FullName()]
-		_, skipped := notCompiled[kind]
+	claimed := map[protoreflect.FieldDescriptor]string{}
+	for _, name := range Kinds() {
+		k := kinds[name]
+		spec := k.spec()
+		fd, hasField := fields[spec.ProtoReflect().Descriptor().FullName()]
 		switch {
-		case ok && skipped:
-			return nil, fmt.Errorf("bundle: kind %s has a Bundle field but is listed as not compiled", kind)
-		case !ok && !skipped:
-			return nil, fmt.Errorf("bundle: kind %s has no Bundle field and no reason not to be compiled", kind)
-		case ok:
-			out[kind] = rf
+		case k.add == nil && k.notCompiled == "":
+			return fmt.Errorf("bundle: kind %s is neither compiled nor says why not", name)
+		case k.add == nil && hasField:
+			return fmt.Errorf("bundle: kind %s is not compiled, but the Bundle has a field for it (%s)", name, fd.Name())
+		case k.add == nil:
+			continue
+		case !hasField:
+			return fmt.Errorf("bundle: kind %s is compiled, but the Bundle has no field for its resources", name)
+		}
+		b := &bundlev1.Bundle{}
+		k.add(b, Object{Kind: name, Metadata: &bundlev1.Metadata{Name: "x"}, Spec: spec}, nil)
+		if n := b.ProtoReflect().Get(fd).List().Len(); n != 1 || countResources(b) != 1 {
+			return fmt.Errorf("bundle: compiling kind %s does not add one resource to %s", name, fd.Name())
+		}
+		claimed[fd] = name
+	}
+	for _, fd := range fields {
+		if _, ok := claimed[fd]; !ok {
+			return fmt.Errorf("bundle: the Bundle's field %s belongs to no kind", fd.Name())
 		}
 	}
-	return out, nil
+	return nil
 }
 
-// compiledKinds is resourceFields, computed once from the generated descriptors; a
-// schema that breaks its rule fails every test of the package and every Assemble.
-var compiledKinds = sync.OnceValues(resourceFields)
+func countResources(b *bundlev1.Bundle) int {
+	n := 0
+	b.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.IsList() {
+			n += v.List().Len()
+		}
+		return true
+	})
+	return n
+}
+
+// kindsChecked is checkKinds, run once: a table that breaks its rule fails the package's
+// tests and every Assemble.
+var kindsChecked = sync.OnceValue(checkKinds)

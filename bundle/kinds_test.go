@@ -9,47 +9,61 @@ import (
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 )
 
-// TestKindsHaveOneHome: every kind is either compiled into exactly the Bundle field the
-// schema gives it, or listed with a reason as not compiled; Assemble puts one object of
-// each compiled kind in its field.
+// TestKindsHaveOneHome: the kind table agrees with the Bundle schema (checkKinds), and
+// Assemble puts one object of each compiled kind in its field.
 func TestKindsHaveOneHome(t *testing.T) {
-	kinds, err := resourceFields()
-	if err != nil {
+	if err := checkKinds(); err != nil {
 		t.Fatal(err)
 	}
-	if len(kinds)+len(notCompiled) != len(Kinds()) {
-		t.Fatalf("%d compiled and %d not compiled, of %d kinds", len(kinds), len(notCompiled), len(Kinds()))
-	}
 	var objs []Object
-	for kind := range kinds {
-		spec, _ := NewSpec(kind)
-		objs = append(objs, Object{Kind: kind, Metadata: &bundlev1.Metadata{Name: "x", Namespace: "ns"}, Spec: spec})
-	}
-	m := Assemble(Header{Domain: "d", Version: 1}, objs).ProtoReflect()
-	for kind, rf := range kinds {
-		l := m.Get(rf.list).List()
-		if l.Len() != 1 {
-			t.Errorf("%s: %d resources in %s, want 1", kind, l.Len(), rf.list.Name())
+	compiled := 0
+	for _, name := range Kinds() {
+		if kinds[name].add == nil {
 			continue
 		}
-		if got := l.Get(0).Message().Get(rf.spec).Message().Descriptor().FullName(); got != mustSpec(kind).ProtoReflect().Descriptor().FullName() {
-			t.Errorf("%s: spec %s in %s", kind, got, rf.list.Name())
-		}
+		compiled++
+		spec, _ := NewSpec(name)
+		objs = append(objs, Object{Kind: name, Metadata: &bundlev1.Metadata{Name: "x", Namespace: "ns"}, Spec: spec})
+	}
+	if n := countResources(Assemble(Header{Domain: "d", Version: 1}, objs)); n != compiled {
+		t.Fatalf("Assemble kept %d of %d resources, one of each compiled kind", n, compiled)
 	}
 }
 
-func mustSpec(kind string) proto.Message {
-	s, _ := NewSpec(kind)
-	return s
-}
-
-// TestANewKindFailsClosed adds a kind the Bundle has no field for: the kind table refuses
-// it (so Assemble cannot drop its resources silently), and Validate refuses its objects.
+// TestANewKindFailsClosed adds kinds the table and the schema disagree on: each is
+// refused (so Assemble cannot drop its resources silently), and Validate refuses the
+// objects of a kind it has no validation for.
 func TestANewKindFailsClosed(t *testing.T) {
-	newSpec["Widget"] = func() proto.Message { return &bundlev1.Endpoint{} }
-	t.Cleanup(func() { delete(newSpec, "Widget") })
-	if _, err := resourceFields(); err == nil || !strings.Contains(err.Error(), "Widget") {
-		t.Fatalf("a kind without a Bundle field was accepted: %v", err)
+	for _, tc := range []struct {
+		name string
+		k    kind
+		want string
+	}{
+		{"no way to compile", kind{spec: func() proto.Message { return &bundlev1.Endpoint{} }}, "neither compiled nor says why"},
+		{"no Bundle field", kind{spec: func() proto.Message { return &bundlev1.Endpoint{} }, add: func(*bundlev1.Bundle, Object, map[Key]*bundlev1.ExtensionSpec) {}}, "no field"},
+		{"adds to the wrong field", kind{spec: func() proto.Message { return &bundlev1.RouteSpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+			b.Clusters = append(b.Clusters, &bundlev1.Cluster{})
+		}}, "does not add one resource"},
+		{"skips a Bundle field", kind{spec: func() proto.Message { return &bundlev1.ClusterSpec{} }, notCompiled: "no reason"}, "has a field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "Widget"
+			if tc.name == "skips a Bundle field" || tc.name == "adds to the wrong field" {
+				name = map[string]string{"skips a Bundle field": KindCluster, "adds to the wrong field": KindRoute}[tc.name]
+			}
+			saved, had := kinds[name]
+			kinds[name] = tc.k
+			t.Cleanup(func() {
+				if had {
+					kinds[name] = saved
+				} else {
+					delete(kinds, name)
+				}
+			})
+			if err := checkKinds(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("checkKinds: %v, want %q", err, tc.want)
+			}
+		})
 	}
 	err := Validate([]Object{{Kind: "Widget", Metadata: &bundlev1.Metadata{Name: "w", Namespace: "ns"}, Spec: &bundlev1.Endpoint{}}})
 	if err == nil || !strings.Contains(err.Error(), "no validation") {

@@ -49,33 +49,59 @@ const (
 	KindReferenceGrant = "ReferenceGrant"
 )
 
-// newSpec returns an empty spec message for each kind.
-var newSpec = map[string]func() proto.Message{
-	KindCluster:          func() proto.Message { return &bundlev1.ClusterSpec{} },
-	KindRoute:            func() proto.Message { return &bundlev1.RouteSpec{} },
-	KindAuthzPolicy:      func() proto.Message { return &bundlev1.AuthzPolicySpec{} },
-	KindRetryPolicy:      func() proto.Message { return &bundlev1.RetryPolicySpec{} },
-	KindExtension:        func() proto.Message { return &bundlev1.ExtensionSpec{} },
-	KindExtensionBinding: func() proto.Message { return &bundlev1.ExtensionBindingSpec{} },
-	KindKillSwitch:       func() proto.Message { return &bundlev1.KillSwitchSpec{} },
-	KindReferenceGrant:   func() proto.Message { return &bundlev1.ReferenceGrantSpec{} },
+// kind is one resource kind: its spec message, and how it is compiled into a bundle.
+type kind struct {
+	spec func() proto.Message
+	// add appends a validated object of the kind to a bundle; nil for a kind that is not
+	// compiled, which then says why in notCompiled.
+	add func(b *bundlev1.Bundle, o Object, exts map[Key]*bundlev1.ExtensionSpec)
+	// notCompiled says why a kind without add is never in a bundle.
+	notCompiled string
 }
 
-// Kinds lists the resource kinds, sorted.
+// kinds is the one list of resource kinds. TestKindsHaveOneHome checks it against the
+// schema: each compiled kind adds to the Bundle field whose resources have its spec, and
+// every Bundle resource field has a kind.
+var kinds = map[string]kind{
+	KindCluster: {spec: func() proto.Message { return &bundlev1.ClusterSpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+		b.Clusters = append(b.Clusters, &bundlev1.Cluster{Metadata: o.Metadata, Spec: o.Spec.(*bundlev1.ClusterSpec)})
+	}},
+	KindRoute: {spec: func() proto.Message { return &bundlev1.RouteSpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+		b.Routes = append(b.Routes, &bundlev1.Route{Metadata: o.Metadata, Spec: o.Spec.(*bundlev1.RouteSpec)})
+	}},
+	KindAuthzPolicy: {spec: func() proto.Message { return &bundlev1.AuthzPolicySpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+		b.AuthzPolicies = append(b.AuthzPolicies, &bundlev1.AuthzPolicy{Metadata: o.Metadata, Spec: o.Spec.(*bundlev1.AuthzPolicySpec)})
+	}},
+	KindRetryPolicy: {spec: func() proto.Message { return &bundlev1.RetryPolicySpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+		b.RetryPolicies = append(b.RetryPolicies, &bundlev1.RetryPolicy{Metadata: o.Metadata, Spec: o.Spec.(*bundlev1.RetryPolicySpec)})
+	}},
+	KindExtension: {spec: func() proto.Message { return &bundlev1.ExtensionSpec{} }, notCompiled: "resolved into the ExtensionBindings that use it"},
+	KindExtensionBinding: {spec: func() proto.Message { return &bundlev1.ExtensionBindingSpec{} }, add: func(b *bundlev1.Bundle, o Object, exts map[Key]*bundlev1.ExtensionSpec) {
+		spec := o.Spec.(*bundlev1.ExtensionBindingSpec)
+		// A node needs the artifact, not the Extension resource: resolve it here.
+		ext := exts[Key{Kind: KindExtension, Namespace: o.Metadata.GetNamespace(), Name: spec.GetExtension()}]
+		b.ExtensionBindings = append(b.ExtensionBindings, &bundlev1.ExtensionBinding{Metadata: o.Metadata, Spec: spec, Extension: ext})
+	}},
+	KindKillSwitch: {spec: func() proto.Message { return &bundlev1.KillSwitchSpec{} }, add: func(b *bundlev1.Bundle, o Object, _ map[Key]*bundlev1.ExtensionSpec) {
+		b.KillSwitches = append(b.KillSwitches, &bundlev1.KillSwitch{Metadata: o.Metadata, Spec: o.Spec.(*bundlev1.KillSwitchSpec)})
+	}},
+	KindReferenceGrant: {spec: func() proto.Message { return &bundlev1.ReferenceGrantSpec{} }, notCompiled: "used by validation only"},
+}
+
 // NewSpec returns an empty spec message of kind, or ok=false for a kind that is not.
 func NewSpec(kind string) (spec proto.Message, ok bool) {
-	mk, ok := newSpec[kind]
+	k, ok := kinds[kind]
 	if !ok {
 		return nil, false
 	}
-	return mk(), true
+	return k.spec(), true
 }
 
-// kindBySpec inverts newSpec: the kind of each spec message.
+// kindBySpec inverts kinds: the kind of each spec message.
 var kindBySpec = func() map[protoreflect.FullName]string {
-	m := make(map[protoreflect.FullName]string, len(newSpec))
-	for k, mk := range newSpec {
-		m[mk().ProtoReflect().Descriptor().FullName()] = k
+	m := make(map[protoreflect.FullName]string, len(kinds))
+	for name, k := range kinds {
+		m[k.spec().ProtoReflect().Descriptor().FullName()] = name
 	}
 	return m
 }()
@@ -86,8 +112,9 @@ func KindOf(spec proto.Message) (kind string, ok bool) {
 	return kind, ok
 }
 
+// Kinds lists the resource kinds, sorted.
 func Kinds() []string {
-	return slices.Sorted(maps.Keys(newSpec))
+	return slices.Sorted(maps.Keys(kinds))
 }
 
 // Object is one decoded resource.
@@ -278,7 +305,7 @@ func decodeDocument(doc *yaml.Node) (Object, error) {
 	if raw.APIVersion != APIVersion {
 		return Object{}, fmt.Errorf("apiVersion %q is not supported, use %q", raw.APIVersion, APIVersion)
 	}
-	mk, ok := newSpec[raw.Kind]
+	spec, ok := NewSpec(raw.Kind)
 	if !ok {
 		return Object{}, fmt.Errorf("kind %q is unknown; known kinds: %s", raw.Kind, strings.Join(Kinds(), ", "))
 	}
@@ -286,7 +313,6 @@ func decodeDocument(doc *yaml.Node) (Object, error) {
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %v", raw.Kind, err)
 	}
-	spec := mk()
 	if len(raw.Spec) == 0 || string(raw.Spec) == "null" {
 		return Object{}, fmt.Errorf("%s %s/%s: spec is required", raw.Kind, md.Namespace, md.Name)
 	}

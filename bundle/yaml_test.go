@@ -93,7 +93,7 @@ func scalar(fd protoreflect.FieldDescriptor, j int) protoreflect.Value {
 func TestYAMLRoundTripsEveryKindAndField(t *testing.T) {
 	for _, kind := range Kinds() {
 		for pick := range 3 {
-			spec := newSpec[kind]()
+			spec, _ := NewSpec(kind)
 			fill(spec.ProtoReflect(), pick, 3)
 			o := Object{Kind: kind, Spec: spec, Metadata: &bundlev1.Metadata{Name: "n", Namespace: "ns", Tenant: "acme", Region: "eu-west-1",
 				Labels: []*bundlev1.Label{{Key: "app", Value: "shop"}, {Key: "team", Value: "true"}}}}

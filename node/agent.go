@@ -169,7 +169,12 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 		a.ext.server.Close()
 		return nil, err
 	}
-	if reason := a.evaluateStale(); reason != "" && len(a.rep.View().Held) > 0 {
+	view := a.rep.View()
+	a.mu.Lock()
+	a.stale = a.staleReasonLocked(view.LastAccept)
+	reason := a.stale
+	a.mu.Unlock()
+	if reason != "" && len(view.Held) > 0 {
 		a.log.Warn("agent is stale", "reason", reason, "serving", "last-known-good") // an empty agent just waits for peers
 	}
 
@@ -290,8 +295,8 @@ func (a *Agent) checkLoop(ctx context.Context) {
 	}
 }
 
-// evaluateStale updates why the agent is stale, logs a transition, and returns the reason.
-func (a *Agent) evaluateStale() string {
+// evaluateStale updates why the agent is stale and logs a transition.
+func (a *Agent) evaluateStale() {
 	lastAccept := a.rep.View().LastAccept
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -309,7 +314,6 @@ func (a *Agent) evaluateStale() string {
 		}
 		a.stale = reason
 	}
-	return reason
 }
 
 func (a *Agent) staleReasonLocked(lastAccept time.Time) string {

@@ -259,7 +259,9 @@ func (r *Replica) Validate(ctx context.Context, m p2p.Message) p2p.Verdict {
 	if m.Local {
 		return p2p.Accept
 	}
-	r.modelCost(len(m.Data))
+	if r.cfg.Tuning.CostModel != nil && !isAnnounce(m.Data) {
+		r.modelCost(len(m.Data)) // an announce costs its fetched body, below
+	}
 	out := r.step(Gossip{At: r.clock.Now(), From: m.From, Data: m.Data})
 	if v, ok := verdictOf(out); ok {
 		r.logRejected(out, v)
@@ -558,6 +560,11 @@ func (r *Replica) relayLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+func isAnnounce(data []byte) bool {
+	env, err := trust.DecodeEnvelope(data, p2p.DefaultMaxGossipBytes)
+	return err == nil && env.GetPayloadType() == trust.PayloadAnnounce
 }
 
 func (r *Replica) modelCost(n int) {
