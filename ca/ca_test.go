@@ -1,0 +1,189 @@
+package ca
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"meshkit.dev/meshkit/internal/fuzzcorpus"
+	"meshkit.dev/meshkit/internal/testcsr"
+)
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz from the openssl-made CSRs")
+
+var now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func policy(t testing.TB) Policy {
+	return Policy{TrustDomain: spiffeid.RequireTrustDomainFromString("prod.meshkit"), Domain: "prod"}
+}
+
+func authority(t testing.TB) *Authority {
+	t.Helper()
+	td := policy(t).TrustDomain
+	key, cert, err := NewRoot(nil, td, now.Add(-time.Hour), 365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(key, cert, nil, []*x509.Certificate{cert}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+var (
+	opensslCSR = testcsr.Make
+	openssl    = testcsr.Run
+)
+
+const (
+	rsa2048 = testcsr.RSA2048
+	p256    = testcsr.P256
+)
+
+// TestCSRPolicy: CSRs made by openssl, good and with each defect the contract names;
+// every defect is refused with a message saying what.
+func TestCSRPolicy(t *testing.T) {
+	p := policy(t)
+	good := opensslCSR(t, rsa2048, "/CN=n1.shop", "DNS:n1.shop.svc,URI:spiffe://prod.meshkit/node/n1/payments")
+	flipped := append([]byte(nil), good...)
+	flipped[len(flipped)-5] ^= 0xff // inside the signature
+	for _, tc := range []struct {
+		name   string
+		csr    []byte
+		node   string
+		caller string
+		want   string // "" accepts
+	}{
+		{"RSA-2048 with a workload ID under the node", good, "n1", "n1", ""},
+		{"ECDSA P-256, node id with its domain", opensslCSR(t, p256, "/CN=n1", ""), "prod:n1", "n1", ""},
+		{"ECDSA P-384", opensslCSR(t, "-algorithm EC -pkeyopt ec_paramgen_curve:P-384", "/CN=x", "DNS:n1.local"), "n1", "n1", ""},
+		{"Ed25519", opensslCSR(t, "-algorithm ED25519", "/CN=n1", ""), "n1", "n1", ""},
+		{"a foreign node", opensslCSR(t, p256, "/CN=n2", "DNS:n2.shop"), "n2", "n1", "not the caller's node"},
+		{"names another node than node_id", opensslCSR(t, p256, "/CN=n2", "DNS:n2.shop"), "n1", "n1", "contains node_id"},
+		{"a second URI SAN", opensslCSR(t, p256, "/CN=n1", "URI:spiffe://prod.meshkit/node/n1,URI:spiffe://prod.meshkit/node/n1/x"), "n1", "n1", "at most one"},
+		{"a wildcard", opensslCSR(t, p256, "/CN=n1", "DNS:*.n1.shop"), "n1", "n1", "wildcard"},
+		{"a weak key", opensslCSR(t, "-algorithm RSA -pkeyopt rsa_keygen_bits:1024", "/CN=n1", ""), "n1", "n1", "at least 2048"},
+		{"a bad signature", flipped, "n1", "n1", "signature"},
+		{"another trust domain", opensslCSR(t, p256, "/CN=n1", "URI:spiffe://staging.meshkit/node/n1"), "n1", "n1", "outside trust domain"},
+		{"another node's SPIFFE ID", opensslCSR(t, p256, "/CN=n1", "URI:spiffe://prod.meshkit/node/n2"), "n1", "n1", "not under the node's own ID"},
+		{"an IP SAN", opensslCSR(t, p256, "/CN=n1", "IP:10.0.0.1"), "n1", "n1", "IP or e-mail"},
+		{"garbage DER", []byte("\x30\x82\x01\x00garbage"), "n1", "n1", "not a PKCS#10"},
+		{"another domain's node id", good, "staging:n1", "n1", "names domain"},
+		{"an unenrolled caller", good, "n1", "", "not the caller's node"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := p.Check(Request{CSR: tc.csr, NodeID: tc.node, CallerNode: tc.caller})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.Node != "n1" || !c.SPIFFEID.MemberOf(p.TrustDomain) {
+					t.Fatalf("checked %+v", c)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a refusal saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestIssuedChainVerifiesWithOpenSSL: an RSA-2048 CSR from openssl is issued a leaf that
+// `openssl verify` accepts against the trust bundle returned with it, naming the node's
+// SPIFFE ID, renewable at 80% of its 12 h life.
+func TestIssuedChainVerifiesWithOpenSSL(t *testing.T) {
+	a := authority(t)
+	csr := opensslCSR(t, rsa2048, "/CN=n1", "DNS:n1.shop.svc")
+	c, err := policy(t).Check(Request{CSR: csr, NodeID: "n1", CallerNode: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issue(time.Now(), c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := iss.ExpiresAt.Sub(iss.IssuedAt); got != DefaultLifetime {
+		t.Fatalf("lifetime %s", got)
+	}
+	if got := iss.RenewAfter.Sub(iss.IssuedAt); got != DefaultLifetime*8/10 {
+		t.Fatalf("renew after %s, want 0.8 × the lifetime", got)
+	}
+	leaf, err := x509.ParseCertificate(iss.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://prod.meshkit/node/n1" || leaf.IsCA {
+		t.Fatalf("leaf URIs %v, CA %v", leaf.URIs, leaf.IsCA)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("bundle.pem", iss.TrustBundle)
+	write("leaf.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Leaf}))
+	openssl(t, dir, "verify", "-CAfile", "bundle.pem", "-purpose", "sslclient", "leaf.pem")
+	openssl(t, dir, "verify", "-CAfile", "bundle.pem", "-purpose", "sslserver", "leaf.pem")
+}
+
+// TestCSRCorpus keeps FuzzIssue's seed corpus: CSRs made by openssl.
+func TestCSRCorpus(t *testing.T) {
+	var inputs [][]byte
+	if *updateCorpus {
+		inputs = [][]byte{
+			opensslCSR(t, rsa2048, "/CN=n1", "DNS:n1.shop"),
+			opensslCSR(t, p256, "/CN=n1", "URI:spiffe://prod.meshkit/node/n1/api"),
+			opensslCSR(t, "-algorithm ED25519", "/CN=n2", "DNS:*.n1"),
+		}
+	}
+	fuzzcorpus.Sync(t, map[string][][]byte{"FuzzIssue": inputs}, *updateCorpus)
+}
+
+// FuzzIssue: whatever bytes arrive as a CSR from node n1, nothing issued names anything
+// n1 may not have: no wildcard, the node bound by a DNS SAN or the CN, and one SPIFFE ID
+// of the trust domain at or under n1's own.
+func FuzzIssue(f *testing.F) {
+	a, p := authority(f), policy(f)
+	f.Fuzz(func(t *testing.T, csr []byte) {
+		c, err := p.Check(Request{CSR: csr, NodeID: "n1", CallerNode: "n1"})
+		if err != nil {
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("refusal without ErrRefused: %v", err)
+			}
+			return
+		}
+		iss, err := a.Issue(now, c, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(iss.Leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bound := strings.Contains(leaf.Subject.CommonName, "n1")
+		for _, n := range leaf.DNSNames {
+			if strings.Contains(n, "*") {
+				t.Fatalf("issued a wildcard %q", n)
+			}
+			bound = bound || strings.Contains(n, "n1")
+		}
+		if !bound || len(leaf.IPAddresses)+len(leaf.EmailAddresses) > 0 || len(leaf.URIs) != 1 {
+			t.Fatalf("issued CN %q DNS %v IP %v e-mail %v URIs %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.IPAddresses, leaf.EmailAddresses, leaf.URIs)
+		}
+		id := leaf.URIs[0].String()
+		if id != "spiffe://prod.meshkit/node/n1" && !strings.HasPrefix(id, "spiffe://prod.meshkit/node/n1/") {
+			t.Fatalf("issued SPIFFE ID %q", id)
+		}
+	})
+}

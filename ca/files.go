@@ -1,0 +1,128 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"meshkit.dev/meshkit/internal/atomicfile"
+)
+
+// Files of a CA directory.
+const (
+	KeyFile   = "ca.key"    // PKCS#8, PEM, 0600
+	CertFile  = "ca.pem"    // the issuing certificate
+	ChainFile = "chain.pem" // its issuers up to a root (an intermediate only)
+	RootsFile = "roots.pem" // the trust bundle
+)
+
+// DefaultRootLifetime is a self-managed root's lifetime.
+const DefaultRootLifetime = 5 * 365 * 24 * time.Hour
+
+// LoadOrCreate opens the CA kept in dir, or, when dir holds none, creates a self-managed
+// root for td there (its key 0600). An operator's intermediate is installed by placing
+// its key, certificate, chain and the upstream roots in dir before the first start.
+func LoadOrCreate(dir string, td spiffeid.TrustDomain, now time.Time) (*Authority, error) {
+	if _, err := os.Stat(filepath.Join(dir, KeyFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		key, cert, err := NewRoot(nil, td, now, DefaultRootLifetime)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		// The certificates first: a key without them is never left as the CA.
+		if err := atomicfile.WriteFile(filepath.Join(dir, CertFile), EncodePEM(cert), 0o644); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, RootsFile), EncodePEM(cert), 0o644); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return Load(dir)
+}
+
+// Load opens the CA kept in dir. The key file must not be readable by others.
+func Load(dir string) (*Authority, error) {
+	kp := filepath.Join(dir, KeyFile)
+	st, err := os.Stat(kp)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("ca: %s is readable by others (mode %04o); chmod 600 it", kp, st.Mode().Perm())
+	}
+	kb, err := os.ReadFile(kp)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	blk, _ := pem.Decode(kb)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("ca: %s holds no PKCS#8 PEM private key", kp)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s: %w", kp, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("ca: %s: a %T cannot sign", kp, k)
+	}
+	certs, err := readCerts(filepath.Join(dir, CertFile))
+	if err != nil || len(certs) != 1 {
+		return nil, fmt.Errorf("ca: %s must hold one certificate: %v", CertFile, err)
+	}
+	roots, err := readCerts(filepath.Join(dir, RootsFile))
+	if err != nil {
+		return nil, err
+	}
+	var chain []*x509.Certificate
+	if _, err := os.Stat(filepath.Join(dir, ChainFile)); err == nil {
+		if chain, err = readCerts(filepath.Join(dir, ChainFile)); err != nil {
+			return nil, err
+		}
+	}
+	return New(signer, certs[0], chain, roots, nil)
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ca: %s holds no certificate", path)
+	}
+	return out, nil
+}

@@ -1,0 +1,180 @@
+// Package ca is the domain's certificate authority: the policy that decides what a
+// certificate signing request may name, and the issuer that signs leaves with a key
+// behind crypto.Signer (a file today; a KMS or HSM plugs in the same way). It has no
+// clock, network or disk of its own: callers pass the time and hold the key.
+package ca
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Limits of a CSR.
+const (
+	// MaxCSRBytes bounds a CSR before it is parsed.
+	MaxCSRBytes = 16 << 10
+	// MaxDNSNames bounds the DNS SANs one leaf may carry.
+	MaxDNSNames = 16
+	// DefaultLifetime is a leaf's lifetime when the caller does not cap it lower (the
+	// OmniRelay contract's default).
+	DefaultLifetime = 12 * time.Hour
+	// MaxLifetime caps any leaf's lifetime.
+	MaxLifetime = 7 * 24 * time.Hour
+)
+
+// ErrRefused is wrapped by every refusal of a CSR; the message says what and why.
+var ErrRefused = errors.New("csr refused")
+
+func refuse(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// Request is a CSR and who asks for it.
+type Request struct {
+	// CSR is the PKCS#10 request, DER.
+	CSR []byte
+	// NodeID is the node the certificate is for, as the client names it; a
+	// "{domain}:{node}" form is accepted (OmniRelay's watch contract uses it too).
+	NodeID string
+	// CallerNode is the node the caller is enrolled as: a node may ask only for itself.
+	CallerNode string
+}
+
+// Checked is a CSR that passed the policy: what the leaf will name.
+type Checked struct {
+	CSR      *x509.CertificateRequest
+	Node     string
+	SPIFFEID spiffeid.ID
+	DNSNames []string
+}
+
+// Policy decides what a CSR may name in one trust domain.
+type Policy struct {
+	TrustDomain spiffeid.TrustDomain
+	// Domain is the MeshKit domain: a node id "DOMAIN:NODE" names NODE.
+	Domain string
+}
+
+// NodeSPIFFEID is the SPIFFE ID every node's leaf carries unless it asks for another of
+// its own: spiffe://TRUST-DOMAIN/node/NODE.
+func (p Policy) NodeSPIFFEID(node string) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(p.TrustDomain, "node", node)
+}
+
+// Check parses and checks a CSR: its own signature, its key (RSA ≥ 2048, ECDSA P-256 or
+// P-384, Ed25519), and its names: the DNS SAN or the CN contains the node id, the node is
+// the caller's own, at most one URI SAN and it is a SPIFFE ID of this trust domain under
+// the node's own path, no wildcard, no IP, e-mail or other SAN.
+func (p Policy) Check(r Request) (*Checked, error) {
+	if len(r.CSR) == 0 {
+		return nil, refuse("csr is empty")
+	}
+	if len(r.CSR) > MaxCSRBytes {
+		return nil, refuse("csr is %d bytes, the limit is %d", len(r.CSR), MaxCSRBytes)
+	}
+	node := r.NodeID
+	if d, n, ok := strings.Cut(node, ":"); ok {
+		if d != p.Domain {
+			return nil, refuse("node_id %q names domain %q, this is %q", r.NodeID, d, p.Domain)
+		}
+		node = n
+	}
+	if err := CheckNodeName(node); err != nil {
+		return nil, err
+	}
+	if r.CallerNode == "" || node != r.CallerNode {
+		return nil, refuse("node_id %q is not the caller's node (%q): a node may ask only for itself", node, r.CallerNode)
+	}
+	csr, err := x509.ParseCertificateRequest(r.CSR)
+	if err != nil {
+		return nil, refuse("csr is not a PKCS#10 request: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, refuse("csr signature does not verify: %v", err)
+	}
+	if err := checkKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	if len(csr.IPAddresses) > 0 || len(csr.EmailAddresses) > 0 {
+		return nil, refuse("csr asks for IP or e-mail SANs; only DNS names and one SPIFFE ID are issued")
+	}
+	if len(csr.DNSNames) > MaxDNSNames {
+		return nil, refuse("csr asks for %d DNS names, the limit is %d", len(csr.DNSNames), MaxDNSNames)
+	}
+	bound := strings.Contains(csr.Subject.CommonName, node)
+	for _, n := range csr.DNSNames {
+		if strings.Contains(n, "*") {
+			return nil, refuse("DNS name %q is a wildcard; leaves name one node", n)
+		}
+		if strings.Contains(n, node) {
+			bound = true
+		}
+	}
+	if strings.Contains(csr.Subject.CommonName, "*") {
+		return nil, refuse("common name %q is a wildcard", csr.Subject.CommonName)
+	}
+	if !bound {
+		return nil, refuse("neither a DNS SAN nor the CN (%q) contains node_id %q", csr.Subject.CommonName, node)
+	}
+	id, err := p.NodeSPIFFEID(node)
+	if err != nil {
+		return nil, refuse("node %q makes no SPIFFE ID: %v", node, err)
+	}
+	switch len(csr.URIs) {
+	case 0:
+	case 1:
+		asked, err := spiffeid.FromURI(csr.URIs[0])
+		if err != nil {
+			return nil, refuse("URI SAN %q is not a SPIFFE ID: %v", csr.URIs[0], err)
+		}
+		if !asked.MemberOf(p.TrustDomain) {
+			return nil, refuse("URI SAN %q is outside trust domain %q", asked, p.TrustDomain)
+		}
+		if asked != id && !strings.HasPrefix(asked.Path(), id.Path()+"/") {
+			return nil, refuse("URI SAN %q is not under the node's own ID %q", asked, id)
+		}
+		id = asked
+	default:
+		return nil, refuse("csr asks for %d URI SANs; at most one, a SPIFFE ID", len(csr.URIs))
+	}
+	return &Checked{CSR: csr, Node: node, SPIFFEID: id, DNSNames: csr.DNSNames}, nil
+}
+
+// CheckNodeName accepts DNS-label-like node names: they go into SPIFFE paths and DNS SANs.
+func CheckNodeName(n string) error {
+	if n == "" || len(n) > 253 {
+		return refuse("node_id %q must be 1 to 253 characters", n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return refuse("node_id %q may hold lower-case letters, digits, '-' and '.' only", n)
+		}
+	}
+	return nil
+}
+
+func checkKey(k any) error {
+	switch k := k.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return refuse("RSA key of %d bits; at least 2048", k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return refuse("ECDSA key on %s; P-256 or P-384 only", k.Curve.Params().Name)
+		}
+	case ed25519.PublicKey:
+	default:
+		return refuse("key type %T; RSA ≥ 2048, ECDSA P-256/P-384 or Ed25519 only", k)
+	}
+	return nil
+}
