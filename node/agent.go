@@ -70,6 +70,12 @@ type Config struct {
 	ArtifactFetchTimeout time.Duration
 	// MaxArtifactBytes bounds one artifact; 0 means 64 MiB.
 	MaxArtifactBytes int64
+	// NodeName is the node this agent is in the domain CA's eyes: its data plane asks
+	// for certificates under it (omnirelay.ca). Empty leaves the CA service unenrolled.
+	NodeName string
+	// JoinToken enrols the agent as NodeName once (meshkit token create); an agent
+	// enrolled before does not need it again.
+	JoinToken string
 }
 
 func (c Config) artifactTimeout() time.Duration {
@@ -98,6 +104,7 @@ type Agent struct {
 	started  time.Time
 
 	ext *extensions
+	id  *agentIdentity
 
 	mu sync.Mutex // guards the following
 	// offered is what the data plane is served of each variant: the held bundle once its
@@ -157,6 +164,9 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 		return nil, err
 	}
 	a.ext = newExtensions(a, store)
+	if a.id, err = loadIdentity(filepath.Join(cfg.DataDir, "identity")); err != nil {
+		return nil, err
+	}
 	rcfg := replica.Config{
 		Root: cfg.Root, Dir: filepath.Join(cfg.DataDir, "lkg"), Host: cfg.Host, Role: p2p.RoleAgent, Bootstrap: cfg.Bootstrap,
 		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(peer.ID) { a.kickReport() },
@@ -181,6 +191,10 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.wg.Add(3)
+	if cfg.NodeName != "" && cfg.JoinToken != "" {
+		a.wg.Add(1)
+		go a.enrolLoop(runCtx)
+	}
 	go func() { defer a.wg.Done(); a.ext.loop(runCtx) }()
 	go a.checkLoop(runCtx)
 	go a.reportLoop(runCtx)

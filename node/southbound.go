@@ -22,6 +22,7 @@ import (
 	"meshkit.dev/meshkit/bundle"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	southboundv1 "meshkit.dev/meshkit/proto/meshkit/southbound/v1"
+	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
 	controlpb "meshkit.dev/meshkit/proto/omnirelay/control"
 	"meshkit.dev/meshkit/trust"
 )
@@ -79,6 +80,7 @@ func (a *Agent) NewSouthbound(cfg SouthboundConfig) *Southbound {
 	s := &Southbound{a: a, cfg: cfg, srv: grpc.NewServer(opts...), closing: make(chan struct{})}
 	controlpb.RegisterControlPlaneWatchServer(s.srv, &controlServer{s: s})
 	southboundv1.RegisterSouthboundServiceServer(s.srv, &meshServer{s: s})
+	capb.RegisterCertificateAuthorityServer(s.srv, &caServer{s: s})
 	return s
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 )
 
@@ -148,6 +149,9 @@ type Config struct {
 	// OnReport, when set, serves the report protocol (seeds): it receives every agent's
 	// report with the agent's authenticated peer ID.
 	OnReport func(from peer.ID, r *syncv1.NodeReport)
+	// OnIdentity, when set, serves the identity protocol (seeds): enrolment and CSRs, with
+	// the caller's authenticated peer ID. It must answer every request.
+	OnIdentity func(from peer.ID, req *identityv1.IdentityRequest) *identityv1.IdentityResponse
 }
 
 // Node is a member of one domain's gossip mesh and sync protocol.
@@ -282,6 +286,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Domain), n.serveSync)
 	if cfg.OnReport != nil {
 		cfg.Host.SetStreamHandler(ReportProtocol(cfg.Domain), n.serveReport)
+	}
+	if cfg.OnIdentity != nil {
+		cfg.Host.SetStreamHandler(IdentityProtocol(cfg.Domain), n.serveIdentity)
 	}
 
 	n.wg.Add(1)
@@ -428,6 +435,7 @@ func (n *Node) Close() error {
 	n.host.Network().StopNotify(n.notifiee)
 	n.host.RemoveStreamHandler(SyncProtocol(n.cfg.Domain))
 	n.host.RemoveStreamHandler(ReportProtocol(n.cfg.Domain))
+	n.host.RemoveStreamHandler(IdentityProtocol(n.cfg.Domain))
 	if n.sub != nil {
 		n.sub.Cancel()
 	}

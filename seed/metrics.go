@@ -13,6 +13,7 @@ type metrics struct {
 	version            prometheus.Gauge
 	resources          prometheus.Gauge
 	writes             *prometheus.CounterVec
+	identity           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,7 +36,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshkit_seed_writes_total", Help: "Admin writes by operation and result.",
 		}, []string{"op", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.publishLatency, m.bundleBytes, m.validationFailures, m.publishes, m.publishErrors, m.version, m.resources, m.writes} {
+	m.identity = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshkit_seed_identity_total", Help: "Identity calls by kind (enrol, csr) and result (ok, issued, refused, unknown_token, ...).",
+	}, []string{"call", "result"})
+	for _, c := range []prometheus.Collector{m.publishLatency, m.bundleBytes, m.validationFailures, m.publishes, m.publishErrors, m.version, m.resources, m.writes, m.identity} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

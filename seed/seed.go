@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"meshkit.dev/meshkit/ca"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/publish"
 	"meshkit.dev/meshkit/trust"
@@ -41,6 +42,11 @@ type Config struct {
 	// (StoreAdmission: held by the registry, and admitted like agents admit it); an
 	// Extension it refuses is refused with its reason.
 	Artifacts ArtifactChecker
+	// CA, when set, makes the seed the domain's certificate authority: agents enrol with
+	// join tokens and ask for certificates over the identity protocol (HandleIdentity).
+	CA *ca.Authority
+	// TrustDomain is the SPIFFE trust domain of the CA's leaves; empty means Domain.
+	TrustDomain string
 	// Store is the durable state. Required.
 	Store Store
 	// Publisher receives every publication; nil keeps them in a MemPublisher.
@@ -131,6 +137,8 @@ type Seed struct {
 	history   []*adminv1.Publication // oldest first
 
 	sealer *publish.Sealer // owned by the publish loop goroutine
+
+	identity *identity // nil unless Config.CA is set
 }
 
 // New loads the store and starts the publish loop. Close stops it.
@@ -155,6 +163,9 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	s.meta.Domain = cfg.Domain
 	if s.metrics, err = newMetrics(cfg.Registry); err != nil {
+		return nil, err
+	}
+	if s.identity, err = newIdentity(cfg, loaded.Identity); err != nil {
 		return nil, err
 	}
 	if s.pub = cfg.Publisher; s.pub == nil {

@@ -41,6 +41,8 @@ type Loaded struct {
 	AuditHead *adminv1.AuditEntry // nil when the log is empty
 	History   []*adminv1.Publication
 	Latest    map[string]Published // by variant key
+	// Identity holds the join tokens and enrolments (issued certificates stay on disk).
+	Identity []*adminv1.IdentityRecord
 }
 
 // Tx is one atomic change. Every Tx carries its audit entry, so no change is ever stored
@@ -51,6 +53,8 @@ type Tx struct {
 	Audit   *adminv1.AuditEntry
 	// For a publish: the new publication, the envelopes that replace Latest, the new meta.
 	Publication *adminv1.Publication
-	Latest      map[string]Published
-	Meta        *Meta
+	// Identity records to store (put, replacing any with the same key).
+	Identity []*adminv1.IdentityRecord
+	Latest   map[string]Published
+	Meta     *Meta
 }

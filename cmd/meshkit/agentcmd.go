@@ -118,6 +118,8 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 	sbCert := fs.String("southbound-tls-cert", "", "serve the southbound over TLS with this certificate (PEM)")
 	sbKey := fs.String("southbound-tls-key", "", "private key of --southbound-tls-cert")
 	sbCA := fs.String("southbound-client-ca", "", "require client certificates signed by these CAs (mTLS)")
+	nodeName := fs.String("node-name", "", "the node this agent is to the domain CA: its data plane's certificates name it (default: the host name)")
+	joinTokenFile := fs.String("join-token-file", "", "a join token (meshkit token create) to enrol with once; also read from $MESHKIT_JOIN_TOKEN")
 	connLow := fs.Int("conn-low", 32, "connection manager low watermark")
 	connHigh := fs.Int("conn-high", 96, "connection manager high watermark")
 	return func(args []string) error {
@@ -163,9 +165,24 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 		if len(caps) > 0 {
 			capList = caps
 		}
+		joinToken := os.Getenv("MESHKIT_JOIN_TOKEN")
+		if *joinTokenFile != "" {
+			b, err := readFile(*joinTokenFile)
+			if err != nil {
+				return err
+			}
+			joinToken = strings.TrimSpace(string(b))
+		}
+		if *nodeName == "" {
+			if *nodeName, err = os.Hostname(); err != nil {
+				return err
+			}
+			*nodeName = strings.ToLower(*nodeName)
+		}
 		ag, err := node.New(ctx, node.Config{
 			Root: root, DataDir: *data, Host: h, Bootstrap: peers, Capabilities: capList,
 			StaleAfter: *staleAfter, SyncInterval: *syncInterval, Logger: log,
+			NodeName: *nodeName, JoinToken: joinToken,
 		})
 		if err != nil {
 			return err

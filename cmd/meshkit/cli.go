@@ -104,6 +104,9 @@ func (a *app) commands() []command {
 		{use: "audit", short: "list a seed's audit log", build: (*app).audit, sub: []command{
 			{use: "verify", short: "verify the audit chain, of a running seed or a stopped seed's data", build: (*app).auditVerify},
 		}},
+		{use: "token", short: "join tokens that enrol agents with the domain CA", sub: []command{
+			{use: "create --node NAME", short: "create a single-use join token for one node, printed once (admin)", build: (*app).tokenCreate},
+		}},
 		{use: "policy", short: "manage the principals of a seed's --policy file", sub: []command{
 			{use: "add --name N --scope SCOPE --tenant T", short: "create a principal with a new bearer token, printed once", build: (*app).policyAdd},
 		}},

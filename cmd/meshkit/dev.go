@@ -92,7 +92,8 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer sh.Close()
-		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log}, 0)
+		var idHook identityHook
+		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: idHook.handle}, 0)
 		if err != nil {
 			return err
 		}
@@ -100,6 +101,10 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		cfg := seed.DefaultConfig()
 		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = root.Domain(), 1, signer, st, log, g
 		cfg.Debounce, cfg.MaxDelay = 20*time.Millisecond, time.Second
+		cfg.TrustDomain = root.Domain()
+		if cfg.CA, err = openCA(filepath.Join(seedDir, "ca"), cfg.TrustDomain); err != nil {
+			return err
+		}
 		reg, admission, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, log)
 		if err != nil {
 			return err
@@ -111,6 +116,7 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer s.Close()
+		idHook.s.Store(s)
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}, Registry: reg})
 		if err != nil {
 			return err
@@ -129,7 +135,13 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			}
 		}()
 		for i := range *agents {
-			d, err := startDevAgent(ctx, filepath.Join(*data, fmt.Sprintf("agent%d", i+1)), root, seedInfo, *sbPort, i, log)
+			// dev enrols its agents itself: a join token each, as an operator would make.
+			name := fmt.Sprintf("agent%d", i+1)
+			tok, err := s.CreateJoinToken(ctx, "meshkit dev", name, time.Hour)
+			if err != nil {
+				return err
+			}
+			d, err := startDevAgent(ctx, filepath.Join(*data, name), root, seedInfo, *sbPort, i, log, name, tok.GetToken())
 			if d != nil {
 				das = append(das, d)
 			}
@@ -166,7 +178,7 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 	}
 }
 
-func startDevAgent(ctx context.Context, dir string, root *trust.Root, seedInfo peer.AddrInfo, basePort, i int, log *slog.Logger) (*devAgent, error) {
+func startDevAgent(ctx context.Context, dir string, root *trust.Root, seedInfo peer.AddrInfo, basePort, i int, log *slog.Logger, name, joinToken string) (*devAgent, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -174,7 +186,8 @@ func startDevAgent(ctx context.Context, dir string, root *trust.Root, seedInfo p
 	if err != nil {
 		return nil, err
 	}
-	ag, err := node.New(ctx, node.Config{Root: root, DataDir: dir, Host: h, Bootstrap: []peer.AddrInfo{seedInfo}, SyncInterval: time.Second, Logger: log})
+	ag, err := node.New(ctx, node.Config{Root: root, DataDir: dir, Host: h, Bootstrap: []peer.AddrInfo{seedInfo}, SyncInterval: time.Second, Logger: log,
+		NodeName: name, JoinToken: joinToken})
 	if err != nil {
 		_ = h.Close()
 		return nil, err

@@ -46,6 +46,8 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	var p2pListen listFlag
 	fs.Var(&p2pListen, "p2p-listen", "gossip listen multiaddr, agents bootstrap here (repeatable; default /ip4/127.0.0.1/tcp/17410 with --dev, else /ip4/0.0.0.0/tcp/17410; \"off\" publishes nowhere)")
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
+	caDir := fs.String("ca-dir", "", "the domain CA's key and certificates (default DATA/ca; a self-managed root is created there on first start, or place an operator's intermediate there: docs/identity.md)")
+	trustDomain := fs.String("trust-domain", "", "SPIFFE trust domain of issued certificates (default: the domain)")
 	inlineMax := fs.Int("inline-max", seed.DefaultInlineMax, "largest signed message flooded on gossip (bytes, at most 61440); larger bundles are announced and fetched by hash hop by hop: fewer bytes per agent, one more round trip per hop (docs/p2p.md)")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
@@ -99,6 +101,11 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
 		cfg.CheckpointKeys = root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED) // a rotated seed still checks what its predecessor signed
 		cfg.Debounce, cfg.MaxDelay, cfg.BundleTTL = *debounce, max(*debounce, time.Second), *ttl
+		cfg.TrustDomain = cmpOr(*trustDomain, root.Domain())
+		if cfg.CA, err = openCA(cmpOr(*caDir, filepath.Join(*data, "ca")), cfg.TrustDomain); err != nil {
+			return err
+		}
+		var idHook identityHook
 		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if *policyPath != "" {
@@ -124,7 +131,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			if *inlineMax < 1024 || *inlineMax > 60<<10 {
 				return usagef("--inline-max must be between 1024 and 61440 bytes")
 			}
-			g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log}, *inlineMax)
+			g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: idHook.handle}, *inlineMax)
 			if err != nil {
 				return err
 			}
@@ -147,6 +154,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer s.Close()
+		idHook.s.Store(s)
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
 		if err != nil {
 			return err

@@ -20,7 +20,7 @@ import (
 
 // SchemaVersion is the layout this build writes. Open migrates older files up to it and
 // refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultHistory is how many publications are kept.
 const DefaultHistory = 100
@@ -31,6 +31,9 @@ var (
 	bucketAudit     = []byte("audit")
 	bucketHistory   = []byte("history")
 	bucketLatest    = []byte("latest")
+	// bucketIdentity holds join tokens ("t/HASH"), enrolments ("e/NODE") and issued
+	// certificates ("c/SERIAL").
+	bucketIdentity = []byte("identity")
 
 	keySchema  = []byte("schema_version")
 	keyDomain  = []byte("domain")
@@ -51,6 +54,11 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	// 1 → 2: identity (join tokens, enrolments, issued certificates).
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketIdentity)
+		return err
 	},
 }
 
@@ -146,6 +154,19 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 		}); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketIdentity).ForEach(func(k, v []byte) error {
+			if len(k) > 0 && k[0] == 'c' {
+				return nil // issued certificates are not kept in memory
+			}
+			r := &adminv1.IdentityRecord{}
+			if err := proto.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("identity %q: %w", k, err)
+			}
+			out.Identity = append(out.Identity, r)
+			return nil
+		}); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketLatest).ForEach(func(k, v []byte) error {
 			if len(v) < 8 {
 				return fmt.Errorf("latest %q: truncated", k)
@@ -217,6 +238,9 @@ func (s *Store) Commit(ctx context.Context, t *seed.Tx) error {
 		if err := audit.Put(u64(t.Audit.GetSeq()), ab); err != nil {
 			return err
 		}
+		if err := putIdentity(tx.Bucket(bucketIdentity), t.Identity); err != nil {
+			return err
+		}
 		if t.Publication != nil {
 			if err := s.putPublication(tx, t); err != nil {
 				return err
@@ -234,6 +258,30 @@ func (s *Store) Commit(ctx context.Context, t *seed.Tx) error {
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: commit: %w", err)
+	}
+	return nil
+}
+
+func putIdentity(b *bolt.Bucket, recs []*adminv1.IdentityRecord) error {
+	for _, r := range recs {
+		var key string
+		switch r := r.GetRecord().(type) {
+		case *adminv1.IdentityRecord_JoinToken:
+			key = "t/" + r.JoinToken.GetSha256()
+		case *adminv1.IdentityRecord_Enrolment:
+			key = "e/" + r.Enrolment.GetNode()
+		case *adminv1.IdentityRecord_Issued:
+			key = "c/" + r.Issued.GetSerial()
+		default:
+			return fmt.Errorf("identity record of no known kind")
+		}
+		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(key), v); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1874,6 +1874,422 @@ func (x *GetBundleResponse) GetRequiredCapabilities() []string {
 	return nil
 }
 
+// CreateJoinTokenRequest names the node the token enrols.
+type CreateJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the agent's node name: lower-case letters, digits, '-' and '.'.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// ttl_seconds is how long the token may be used; 0 means one hour.
+	TtlSeconds    uint64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CreateJoinTokenRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetTtlSeconds() uint64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+// CreateJoinTokenResponse carries the token: shown once, never stored.
+type CreateJoinTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+// IdentityRecord is what a seed stores of identity: join tokens (their hash), enrolled
+// nodes and issued certificates.
+type IdentityRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Record:
+	//
+	//	*IdentityRecord_JoinToken
+	//	*IdentityRecord_Enrolment
+	//	*IdentityRecord_Issued
+	Record        isIdentityRecord_Record `protobuf_oneof:"record"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityRecord) Reset() {
+	*x = IdentityRecord{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityRecord) ProtoMessage() {}
+
+func (x *IdentityRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityRecord.ProtoReflect.Descriptor instead.
+func (*IdentityRecord) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *IdentityRecord) GetRecord() isIdentityRecord_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetJoinToken() *JoinToken {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_JoinToken); ok {
+			return x.JoinToken
+		}
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetEnrolment() *Enrolment {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Enrolment); ok {
+			return x.Enrolment
+		}
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetIssued() *IssuedCertificate {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Issued); ok {
+			return x.Issued
+		}
+	}
+	return nil
+}
+
+type isIdentityRecord_Record interface {
+	isIdentityRecord_Record()
+}
+
+type IdentityRecord_JoinToken struct {
+	JoinToken *JoinToken `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3,oneof"`
+}
+
+type IdentityRecord_Enrolment struct {
+	Enrolment *Enrolment `protobuf:"bytes,2,opt,name=enrolment,proto3,oneof"`
+}
+
+type IdentityRecord_Issued struct {
+	Issued *IssuedCertificate `protobuf:"bytes,3,opt,name=issued,proto3,oneof"`
+}
+
+func (*IdentityRecord_JoinToken) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Enrolment) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Issued) isIdentityRecord_Record() {}
+
+// JoinToken is a token's hash and what it may enrol.
+type JoinToken struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Sha256    string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Node      string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// used_by is the peer ID that enrolled with it; set once.
+	UsedBy        string `protobuf:"bytes,4,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *JoinToken) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *JoinToken) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *JoinToken) GetUsedBy() string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return ""
+}
+
+// Enrolment binds a node to the libp2p peer ID that enrolled it.
+type Enrolment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	PeerId        string                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Enrolment) Reset() {
+	*x = Enrolment{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Enrolment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Enrolment) ProtoMessage() {}
+
+func (x *Enrolment) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Enrolment.ProtoReflect.Descriptor instead.
+func (*Enrolment) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Enrolment) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Enrolment) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *Enrolment) GetEnrolledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnrolledAt
+	}
+	return nil
+}
+
+// IssuedCertificate records one issued leaf.
+type IssuedCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssuedCertificate) Reset() {
+	*x = IssuedCertificate{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedCertificate) ProtoMessage() {}
+
+func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
+func (*IssuedCertificate) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *IssuedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *IssuedCertificate) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *IssuedCertificate) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *IssuedCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 var File_meshkit_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
@@ -2015,7 +2431,38 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x123\n" +
-	"\x15required_capabilities\x18\x04 \x03(\tR\x14requiredCapabilities2\x90\x06\n" +
+	"\x15required_capabilities\x18\x04 \x03(\tR\x14requiredCapabilities\"M\n" +
+	"\x16CreateJoinTokenRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x04R\n" +
+	"ttlSeconds\"\x87\x01\n" +
+	"\x17CreateJoinTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"\xd4\x01\n" +
+	"\x0eIdentityRecord\x12<\n" +
+	"\n" +
+	"join_token\x18\x01 \x01(\v2\x1b.meshkit.admin.v1.JoinTokenH\x00R\tjoinToken\x12;\n" +
+	"\tenrolment\x18\x02 \x01(\v2\x1b.meshkit.admin.v1.EnrolmentH\x00R\tenrolment\x12=\n" +
+	"\x06issued\x18\x03 \x01(\v2#.meshkit.admin.v1.IssuedCertificateH\x00R\x06issuedB\b\n" +
+	"\x06record\"\x8b\x01\n" +
+	"\tJoinToken\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x17\n" +
+	"\aused_by\x18\x04 \x01(\tR\x06usedBy\"u\n" +
+	"\tEnrolment\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x17\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12;\n" +
+	"\venrolled_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"enrolledAt\"\x95\x01\n" +
+	"\x11IssuedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf8\x06\n" +
 	"\fAdminService\x12H\n" +
 	"\x05Apply\x12\x1e.meshkit.admin.v1.ApplyRequest\x1a\x1f.meshkit.admin.v1.ApplyResponse\x12K\n" +
 	"\x06Delete\x12\x1f.meshkit.admin.v1.DeleteRequest\x1a .meshkit.admin.v1.DeleteResponse\x12B\n" +
@@ -2026,7 +2473,8 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x06Status\x12\x1f.meshkit.admin.v1.StatusRequest\x1a .meshkit.admin.v1.StatusResponse\x12H\n" +
 	"\x05Audit\x12\x1e.meshkit.admin.v1.AuditRequest\x1a\x1f.meshkit.admin.v1.AuditResponse\x12Z\n" +
 	"\vVerifyAudit\x12$.meshkit.admin.v1.VerifyAuditRequest\x1a%.meshkit.admin.v1.VerifyAuditResponse\x12T\n" +
-	"\tGetBundle\x12\".meshkit.admin.v1.GetBundleRequest\x1a#.meshkit.admin.v1.GetBundleResponseB4Z2meshkit.dev/meshkit/proto/meshkit/admin/v1;adminv1b\x06proto3"
+	"\tGetBundle\x12\".meshkit.admin.v1.GetBundleRequest\x1a#.meshkit.admin.v1.GetBundleResponse\x12f\n" +
+	"\x0fCreateJoinToken\x12(.meshkit.admin.v1.CreateJoinTokenRequest\x1a).meshkit.admin.v1.CreateJoinTokenResponseB4Z2meshkit.dev/meshkit/proto/meshkit/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_meshkit_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2040,7 +2488,7 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*Resource)(nil),                // 0: meshkit.admin.v1.Resource
 	(*Change)(nil),                  // 1: meshkit.admin.v1.Change
@@ -2069,28 +2517,34 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*VerifyAuditResponse)(nil),     // 24: meshkit.admin.v1.VerifyAuditResponse
 	(*GetBundleRequest)(nil),        // 25: meshkit.admin.v1.GetBundleRequest
 	(*GetBundleResponse)(nil),       // 26: meshkit.admin.v1.GetBundleResponse
-	(*v1.Metadata)(nil),             // 27: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),          // 28: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),            // 29: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),      // 30: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),      // 31: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),        // 32: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil), // 33: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),       // 34: meshkit.bundle.v1.KillSwitchSpec
-	(*v1.ReferenceGrantSpec)(nil),   // 35: meshkit.bundle.v1.ReferenceGrantSpec
-	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 37: meshkit.sync.v1.VersionNacks
+	(*CreateJoinTokenRequest)(nil),  // 27: meshkit.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 28: meshkit.admin.v1.CreateJoinTokenResponse
+	(*IdentityRecord)(nil),          // 29: meshkit.admin.v1.IdentityRecord
+	(*JoinToken)(nil),               // 30: meshkit.admin.v1.JoinToken
+	(*Enrolment)(nil),               // 31: meshkit.admin.v1.Enrolment
+	(*IssuedCertificate)(nil),       // 32: meshkit.admin.v1.IssuedCertificate
+	(*v1.Metadata)(nil),             // 33: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),          // 34: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),            // 35: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),      // 36: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),      // 37: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),        // 38: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil), // 39: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),       // 40: meshkit.bundle.v1.KillSwitchSpec
+	(*v1.ReferenceGrantSpec)(nil),   // 41: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 43: meshkit.sync.v1.VersionNacks
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	27, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	28, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	29, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	30, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	31, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	32, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	33, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	34, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	35, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	33, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	34, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	35, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	36, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	37, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	38, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	39, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	40, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	41, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
 	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -2098,40 +2552,49 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	36, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	42, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	36, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	37, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	42, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	43, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
 	19, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
 	18, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
-	36, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	42, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	21, // 24: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	2,  // 25: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 26: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 27: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 28: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 29: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 30: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 31: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	20, // 32: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	23, // 33: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	25, // 34: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	3,  // 35: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 36: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 37: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 38: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 39: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 40: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 41: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	22, // 42: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	24, // 43: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	26, // 44: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	35, // [35:45] is the sub-list for method output_type
-	25, // [25:35] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	42, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 26: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
+	31, // 27: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
+	32, // 28: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
+	42, // 29: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 30: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
+	42, // 31: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	2,  // 32: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 33: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 34: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 35: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 36: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 37: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 38: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	20, // 39: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	23, // 40: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	25, // 41: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	27, // 42: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
+	3,  // 43: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 44: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 45: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 46: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 47: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 48: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 49: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	22, // 50: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	24, // 51: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	26, // 52: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	28, // 53: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
+	43, // [43:54] is the sub-list for method output_type
+	32, // [32:43] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -2149,13 +2612,18 @@ func file_meshkit_admin_v1_admin_proto_init() {
 		(*Resource_KillSwitch)(nil),
 		(*Resource_ReferenceGrant)(nil),
 	}
+	file_meshkit_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{
+		(*IdentityRecord_JoinToken)(nil),
+		(*IdentityRecord_Enrolment)(nil),
+		(*IdentityRecord_Issued)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

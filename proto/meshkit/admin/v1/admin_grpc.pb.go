@@ -22,16 +22,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_Apply_FullMethodName       = "/meshkit.admin.v1.AdminService/Apply"
-	AdminService_Delete_FullMethodName      = "/meshkit.admin.v1.AdminService/Delete"
-	AdminService_Get_FullMethodName         = "/meshkit.admin.v1.AdminService/Get"
-	AdminService_List_FullMethodName        = "/meshkit.admin.v1.AdminService/List"
-	AdminService_Diff_FullMethodName        = "/meshkit.admin.v1.AdminService/Diff"
-	AdminService_History_FullMethodName     = "/meshkit.admin.v1.AdminService/History"
-	AdminService_Status_FullMethodName      = "/meshkit.admin.v1.AdminService/Status"
-	AdminService_Audit_FullMethodName       = "/meshkit.admin.v1.AdminService/Audit"
-	AdminService_VerifyAudit_FullMethodName = "/meshkit.admin.v1.AdminService/VerifyAudit"
-	AdminService_GetBundle_FullMethodName   = "/meshkit.admin.v1.AdminService/GetBundle"
+	AdminService_Apply_FullMethodName           = "/meshkit.admin.v1.AdminService/Apply"
+	AdminService_Delete_FullMethodName          = "/meshkit.admin.v1.AdminService/Delete"
+	AdminService_Get_FullMethodName             = "/meshkit.admin.v1.AdminService/Get"
+	AdminService_List_FullMethodName            = "/meshkit.admin.v1.AdminService/List"
+	AdminService_Diff_FullMethodName            = "/meshkit.admin.v1.AdminService/Diff"
+	AdminService_History_FullMethodName         = "/meshkit.admin.v1.AdminService/History"
+	AdminService_Status_FullMethodName          = "/meshkit.admin.v1.AdminService/Status"
+	AdminService_Audit_FullMethodName           = "/meshkit.admin.v1.AdminService/Audit"
+	AdminService_VerifyAudit_FullMethodName     = "/meshkit.admin.v1.AdminService/VerifyAudit"
+	AdminService_GetBundle_FullMethodName       = "/meshkit.admin.v1.AdminService/GetBundle"
+	AdminService_CreateJoinToken_FullMethodName = "/meshkit.admin.v1.AdminService/CreateJoinToken"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -60,6 +61,9 @@ type AdminServiceClient interface {
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
 	// GetBundle returns the newest signed bundle (or delta) for a set of capabilities.
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
+	// CreateJoinToken makes a single-use, expiring token an agent enrols with (admin only).
+	// The seed keeps only its SHA-256.
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 }
 
 type adminServiceClient struct {
@@ -170,6 +174,16 @@ func (c *adminServiceClient) GetBundle(ctx context.Context, in *GetBundleRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJoinTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -196,6 +210,9 @@ type AdminServiceServer interface {
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
 	// GetBundle returns the newest signed bundle (or delta) for a set of capabilities.
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
+	// CreateJoinToken makes a single-use, expiring token an agent enrols with (admin only).
+	// The seed keeps only its SHA-256.
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -235,6 +252,9 @@ func (UnimplementedAdminServiceServer) VerifyAudit(context.Context, *VerifyAudit
 }
 func (UnimplementedAdminServiceServer) GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -437,6 +457,24 @@ func _AdminService_GetBundle_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -483,6 +521,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _AdminService_GetBundle_Handler,
+		},
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _AdminService_CreateJoinToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"meshkit.dev/meshkit/internal/testcsr"
+	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
+)
+
+// TestOmniRelayCSRThroughDev: an OmniRelay-style client, generated from omnirelay.ca,
+// submits an RSA-2048 CSR made by `openssl req` to an agent of `meshkit dev`, which dev
+// enrolled itself, and gets a chain that `openssl verify` accepts against the trust
+// bundle it was given. A CSR for another node is refused with INVALID_ARGUMENT.
+func TestOmniRelayCSRThroughDev(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
+	done := make(chan int, 1)
+	go func() {
+		done <- dev.main([]string{"dev", "--agents", "1", "--no-examples", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("dev exited %d:\n%s", code, out.String())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "Watch what a node receives") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	addr := regexp.MustCompile(`OmniRelay watch (\S+)`).FindStringSubmatch(out.String())[1]
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := capb.NewCertificateAuthorityClient(conn)
+
+	// The agent enrols in the background: until then it says UNAVAILABLE.
+	var bundle []byte
+	for bundle == nil {
+		resp, err := client.TrustBundle(ctx, &capb.TrustBundleRequest{})
+		switch {
+		case err == nil:
+			bundle = resp.GetTrustBundle()
+		case status.Code(err) != codes.Unavailable || time.Now().After(deadline):
+			t.Fatalf("trust bundle: %v\n%s", err, out.String())
+		default:
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	csr := testcsr.Make(t, testcsr.RSA2048, "/CN=agent1", "DNS:agent1.dev.svc")
+	cert, err := client.SubmitCsr(ctx, &capb.CsrRequest{NodeId: "dev:agent1", Csr: csr})
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out.String())
+	}
+	issued, err := time.Parse(time.RFC3339, cert.GetIssuedAt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew, _ := time.Parse(time.RFC3339, cert.GetRenewAfter())
+	expires, _ := time.Parse(time.RFC3339, cert.GetExpiresAt())
+	if expires.Sub(issued) != 12*time.Hour || renew.Sub(issued) != 12*time.Hour*8/10 {
+		t.Fatalf("issued %s, renew after %s, expires %s: want 12 h, renewal at 80%%", issued, renew, expires)
+	}
+	if string(cert.GetTrustBundle()) != string(bundle) {
+		t.Fatal("the trust bundle with the certificate is not the one TrustBundle serves")
+	}
+	dir := t.TempDir()
+	chain, err := x509.ParseCertificates(cert.GetCertificateChain())
+	if err != nil || len(chain) == 0 {
+		t.Fatalf("chain: %v", err)
+	}
+	var untrusted []byte
+	for _, c := range chain {
+		untrusted = append(untrusted, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	for name, b := range map[string][]byte{"bundle.pem": bundle, "chain.pem": untrusted,
+		"leaf.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.GetCertificate()})} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testcsr.Run(t, dir, "verify", "-CAfile", "bundle.pem", "-untrusted", "chain.pem", "leaf.pem")
+
+	other := testcsr.Make(t, testcsr.P256, "/CN=agent2", "")
+	if _, err := client.SubmitCsr(ctx, &capb.CsrRequest{NodeId: "agent2", Csr: other}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "not the caller's node") {
+		t.Fatalf("a CSR for another node: %v, want INVALID_ARGUMENT", err)
+	}
+}
