@@ -32,10 +32,14 @@ func Run(t testing.TB, dir string, args ...string) {
 
 // Make returns a DER CSR made by `openssl req` with a new key (a genpkey spec), the
 // subject subj ("/CN=..."), and the subjectAltName value sans ("" for none). Without
-// openssl on the PATH the test is skipped (.ci/run installs it).
+// openssl on the PATH the test is skipped, unless MESHKIT_REQUIRE_OPENSSL is set (.ci/run
+// installs openssl and sets it).
 func Make(t testing.TB, key, subj, sans string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("MESHKIT_REQUIRE_OPENSSL") != "" {
+			t.Fatal("openssl is not installed and MESHKIT_REQUIRE_OPENSSL is set")
+		}
 		t.Skip("openssl is not installed")
 	}
 	dir := t.TempDir()
