@@ -115,7 +115,7 @@ func (a *Authority) Issue(now time.Time, c *Checked, lifetime time.Duration) (*I
 	uri := c.SPIFFEID.URL()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial.Add(serial, big.NewInt(1)), // never zero
-		Subject:      pkix.Name{CommonName: cn},
+		Subject:      pkix.Name{CommonName: cn, SerialNumber: c.PeerID},
 		NotBefore:    now.Add(-clockSkew),
 		NotAfter:     notAfter,
 		DNSNames:     c.DNSNames,

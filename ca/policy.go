@@ -55,6 +55,10 @@ type Checked struct {
 	Node     string
 	SPIFFEID spiffeid.ID
 	DNSNames []string
+	// PeerID, when set, binds the leaf to an agent's libp2p peer ID (the subject's
+	// serialNumber): the agent's own certificate, which its peers check on every control
+	// channel.
+	PeerID string
 }
 
 // Policy decides what a CSR may name in one trust domain.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,6 +113,7 @@ type Agent struct {
 	offered map[string]*heldBundle
 	changed chan struct{}                   // closed and replaced on every change
 	stale   string                          // why the agent is stale, "" when fresh
+	idWarn  string                          // the identity warning last logged
 	nacks   map[uint64]*syncv1.VersionNacks // data-plane NACKs by version
 
 	reportKick chan struct{}
@@ -191,9 +193,9 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.wg.Add(3)
-	if cfg.NodeName != "" && cfg.JoinToken != "" {
+	if cfg.NodeName != "" && (cfg.JoinToken != "" || a.id.get() != nil) {
 		a.wg.Add(1)
-		go a.enrolLoop(runCtx)
+		go a.identityLoop(runCtx)
 	}
 	go func() { defer a.wg.Done(); a.ext.loop(runCtx) }()
 	go a.checkLoop(runCtx)
@@ -302,6 +304,7 @@ func (a *Agent) checkLoop(ctx context.Context) {
 			return
 		case <-t.Chan():
 			a.evaluateStale()
+			a.warnIdentity()
 			if n%12 == 0 {
 				a.ext.gc() // free artifacts no held bundle references (after the store's grace)
 			}
@@ -327,6 +330,22 @@ func (a *Agent) evaluateStale() {
 			a.log.Info("agent is fresh again")
 		}
 		a.stale = reason
+	}
+}
+
+// warnIdentity logs the own certificate's warning when it appears or changes kind.
+func (a *Agent) warnIdentity() {
+	st := a.identityStatus()
+	warn := ""
+	if st != nil && st.Warning != "" {
+		warn, _, _ = strings.Cut(st.Warning, " in ") // "expires in 2h" changes every tick
+	}
+	a.mu.Lock()
+	changed := warn != a.idWarn
+	a.idWarn = warn
+	a.mu.Unlock()
+	if changed && warn != "" {
+		a.log.Warn("agent certificate needs attention", "warning", st.Warning, "node", st.Node)
 	}
 }
 

@@ -2,8 +2,16 @@ package node
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,9 +28,16 @@ import (
 	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
 )
 
-// enrolledFile keeps what enrolment answered (node, SPIFFE ID, trust bundle), so a
-// restarted agent serves the trust bundle before any seed answers.
-const enrolledFile = "enrolled.pb"
+// Files of DATA/identity.
+const (
+	// enrolledFile keeps what enrolment answered (node, SPIFFE ID, trust bundle), so a
+	// restarted agent serves the trust bundle before any seed answers.
+	enrolledFile = "enrolled.pb"
+	// agentKeyFile is the agent's own key (ECDSA P-256, PKCS#8 PEM, 0600).
+	agentKeyFile = "agent.key"
+	// agentCertFile is the agent's own leaf and its chain (PEM).
+	agentCertFile = "agent.pem"
+)
 
 // Backoff of enrolment attempts while no seed answers.
 const (
@@ -36,9 +51,12 @@ const (
 // serves its data plane.
 type agentIdentity struct {
 	dir string
+	key crypto.Signer
 
 	mu       sync.Mutex
 	enrolled *identityv1.Enrolled // nil until enrolled
+	leaf     *x509.Certificate    // the agent's own, bound to its peer ID; nil until issued
+	renewAt  time.Time
 }
 
 func loadIdentity(dir string) (*agentIdentity, error) {
@@ -46,6 +64,18 @@ func loadIdentity(dir string) (*agentIdentity, error) {
 		return nil, err
 	}
 	id := &agentIdentity{dir: dir}
+	key, err := loadOrCreateKey(filepath.Join(dir, agentKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	id.key = key
+	if pb, err := os.ReadFile(filepath.Join(dir, agentCertFile)); err == nil {
+		if blk, _ := pem.Decode(pb); blk != nil {
+			if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil && publicKeysEqual(leaf.PublicKey, key.Public()) {
+				id.leaf, id.renewAt = leaf, renewAt(leaf, rand.Float64())
+			}
+		}
+	}
 	b, err := os.ReadFile(filepath.Join(dir, enrolledFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -81,25 +111,218 @@ func (id *agentIdentity) get() *identityv1.Enrolled {
 	return id.enrolled
 }
 
-// enrolLoop enrols the agent as Config.NodeName with Config.JoinToken, trying each seed
-// it is connected to, with backoff, until one accepts. An agent enrolled before (its
-// libp2p key is its binding) skips it.
-func (a *Agent) enrolLoop(ctx context.Context) {
+// identityLoop enrols the agent as Config.NodeName with Config.JoinToken (once: its
+// libp2p key is its binding afterwards), then keeps its own leaf fresh: it renews at
+// about half the leaf's life, with jitter, so a fleet enrolled together never renews in
+// one burst, and retries with backoff while no CA answers, working on the leaf it holds.
+func (a *Agent) identityLoop(ctx context.Context) {
 	defer a.wg.Done()
 	var backoff time.Duration
-	for a.id.get() == nil {
-		err := a.enrol(ctx)
-		if err == nil {
-			return
+	for {
+		var err error
+		wait := time.Duration(0)
+		switch {
+		case a.id.get() == nil:
+			if err = a.enrol(ctx); err != nil {
+				err = fmt.Errorf("not enrolled yet: %w", err)
+			}
+		default:
+			a.id.mu.Lock()
+			due := a.id.leaf == nil || !a.clock.Now().Before(a.id.renewAt)
+			next := a.id.renewAt
+			a.id.mu.Unlock()
+			if !due {
+				wait = next.Sub(a.clock.Now())
+				break
+			}
+			if err = a.certify(ctx); err != nil {
+				err = fmt.Errorf("own certificate not renewed: %w", err)
+			}
 		}
-		backoff = min(max(2*backoff, enrolRetryMin), enrolRetryMax)
-		a.log.Warn("not enrolled yet; retrying", "node", a.cfg.NodeName, "in", backoff, "err", err)
+		if err != nil {
+			backoff = min(max(2*backoff, enrolRetryMin), enrolRetryMax)
+			wait = backoff
+			a.log.Warn("identity: retrying", "node", a.cfg.NodeName, "in", backoff, "err", err)
+		} else if wait == 0 {
+			backoff = 0
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.clock.After(backoff):
+		case <-a.clock.After(wait):
 		}
 	}
+}
+
+// renewJitter is the share of a leaf's life over which renewals spread around its middle.
+// A fleet enrolled at once renews every half life; spread over 0.3 of the life (0.6 of
+// the period) its first wave peaks at 1/0.6 ≈ 1.7 × the steady rate, and each later wave
+// is flatter (TestRenewalWaveStaysBelowTwiceTheSteadyRate).
+const renewJitter = 0.3
+
+// renewAt is when a leaf is renewed: at half its life, moved by up to ±15% of it (u in
+// [0, 1) picks where). The latest renewal leaves 35% of the life for retries while no CA
+// answers; the warning comes at 25% left.
+func renewAt(leaf *x509.Certificate, u float64) time.Time {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return leaf.NotBefore.Add(life/2 + time.Duration((u-0.5)*renewJitter*float64(life)))
+}
+
+// certify asks a seed for the agent's own leaf and keeps it with its chain.
+func (a *Agent) certify(ctx context.Context) error {
+	csr, err := x509.CreateCertificateRequest(crand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: a.cfg.NodeName}}, a.id.key)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range a.rep.Node().IdentityTargets() {
+		resp, err := a.rep.Node().Identity(ctx, p, &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_AgentCertificate{
+			AgentCertificate: &identityv1.AgentCertificate{Csr: csr},
+		}})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if e := resp.GetError(); e != nil {
+			errs = append(errs, fmt.Errorf("seed %s: %s", p, e.GetMessage()))
+			continue
+		}
+		if err := a.keepLeaf(resp.GetCertificate()); err != nil {
+			errs = append(errs, fmt.Errorf("seed %s: %w", p, err))
+			continue
+		}
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("no seed connected")
+	}
+	return errors.Join(errs...)
+}
+
+// keepLeaf checks an issued leaf (for this agent's key and peer ID, chaining to the trust
+// bundle given with it) and keeps it, with the trust bundle.
+func (a *Agent) keepLeaf(c *capb.CertResponse) error {
+	leaf, err := x509.ParseCertificate(c.GetCertificate())
+	if err != nil {
+		return fmt.Errorf("leaf: %w", err)
+	}
+	if !publicKeysEqual(leaf.PublicKey, a.id.key.Public()) {
+		return errors.New("the leaf is not for this agent's key")
+	}
+	if leaf.Subject.SerialNumber != a.rep.Node().ID().String() {
+		return fmt.Errorf("the leaf names peer %q, not this agent", leaf.Subject.SerialNumber)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(c.GetTrustBundle()) {
+		return errors.New("no trust bundle with the leaf")
+	}
+	inter := x509.NewCertPool()
+	chain, err := x509.ParseCertificates(c.GetCertificateChain())
+	if err != nil {
+		return fmt.Errorf("chain: %w", err)
+	}
+	for _, ic := range chain {
+		inter.AddCert(ic)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: a.clock.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("the leaf does not verify: %w", err)
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
+	for _, ic := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ic.Raw})...)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(a.id.dir, agentCertFile), out, 0o600); err != nil {
+		return err
+	}
+	if e := a.id.get(); e != nil && string(e.GetTrustBundle()) != string(c.GetTrustBundle()) {
+		next := proto.Clone(e).(*identityv1.Enrolled)
+		next.TrustBundle = c.GetTrustBundle()
+		if err := a.id.save(next); err != nil {
+			return err
+		}
+	}
+	a.id.mu.Lock()
+	a.id.leaf, a.id.renewAt = leaf, renewAt(leaf, rand.Float64())
+	a.id.mu.Unlock()
+	a.log.Info("own certificate issued", "node", a.cfg.NodeName, "expires", leaf.NotAfter, "renew_at", a.id.renewAt)
+	return nil
+}
+
+// IdentityStatus is the agent's standing with the domain CA.
+type IdentityStatus struct {
+	Node     string    `json:"node"`
+	SPIFFEID string    `json:"spiffe_id"`
+	Expires  time.Time `json:"expires,omitzero"`
+	RenewAt  time.Time `json:"renew_at,omitzero"`
+	// Warning says why the certificate needs attention: renewal has failed for a quarter
+	// of its life, or it has expired.
+	Warning string `json:"warning,omitempty"`
+}
+
+func (a *Agent) identityStatus() *IdentityStatus {
+	e := a.id.get()
+	if e == nil {
+		return nil
+	}
+	st := &IdentityStatus{Node: e.GetNode(), SPIFFEID: e.GetSpiffeId()}
+	a.id.mu.Lock()
+	leaf, renew := a.id.leaf, a.id.renewAt
+	a.id.mu.Unlock()
+	if leaf == nil {
+		st.Warning = "no certificate of its own yet"
+		return st
+	}
+	st.Expires, st.RenewAt = leaf.NotAfter, renew
+	now := a.clock.Now()
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	switch left := leaf.NotAfter.Sub(now); {
+	case left <= 0:
+		st.Warning = fmt.Sprintf("certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case left < life/4:
+		st.Warning = fmt.Sprintf("certificate expires in %s and renewal keeps failing", left.Truncate(time.Second))
+	}
+	return st
+}
+
+func loadOrCreateKey(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := atomicfile.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+		return k, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("node: %s holds no PEM key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("node: %s: %w", path, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("node: %s: a %T cannot sign", path, k)
+	}
+	return signer, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }
 
 func (a *Agent) enrol(ctx context.Context) error {

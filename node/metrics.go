@@ -56,6 +56,13 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 		gauge("meshkit_agent_bundle_age_seconds", "Seconds since the last bundle was accepted.", func(s Status) float64 { return s.AgeSeconds }),
 		gauge("meshkit_agent_stale", "1 when the agent serves a stale (expired or old) bundle or none.", func(s Status) float64 { return b2f(s.Stale) }),
 		gauge("meshkit_agent_peers", "Connected peers.", func(s Status) float64 { return float64(s.Peers) }),
+		gauge("meshkit_agent_certificate_expiry_seconds", "Seconds until the agent's own certificate expires (negative once expired; -1 without one). Alert well before 0: renewal happens at half its life.",
+			func(s Status) float64 {
+				if s.Identity == nil || s.Identity.Expires.IsZero() {
+					return -1
+				}
+				return s.Identity.Expires.Sub(a.clock.Now()).Seconds()
+			}),
 		counter("meshkit_agent_bytes_received_total", "Bytes received over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesIn) }),
 		counter("meshkit_agent_bytes_sent_total", "Bytes sent over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesOut) }),
 	}

@@ -40,6 +40,8 @@ type Status struct {
 	Nacks []NackStatus `json:"nacks,omitempty"`
 	// Extensions are the verdicts on the artifacts the held bundles reference.
 	Extensions []ExtensionStatus `json:"extensions,omitempty"`
+	// Identity is the agent's enrolment and own certificate; nil when not enrolled.
+	Identity *IdentityStatus `json:"identity,omitempty"`
 }
 
 // NackStatus is how often one version was NACKed by data-plane clients.
@@ -73,6 +75,7 @@ func (a *Agent) Status() Status {
 		s.Held = append(s.Held, headStatus(h))
 	}
 	s.Extensions = a.ext.status(view.Held)
+	s.Identity = a.identityStatus()
 	a.mu.Lock()
 	s.StaleReason = a.staleReasonLocked(view.LastAccept)
 	s.Stale = s.StaleReason != ""

@@ -182,7 +182,16 @@ func (s *Seed) HandleIdentity(ctx context.Context, from peer.ID, req *identityv1
 		}
 	case *identityv1.IdentityRequest_Csr:
 		var c *capb.CertResponse
-		if c, err = s.issue(ctx, from, call.Csr); err == nil {
+		if c, err = s.issue(ctx, from, call.Csr, false); err == nil {
+			out = &identityv1.IdentityResponse{Result: &identityv1.IdentityResponse_Certificate{Certificate: c}}
+		}
+	case *identityv1.IdentityRequest_AgentCertificate:
+		id := s.identity
+		id.mu.Lock()
+		node := id.byPeer[from]
+		id.mu.Unlock()
+		var c *capb.CertResponse
+		if c, err = s.issue(ctx, from, &capb.CsrRequest{NodeId: node, Csr: call.AgentCertificate.GetCsr()}, true); err == nil {
 			out = &identityv1.IdentityResponse{Result: &identityv1.IdentityResponse_Certificate{Certificate: c}}
 		}
 	default:
@@ -255,8 +264,9 @@ func (s *Seed) enrol(ctx context.Context, from peer.ID, e *identityv1.Enrol) (*i
 	return &identityv1.Enrolled{Node: jt.GetNode(), SpiffeId: sid.String(), TrustBundle: id.auth.TrustBundle()}, nil
 }
 
-// issue checks a CSR for the caller's own node and signs it.
-func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest) (*capb.CertResponse, error) {
+// issue checks a CSR for the caller's own node and signs it; an agent's own leaf (agent)
+// is bound to its peer ID.
+func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest, agent bool) (*capb.CertResponse, error) {
 	id := s.identity
 	id.mu.Lock()
 	node := id.byPeer[from]
@@ -271,6 +281,9 @@ func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest) (*
 		s.metrics.identity.WithLabelValues("csr", "refused").Inc()
 		_ = s.recordIdentity(ctx, actor, actionRefuse, []string{"node " + node, err.Error()})
 		return nil, refuse(ErrInvalid, "%v", err)
+	}
+	if agent {
+		checked.PeerID = from.String()
 	}
 	iss, err := id.auth.Issue(s.cfg.Clock.Now(), checked, 0)
 	if err != nil {

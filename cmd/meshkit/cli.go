@@ -104,6 +104,9 @@ func (a *app) commands() []command {
 		{use: "audit", short: "list a seed's audit log", build: (*app).audit, sub: []command{
 			{use: "verify", short: "verify the audit chain, of a running seed or a stopped seed's data", build: (*app).auditVerify},
 		}},
+		{use: "ca", short: "the domain CA", sub: []command{
+			{use: "status --ca-dir DIR [--root root.json]", short: "list every expiry of the domain's trust; exit 1 when one is within --warn", build: (*app).caStatus},
+		}},
 		{use: "token", short: "join tokens that enrol agents with the domain CA", sub: []command{
 			{use: "create --node NAME", short: "create a single-use join token for one node, printed once (admin)", build: (*app).tokenCreate},
 		}},

@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
+	"text/tabwriter"
 
 	"path/filepath"
 	"sync/atomic"
@@ -11,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	"meshkit.dev/meshkit/trust"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -72,6 +78,99 @@ func (a *app) tokenCreate(fs *pflag.FlagSet) func(args []string) error {
 		fmt.Fprintln(a.stdout, resp.GetToken())
 		fmt.Fprintf(a.stderr, "enrols %s (%s) once, until %s; give it to the agent: --node-name %s --join-token-file FILE\n",
 			*nodeName, resp.GetSpiffeId(), resp.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), *nodeName)
+		return nil
+	}
+}
+
+// caExpiry is one dated piece of the domain's trust.
+type caExpiry struct {
+	What     string    `json:"what"`
+	Subject  string    `json:"subject"`
+	NotAfter time.Time `json:"not_after"`
+	Left     string    `json:"left"`
+	Warning  bool      `json:"warning"`
+}
+
+// caStatus lists the expiry of every piece of a domain's trust a seed holds: the domain
+// root (with --root), the CA's roots, its chain and its own certificate. It exits 1 when
+// one expires within --warn, so a cron job or a CI check catches it in time.
+func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
+	caDir := fs.String("ca-dir", "", "the seed's CA directory (DATA/ca)")
+	rootPath := fs.String("root", "", "the domain root (root.json), to include its expiry")
+	warn := fs.Duration("warn", 30*24*time.Hour, "warn, and exit 1, when anything expires within this")
+	output, checkOutput := outputFlag(fs)
+	return func(args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if err := checkOutput(); err != nil {
+			return err
+		}
+		if err := required("ca-dir", *caDir); err != nil {
+			return err
+		}
+		now := a.now()
+		var rows []caExpiry
+		add := func(what, subject string, notAfter time.Time) {
+			left := notAfter.Sub(now)
+			rows = append(rows, caExpiry{What: what, Subject: subject, NotAfter: notAfter.UTC(), Left: left.Truncate(time.Minute).String(), Warning: left < *warn})
+		}
+		if *rootPath != "" {
+			rb, err := readFile(*rootPath)
+			if err != nil {
+				return err
+			}
+			root, err := trust.VerifyRoot(rb)
+			if err != nil {
+				return fmt.Errorf("%s: %w", *rootPath, err)
+			}
+			add(fmt.Sprintf("domain root v%d", root.Version()), root.Domain(), root.ExpiresAt())
+		}
+		for _, f := range []struct{ file, what string }{{ca.RootsFile, "trust bundle root"}, {ca.ChainFile, "CA chain"}, {ca.CertFile, "issuing CA"}} {
+			b, err := os.ReadFile(filepath.Join(*caDir, f.file))
+			if errors.Is(err, os.ErrNotExist) && f.file == ca.ChainFile {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			for rest := b; ; {
+				var blk *pem.Block
+				if blk, rest = pem.Decode(rest); blk == nil {
+					break
+				}
+				c, err := x509.ParseCertificate(blk.Bytes)
+				if err != nil {
+					return fmt.Errorf("%s: %w", f.file, err)
+				}
+				add(f.what, c.Subject.String(), c.NotAfter)
+			}
+		}
+		warned := false
+		for _, r := range rows {
+			warned = warned || r.Warning
+		}
+		if *output == "json" {
+			if err := a.printJSONValue(rows); err != nil {
+				return err
+			}
+		} else {
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "WHAT\tSUBJECT\tEXPIRES\tLEFT\t")
+			for _, r := range rows {
+				flag := ""
+				if r.Warning {
+					flag = "WARNING: within " + warn.String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.What, r.Subject, r.NotAfter.Format(time.RFC3339), r.Left, flag)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if warned {
+			return &exitError{code: exitFail, err: fmt.Errorf("something expires within %s", *warn)}
+		}
 		return nil
 	}
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -100,9 +103,59 @@ func TestOmniRelayCSRThroughDev(t *testing.T) {
 	}
 	testcsr.Run(t, dir, "verify", "-CAfile", "bundle.pem", "-untrusted", "chain.pem", "leaf.pem")
 
+	// The agent holds a leaf of its own, renewed at about half its life.
+	statusURL := "http://" + regexp.MustCompile(`status http://(\S+)/status`).FindStringSubmatch(out.String())[1] + "/status"
+	var st struct {
+		Identity *struct {
+			SPIFFEID string    `json:"spiffe_id"`
+			Expires  time.Time `json:"expires"`
+			RenewAt  time.Time `json:"renew_at"`
+			Warning  string    `json:"warning"`
+		} `json:"identity"`
+	}
+	for st.Identity == nil || st.Identity.Expires.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent has no certificate of its own: %+v", st.Identity)
+		}
+		time.Sleep(20 * time.Millisecond)
+		resp, err := http.Get(statusURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if life, renew := time.Until(st.Identity.Expires), time.Until(st.Identity.RenewAt); st.Identity.SPIFFEID != "spiffe://dev/node/agent1" ||
+		life < 11*time.Hour || renew < life*3/10 || renew > life*2/3 || st.Identity.Warning != "" {
+		t.Fatalf("agent identity %+v: want its node's SPIFFE ID, 12 h, renewal between 35%% and 65%% of its life", st.Identity)
+	}
+
 	other := testcsr.Make(t, testcsr.P256, "/CN=agent2", "")
 	if _, err := client.SubmitCsr(ctx, &capb.CsrRequest{NodeId: "agent2", Csr: other}); status.Code(err) != codes.InvalidArgument ||
 		!strings.Contains(status.Convert(err).Message(), "not the caller's node") {
 		t.Fatalf("a CSR for another node: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// TestCAStatusWarnsBeforeExpiry: `meshkit ca status` lists the CA's certificates with
+// their expiry and exits 1 once one falls inside the warning window.
+func TestCAStatusWarnsBeforeExpiry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	if _, err := openCA(dir, "prod"); err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, "ca", "status", "--ca-dir", dir)
+	if !strings.Contains(out, "issuing CA") || !strings.Contains(out, "trust bundle root") || strings.Contains(out, "WARNING") {
+		t.Fatalf("status of a new CA:\n%s", out)
+	}
+	code, out := cli(t, "ca", "status", "--ca-dir", dir, "--warn", fmt.Sprint(6*365*24*time.Hour))
+	if code != exitFail || !strings.Contains(out, "WARNING") {
+		t.Fatalf("a CA inside the warning window: exit %d\n%s", code, out)
+	}
+	if code, _ := cli(t, "ca", "status", "--ca-dir", filepath.Join(t.TempDir(), "none")); code == exitOK {
+		t.Fatal("status of a missing CA directory succeeded")
 	}
 }

@@ -34,6 +34,7 @@ type IdentityRequest struct {
 	//
 	//	*IdentityRequest_Enrol
 	//	*IdentityRequest_Csr
+	//	*IdentityRequest_AgentCertificate
 	Call          isIdentityRequest_Call `protobuf_oneof:"call"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -94,6 +95,15 @@ func (x *IdentityRequest) GetCsr() *ca.CsrRequest {
 	return nil
 }
 
+func (x *IdentityRequest) GetAgentCertificate() *AgentCertificate {
+	if x != nil {
+		if x, ok := x.Call.(*IdentityRequest_AgentCertificate); ok {
+			return x.AgentCertificate
+		}
+	}
+	return nil
+}
+
 type isIdentityRequest_Call interface {
 	isIdentityRequest_Call()
 }
@@ -108,9 +118,62 @@ type IdentityRequest_Csr struct {
 	Csr *ca.CsrRequest `protobuf:"bytes,2,opt,name=csr,proto3,oneof"`
 }
 
+type IdentityRequest_AgentCertificate struct {
+	// AgentCertificate asks for the calling agent's own leaf, bound to its peer ID.
+	AgentCertificate *AgentCertificate `protobuf:"bytes,3,opt,name=agent_certificate,json=agentCertificate,proto3,oneof"`
+}
+
 func (*IdentityRequest_Enrol) isIdentityRequest_Call() {}
 
 func (*IdentityRequest_Csr) isIdentityRequest_Call() {}
+
+func (*IdentityRequest_AgentCertificate) isIdentityRequest_Call() {}
+
+// AgentCertificate carries the agent's CSR for its own key (PKCS#10 DER). The leaf names
+// the agent's node and carries its peer ID as the subject's serialNumber.
+type AgentCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCertificate) Reset() {
+	*x = AgentCertificate{}
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCertificate) ProtoMessage() {}
+
+func (x *AgentCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCertificate.ProtoReflect.Descriptor instead.
+func (*AgentCertificate) Descriptor() ([]byte, []int) {
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AgentCertificate) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
 
 // Enrol presents a join token for a node name.
 type Enrol struct {
@@ -123,7 +186,7 @@ type Enrol struct {
 
 func (x *Enrol) Reset() {
 	*x = Enrol{}
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +198,7 @@ func (x *Enrol) String() string {
 func (*Enrol) ProtoMessage() {}
 
 func (x *Enrol) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +211,7 @@ func (x *Enrol) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrol.ProtoReflect.Descriptor instead.
 func (*Enrol) Descriptor() ([]byte, []int) {
-	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Enrol) GetToken() string {
@@ -180,7 +243,7 @@ type IdentityResponse struct {
 
 func (x *IdentityResponse) Reset() {
 	*x = IdentityResponse{}
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +255,7 @@ func (x *IdentityResponse) String() string {
 func (*IdentityResponse) ProtoMessage() {}
 
 func (x *IdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +268,7 @@ func (x *IdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityResponse.ProtoReflect.Descriptor instead.
 func (*IdentityResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IdentityResponse) GetResult() isIdentityResponse_Result {
@@ -277,7 +340,7 @@ type Enrolled struct {
 
 func (x *Enrolled) Reset() {
 	*x = Enrolled{}
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +352,7 @@ func (x *Enrolled) String() string {
 func (*Enrolled) ProtoMessage() {}
 
 func (x *Enrolled) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +365,7 @@ func (x *Enrolled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrolled.ProtoReflect.Descriptor instead.
 func (*Enrolled) Descriptor() ([]byte, []int) {
-	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Enrolled) GetNode() string {
@@ -340,7 +403,7 @@ type IdentityError struct {
 
 func (x *IdentityError) Reset() {
 	*x = IdentityError{}
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +415,7 @@ func (x *IdentityError) String() string {
 func (*IdentityError) ProtoMessage() {}
 
 func (x *IdentityError) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +428,7 @@ func (x *IdentityError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityError.ProtoReflect.Descriptor instead.
 func (*IdentityError) Descriptor() ([]byte, []int) {
-	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IdentityError) GetCode() uint32 {
@@ -393,11 +456,14 @@ var File_meshkit_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_meshkit_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\"meshkit/identity/v1/identity.proto\x12\x13meshkit.identity.v1\x1a\x15omnirelay/ca/ca.proto\"{\n" +
+	"\"meshkit/identity/v1/identity.proto\x12\x13meshkit.identity.v1\x1a\x15omnirelay/ca/ca.proto\"\xd1\x01\n" +
 	"\x0fIdentityRequest\x122\n" +
 	"\x05enrol\x18\x01 \x01(\v2\x1a.meshkit.identity.v1.EnrolH\x00R\x05enrol\x12,\n" +
-	"\x03csr\x18\x02 \x01(\v2\x18.omnirelay.ca.CsrRequestH\x00R\x03csrB\x06\n" +
-	"\x04call\"1\n" +
+	"\x03csr\x18\x02 \x01(\v2\x18.omnirelay.ca.CsrRequestH\x00R\x03csr\x12T\n" +
+	"\x11agent_certificate\x18\x03 \x01(\v2%.meshkit.identity.v1.AgentCertificateH\x00R\x10agentCertificateB\x06\n" +
+	"\x04call\"$\n" +
+	"\x10AgentCertificate\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"1\n" +
 	"\x05Enrol\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\"\xd5\x01\n" +
@@ -427,27 +493,29 @@ func file_meshkit_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_meshkit_identity_v1_identity_proto_rawDescData
 }
 
-var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_meshkit_identity_v1_identity_proto_goTypes = []any{
 	(*IdentityRequest)(nil),  // 0: meshkit.identity.v1.IdentityRequest
-	(*Enrol)(nil),            // 1: meshkit.identity.v1.Enrol
-	(*IdentityResponse)(nil), // 2: meshkit.identity.v1.IdentityResponse
-	(*Enrolled)(nil),         // 3: meshkit.identity.v1.Enrolled
-	(*IdentityError)(nil),    // 4: meshkit.identity.v1.IdentityError
-	(*ca.CsrRequest)(nil),    // 5: omnirelay.ca.CsrRequest
-	(*ca.CertResponse)(nil),  // 6: omnirelay.ca.CertResponse
+	(*AgentCertificate)(nil), // 1: meshkit.identity.v1.AgentCertificate
+	(*Enrol)(nil),            // 2: meshkit.identity.v1.Enrol
+	(*IdentityResponse)(nil), // 3: meshkit.identity.v1.IdentityResponse
+	(*Enrolled)(nil),         // 4: meshkit.identity.v1.Enrolled
+	(*IdentityError)(nil),    // 5: meshkit.identity.v1.IdentityError
+	(*ca.CsrRequest)(nil),    // 6: omnirelay.ca.CsrRequest
+	(*ca.CertResponse)(nil),  // 7: omnirelay.ca.CertResponse
 }
 var file_meshkit_identity_v1_identity_proto_depIdxs = []int32{
-	1, // 0: meshkit.identity.v1.IdentityRequest.enrol:type_name -> meshkit.identity.v1.Enrol
-	5, // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
-	6, // 2: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
-	4, // 3: meshkit.identity.v1.IdentityResponse.error:type_name -> meshkit.identity.v1.IdentityError
-	3, // 4: meshkit.identity.v1.IdentityResponse.enrolled:type_name -> meshkit.identity.v1.Enrolled
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2, // 0: meshkit.identity.v1.IdentityRequest.enrol:type_name -> meshkit.identity.v1.Enrol
+	6, // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
+	1, // 2: meshkit.identity.v1.IdentityRequest.agent_certificate:type_name -> meshkit.identity.v1.AgentCertificate
+	7, // 3: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
+	5, // 4: meshkit.identity.v1.IdentityResponse.error:type_name -> meshkit.identity.v1.IdentityError
+	4, // 5: meshkit.identity.v1.IdentityResponse.enrolled:type_name -> meshkit.identity.v1.Enrolled
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_identity_v1_identity_proto_init() }
@@ -458,8 +526,9 @@ func file_meshkit_identity_v1_identity_proto_init() {
 	file_meshkit_identity_v1_identity_proto_msgTypes[0].OneofWrappers = []any{
 		(*IdentityRequest_Enrol)(nil),
 		(*IdentityRequest_Csr)(nil),
+		(*IdentityRequest_AgentCertificate)(nil),
 	}
-	file_meshkit_identity_v1_identity_proto_msgTypes[2].OneofWrappers = []any{
+	file_meshkit_identity_v1_identity_proto_msgTypes[3].OneofWrappers = []any{
 		(*IdentityResponse_Certificate)(nil),
 		(*IdentityResponse_Error)(nil),
 		(*IdentityResponse_Enrolled)(nil),
@@ -470,7 +539,7 @@ func file_meshkit_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_identity_v1_identity_proto_rawDesc), len(file_meshkit_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
