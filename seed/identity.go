@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -28,6 +29,14 @@ const (
 	MaxJoinTokenTTL     = 7 * 24 * time.Hour
 	// maxPendingTokens bounds the unused tokens kept: each is one operator action.
 	maxPendingTokens = 10_000
+	// Each peer may make DefaultIdentityRate identity calls a second (Config.IdentityRate),
+	// in bursts of identityBurst:
+	// a renewal wave stays far below it, and a peer that floods the CA (every refusal of an
+	// enrolled peer is an audited, fsynced write) is told to back off instead.
+	DefaultIdentityRate = 5
+	identityBurst       = 20
+	// maxLimiters bounds the per-peer limiters kept; when full, an idle one makes room.
+	maxLimiters = 50_000
 )
 
 // Audit actions of identity.
@@ -43,10 +52,38 @@ const (
 type identity struct {
 	policy ca.Policy
 	auth   *ca.Authority
+	rate   rate.Limit
 
-	mu     sync.Mutex
-	tokens map[string]*adminv1.JoinToken // by sha256 hex
-	byPeer map[peer.ID]string
+	mu       sync.Mutex
+	tokens   map[string]*adminv1.JoinToken // by sha256 hex
+	byPeer   map[peer.ID]string
+	limiters map[peer.ID]*rate.Limiter
+}
+
+// allow spends one of from's identity calls, or says how long until it has one.
+func (id *identity) allow(from peer.ID, now time.Time) (bool, time.Duration) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	l := id.limiters[from]
+	if l == nil {
+		if len(id.limiters) >= maxLimiters {
+			for p, other := range id.limiters {
+				if other.TokensAt(now) >= identityBurst { // idle: forgetting it loses nothing
+					delete(id.limiters, p)
+					break
+				}
+			}
+			if len(id.limiters) >= maxLimiters {
+				return false, time.Second
+			}
+		}
+		l = rate.NewLimiter(id.rate, identityBurst)
+		id.limiters[from] = l
+	}
+	if l.AllowN(now, 1) {
+		return true, 0
+	}
+	return false, time.Duration(float64(time.Second) * (1 - l.TokensAt(now)) / float64(id.rate))
 }
 
 func newIdentity(cfg Config, recs []*adminv1.IdentityRecord) (*identity, error) {
@@ -61,8 +98,12 @@ func newIdentity(cfg Config, recs []*adminv1.IdentityRecord) (*identity, error) 
 	if err != nil {
 		return nil, fmt.Errorf("seed: trust domain %q: %w", tdName, err)
 	}
-	id := &identity{policy: ca.Policy{TrustDomain: td, Domain: cfg.Domain}, auth: cfg.CA,
-		tokens: map[string]*adminv1.JoinToken{}, byPeer: map[peer.ID]string{}}
+	r := rate.Limit(cfg.IdentityRate)
+	if r == 0 {
+		r = DefaultIdentityRate
+	}
+	id := &identity{policy: ca.Policy{TrustDomain: td, Domain: cfg.Domain}, auth: cfg.CA, rate: r,
+		tokens: map[string]*adminv1.JoinToken{}, byPeer: map[peer.ID]string{}, limiters: map[peer.ID]*rate.Limiter{}}
 	for _, r := range recs {
 		switch r := r.GetRecord().(type) {
 		case *adminv1.IdentityRecord_JoinToken:
@@ -169,6 +210,10 @@ func (s *Seed) recordIdentity(ctx context.Context, actor, action string, subject
 func (s *Seed) HandleIdentity(ctx context.Context, from peer.ID, req *identityv1.IdentityRequest) *identityv1.IdentityResponse {
 	if s.identity == nil {
 		return identityError(codes.Unavailable, "this seed is not a certificate authority", time.Minute)
+	}
+	if ok, wait := s.identity.allow(from, s.cfg.Clock.Now()); !ok {
+		s.metrics.identity.WithLabelValues("any", "rate_limited").Inc()
+		return identityError(codes.ResourceExhausted, fmt.Sprintf("too many identity calls from this peer; retry in %s", wait.Round(time.Millisecond)), wait)
 	}
 	var (
 		out *identityv1.IdentityResponse

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -198,7 +199,7 @@ func TestJoinTokensNeedAnAdminOfEveryTenant(t *testing.T) {
 // before it is handed out (`go test ./seed -bench SeedIssue`).
 func BenchmarkSeedIssue(b *testing.B) {
 	dir := b.TempDir()
-	ts := open(b, dir, withCA(b, dir, clockwork.NewRealClock()))
+	ts := open(b, dir, withCA(b, dir, clockwork.NewRealClock()), func(c *seed.Config) { c.IdentityRate = 1e6 })
 	p := peerID(b)
 	tok, err := ts.CreateJoinToken(context.Background(), "bench", "n1", time.Hour)
 	if err != nil {
@@ -215,4 +216,41 @@ func BenchmarkSeedIssue(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "leaves/s")
+}
+
+// TestIdentityCallsAreRateLimited: an enrolled peer flooding the CA with bad CSRs (each
+// an audited refusal) is told to back off after its burst, without an audit entry, and
+// gets calls again as its allowance refills; another peer is not affected.
+func TestIdentityCallsAreRateLimited(t *testing.T) {
+	dir := t.TempDir()
+	fc := clockwork.NewFakeClockAt(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	ts := open(t, dir, withCA(t, dir, fc))
+	a, b := peerID(t), peerID(t)
+	tok, err := ts.CreateJoinToken(context.Background(), "ops", "n1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol(ts, a, tok.GetToken(), "n1") // one call of the burst
+	before, err := ts.store.Audit(context.Background(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 19 {
+		wantError(t, fmt.Sprintf("bad CSR %d", i), csr(ts, a, "n1", []byte("garbage")), codes.InvalidArgument, "not a PKCS#10")
+	}
+	limited := csr(ts, a, "n1", []byte("garbage"))
+	wantError(t, "the call after the burst", limited, codes.ResourceExhausted, "too many identity calls")
+	if limited.GetError().GetRetryAfterMillis() == 0 {
+		t.Fatal("no retry hint")
+	}
+	after, err := ts.store.Audit(context.Background(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(after) - len(before); n != 19 {
+		t.Fatalf("%d audit entries for 19 refusals and one rate-limited call", n)
+	}
+	wantError(t, "another peer", csr(ts, b, "n1", []byte("garbage")), codes.PermissionDenied, "not enrolled")
+	fc.Advance(time.Second)
+	wantError(t, "a call once the allowance refilled", csr(ts, a, "n1", []byte("garbage")), codes.InvalidArgument, "not a PKCS#10")
 }

@@ -47,6 +47,9 @@ type Config struct {
 	CA *ca.Authority
 	// TrustDomain is the SPIFFE trust domain of the CA's leaves; empty means Domain.
 	TrustDomain string
+	// IdentityRate is how many identity calls one peer may make a second (bursts of 20);
+	// 0 means DefaultIdentityRate.
+	IdentityRate float64
 	// Store is the durable state. Required.
 	Store Store
 	// Publisher receives every publication; nil keeps them in a MemPublisher.
