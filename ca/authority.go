@@ -51,6 +51,7 @@ func New(signer crypto.Signer, cert *x509.Certificate, chain, roots []*x509.Cert
 		pool.AddCert(r)
 	}
 	inter := x509.NewCertPool()
+	inter.AddCert(cert)
 	for _, c := range chain {
 		inter.AddCert(c)
 	}
@@ -61,7 +62,39 @@ func New(signer crypto.Signer, cert *x509.Certificate, chain, roots []*x509.Cert
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	return &Authority{signer: signer, cert: cert, chain: chain, roots: roots, rand: rnd}, nil
+	a := &Authority{signer: signer, cert: cert, chain: chain, roots: roots, rand: rnd}
+	if err := a.selfTest(pool, inter); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// selfTest signs a leaf for a throwaway key and verifies it against the trust bundle, so
+// a CA that cannot issue verifiable leaves (a root whose path length forbids this
+// intermediate, a key usage missing) is refused at start rather than at the first CSR.
+func (a *Authority) selfTest(roots, inter *x509.CertPool) error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), a.rand)
+	if err != nil {
+		return err
+	}
+	at := a.cert.NotBefore.Add(time.Second)
+	der, err := x509.CreateCertificate(a.rand, &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "meshkit ca self-test"},
+		NotBefore: at, NotAfter: at.Add(time.Minute), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, a.cert, k.Public(), a.signer)
+	if err != nil {
+		return fmt.Errorf("ca: the key cannot sign with the issuing certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("ca: a leaf this CA signs does not verify against its trust bundle: %w", err)
+	}
+	return nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

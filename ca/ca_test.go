@@ -1,10 +1,15 @@
 package ca
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"flag"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,4 +191,103 @@ func FuzzIssue(f *testing.F) {
 			t.Fatalf("issued SPIFFE ID %q", id)
 		}
 	})
+}
+
+// TestOperatorsIntermediate: an operator's intermediate, placed in the CA directory with
+// its chain and the upstream root, issues leaves that `openssl verify` accepts against
+// the upstream root alone, through the chain returned with them.
+func TestOperatorsIntermediate(t *testing.T) {
+	td := policy(t).TrustDomain
+	upKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Upstream root"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1, KeyUsage: x509.KeyUsageCertSign}
+	upDER, err := x509.CreateCertificate(rand.Reader, upTmpl, upTmpl, upKey.Public(), upKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upRoot, err := x509.ParseCertificate(upDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "MeshKit intermediate"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign,
+	}, upRoot, key.Public(), upKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{
+		KeyFile: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), CertFile: EncodePEM(inter), RootsFile: EncodePEM(upRoot),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := LoadOrCreate(dir, td, now) // finds the operator's CA and creates nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Certificate().Subject.CommonName != "MeshKit intermediate" {
+		t.Fatalf("issuing as %q", a.Certificate().Subject.CommonName)
+	}
+	c, err := policy(t).Check(Request{CSR: opensslCSR(t, rsa2048, "/CN=n1", ""), NodeID: "n1", CallerNode: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issue(time.Now(), c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	var chain []byte
+	for _, c := range iss.Chain {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
+	}
+	for name, b := range map[string][]byte{"bundle.pem": iss.TrustBundle, "chain.pem": chain,
+		"leaf.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.Leaf})} {
+		if err := os.WriteFile(filepath.Join(out, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openssl(t, out, "verify", "-CAfile", "bundle.pem", "-untrusted", "chain.pem", "leaf.pem")
+
+	// An intermediate under a root that allows none is refused at start, not at the first CSR.
+	strictKey, strictRoot, err := NewRoot(nil, td, now.Add(-time.Hour), time.Hour) // path length 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictDER, err := x509.CreateCertificate(rand.Reader, inter, strictRoot, key.Public(), strictKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictInter, _ := x509.ParseCertificate(strictDER)
+	if _, err := New(key, strictInter, nil, []*x509.Certificate{strictRoot}, nil); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("an intermediate its root does not allow: %v", err)
+	}
+
+	// The key file readable by others is refused.
+	if err := os.Chmod(filepath.Join(dir, KeyFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("a world-readable CA key: %v", err)
+	}
 }
