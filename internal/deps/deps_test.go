@@ -44,6 +44,7 @@ func rules() []rule {
 		{"replica", role, "replica is the role-neutral receive side: it imports no role"},
 		{"publish", role, "publish is the role-neutral send side: it imports no role"},
 		{"trust", onlyProto, "trust imports nothing of ours but proto"},
+		{"ca", func(p string) bool { return ours(p) && !under("internal")(p) }, "ca is policy and signing only: it imports nothing of ours but internal"},
 		{"wasm", onlyProto, "wasm imports nothing of ours but proto"},
 		{"p2p", func(p string) bool { return ours(p) && !under("proto")(p) && !under("internal")(p) }, "p2p is transport only: it imports nothing of ours but proto and internal"},
 		{"", func(p string) bool { return under("sim")(p) }, "nothing but cmd imports sim"},
@@ -115,6 +116,7 @@ func TestRulesCatchViolations(t *testing.T) {
 		{ImportPath: module + "/bridge", Imports: []string{module + "/cmd/meshkit"}},
 		{ImportPath: module + "/replica", Deps: []string{module + "/node"}},
 		{ImportPath: module + "/publish", Imports: []string{module + "/seed"}},
+		{ImportPath: module + "/ca", Imports: []string{module + "/proto/meshkit/admin/v1"}},
 	}
 	if got := violations(bad); len(got) != len(bad) {
 		t.Fatalf("caught %d of %d violations: %v", len(got), len(bad), got)
