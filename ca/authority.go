@@ -40,7 +40,7 @@ func New(signer crypto.Signer, cert *x509.Certificate, chain, roots []*x509.Cert
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, errors.New("ca: the issuing certificate is not a CA that may sign certificates")
 	}
-	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
+	if !SameKey(signer.Public(), cert.PublicKey) {
 		return nil, errors.New("ca: the key is not the issuing certificate's")
 	}
 	if len(roots) == 0 {
@@ -97,7 +97,8 @@ func (a *Authority) selfTest(roots, inter *x509.CertPool) error {
 	return nil
 }
 
-func publicKeysEqual(a, b crypto.PublicKey) bool {
+// SameKey reports whether two public keys are equal.
+func SameKey(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }

@@ -2,6 +2,9 @@ package ca
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -67,21 +70,9 @@ func Load(dir string) (*Authority, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("ca: %s is readable by others (mode %04o); chmod 600 it", kp, st.Mode().Perm())
 	}
-	kb, err := os.ReadFile(kp)
+	signer, err := readKey(kp)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	blk, _ := pem.Decode(kb)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("ca: %s holds no PKCS#8 PEM private key", kp)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("ca: %s: %w", kp, err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("ca: %s: a %T cannot sign", kp, k)
+		return nil, err
 	}
 	certs, err := readCerts(filepath.Join(dir, CertFile))
 	if err != nil || len(certs) != 1 {
@@ -98,6 +89,46 @@ func Load(dir string) (*Authority, error) {
 		}
 	}
 	return New(signer, certs[0], chain, roots, nil)
+}
+
+// LoadOrCreateKey reads a PKCS#8 PEM private key, or creates an ECDSA P-256 one there
+// (0600) when the file does not exist: the key of a node's own certificate.
+func LoadOrCreateKey(path string) (crypto.Signer, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := atomicfile.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+		return k, nil
+	}
+	return readKey(path)
+}
+
+func readKey(path string) (crypto.Signer, error) {
+	kb, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	blk, _ := pem.Decode(kb)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("ca: %s holds no PKCS#8 PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s: %w", path, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("ca: %s: a %T cannot sign", path, k)
+	}
+	return signer, nil
 }
 
 func readCerts(path string) ([]*x509.Certificate, error) {

@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	crand "crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"meshkit.dev/meshkit/ca"
 	"meshkit.dev/meshkit/internal/atomicfile"
 	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
@@ -64,14 +63,14 @@ func loadIdentity(dir string) (*agentIdentity, error) {
 		return nil, err
 	}
 	id := &agentIdentity{dir: dir}
-	key, err := loadOrCreateKey(filepath.Join(dir, agentKeyFile))
+	key, err := ca.LoadOrCreateKey(filepath.Join(dir, agentKeyFile))
 	if err != nil {
 		return nil, err
 	}
 	id.key = key
 	if pb, err := os.ReadFile(filepath.Join(dir, agentCertFile)); err == nil {
 		if blk, _ := pem.Decode(pb); blk != nil {
-			if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil && publicKeysEqual(leaf.PublicKey, key.Public()) {
+			if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil && ca.SameKey(leaf.PublicKey, key.Public()) {
 				id.leaf, id.renewAt = leaf, renewAt(leaf, rand.Float64())
 			}
 		}
@@ -207,7 +206,7 @@ func (a *Agent) keepLeaf(c *capb.CertResponse) error {
 	if err != nil {
 		return fmt.Errorf("leaf: %w", err)
 	}
-	if !publicKeysEqual(leaf.PublicKey, a.id.key.Public()) {
+	if !ca.SameKey(leaf.PublicKey, a.id.key.Public()) {
 		return errors.New("the leaf is not for this agent's key")
 	}
 	if leaf.Subject.SerialNumber != a.rep.Node().ID().String() {
@@ -284,45 +283,6 @@ func (a *Agent) identityStatus() *IdentityStatus {
 		st.Warning = fmt.Sprintf("certificate expires in %s and renewal keeps failing", left.Truncate(time.Second))
 	}
 	return st
-}
-
-func loadOrCreateKey(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		if err := atomicfile.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			return nil, err
-		}
-		return k, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("node: %s holds no PEM key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("node: %s: %w", path, err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("node: %s: a %T cannot sign", path, k)
-	}
-	return signer, nil
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }
 
 func (a *Agent) enrol(ctx context.Context) error {
