@@ -182,3 +182,36 @@ func checkKey(k any) error {
 	}
 	return nil
 }
+
+// VerifyPeer checks the chain a peer showed on a control channel: leaf first, verifying
+// to the trust bundle (PEM) at now for client and server use, and naming peerID as the
+// leaf subject's serialNumber. It returns the leaf's expiry.
+func VerifyPeer(trustBundle []byte, peerID string, chain [][]byte, now time.Time) (time.Time, error) {
+	if len(chain) == 0 || len(chain) > 8 {
+		return time.Time{}, fmt.Errorf("a chain of %d certificates; 1 to 8", len(chain))
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(trustBundle) {
+		return time.Time{}, errors.New("no trust bundle to verify with")
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return time.Time{}, fmt.Errorf("leaf: %w", err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range chain[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("chain: %w", err)
+		}
+		inter.AddCert(c)
+	}
+	if leaf.Subject.SerialNumber != peerID {
+		return time.Time{}, fmt.Errorf("the certificate names peer %q, not %s", leaf.Subject.SerialNumber, peerID)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return time.Time{}, err
+	}
+	return leaf.NotAfter, nil
+}

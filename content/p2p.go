@@ -48,6 +48,9 @@ type ServerConfig struct {
 	// Now tells the time of leases; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Allow, when set, decides which peers are served at all (p2p.Node.Admitted: peers
+	// that showed a certificate of the domain); others get their stream reset.
+	Allow func(peer.ID) bool
 }
 
 // Server answers the content protocol from a Store.
@@ -57,6 +60,7 @@ type Server struct {
 	store *Store
 	log   *slog.Logger
 	now   func() time.Time
+	allow func(peer.ID) bool
 	// mu guards leases: the peers being served now. A peer keeps its slot for the whole
 	// blob, so a limited server serves a few peers fully rather than every peer a little.
 	mu     sync.Mutex
@@ -67,7 +71,7 @@ type Server struct {
 
 // Serve registers the content protocol of domain on h, answering from store, until Close.
 func Serve(h host.Host, domain string, store *Store, cfg ServerConfig) *Server {
-	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger, now: cfg.Now, leases: newLeaseTable(cfg.MaxConcurrent)}
+	s := &Server{h: h, proto: Protocol(domain), store: store, log: cfg.Logger, now: cfg.Now, allow: cfg.Allow, leases: newLeaseTable(cfg.MaxConcurrent)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -85,6 +89,10 @@ func (s *Server) ServedBytes() int64 { return s.served.Load() }
 func (s *Server) Close() { s.h.RemoveStreamHandler(s.proto) }
 
 func (s *Server) handle(st network.Stream) {
+	if s.allow != nil && !s.allow(st.Conn().RemotePeer()) {
+		_ = st.Reset()
+		return
+	}
 	defer func() { _ = st.Close() }()
 	_ = st.SetDeadline(time.Now().Add(streamTimeout))
 	req := &contentv1.ContentRequest{}

@@ -246,3 +246,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestServerServesAllowedPeersOnly: a server whose Allow refuses a peer (one not admitted
+// into the domain's mesh) resets its streams, so the peer finds no provider; an allowed
+// peer fetches the blob.
+func TestServerServesAllowedPeersOnly(t *testing.T) {
+	hs, stores := net(t, 3)
+	blob := random(t, 64<<10)
+	ctx := context.Background()
+	c, _ := stores[0].PutBytes(ctx, blob)
+	srv := Serve(hs[0], domain, stores[0], ServerConfig{Allow: func(p peer.ID) bool { return p == hs[1].ID() }})
+	defer srv.Close()
+	src := Sources{Peers: func() []peer.ID { return []peer.ID{hs[0].ID()} }}
+	allowed := NewFetcher(hs[1], domain, stores[1], FetchConfig{Retry: 50 * time.Millisecond})
+	if err := allowed.Fetch(ctx, c, int64(len(blob)), src); err != nil {
+		t.Fatalf("the allowed peer: %v", err)
+	}
+	refused := NewFetcher(hs[2], domain, stores[2], FetchConfig{Retry: 50 * time.Millisecond})
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := refused.Fetch(short, c, int64(len(blob)), src); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the refused peer: %v, want no provider until the deadline", err)
+	}
+	if _, ok := stores[2].Has(c); ok {
+		t.Fatal("the refused peer holds the blob")
+	}
+}

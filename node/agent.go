@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -77,6 +78,10 @@ type Config struct {
 	// JoinToken enrols the agent as NodeName once (meshkit token create); an agent
 	// enrolled before does not need it again.
 	JoinToken string
+	// RequirePeerCertificates keeps the agent's mesh to peers that show a certificate of
+	// the domain bound to their peer ID: others are not grafted, their gossip is dropped,
+	// and sync and content refuse them. The agent shows its own once it has one.
+	RequirePeerCertificates bool
 }
 
 func (c Config) artifactTimeout() time.Duration {
@@ -106,6 +111,9 @@ type Agent struct {
 
 	ext *extensions
 	id  *agentIdentity
+	// node is the replica's p2p node once it exists: the content server, which starts
+	// before it, asks it who is admitted.
+	node atomic.Pointer[p2p.Node]
 
 	mu sync.Mutex // guards the following
 	// offered is what the data plane is served of each variant: the held bundle once its
@@ -171,8 +179,11 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	}
 	rcfg := replica.Config{
 		Root: cfg.Root, Dir: filepath.Join(cfg.DataDir, "lkg"), Host: cfg.Host, Role: p2p.RoleAgent, Bootstrap: cfg.Bootstrap,
-		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(peer.ID) { a.kickReport() },
+		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(peer.ID) { a.kickReport() }, OnAdmit: func(peer.ID) { a.kickReport() },
 		Clock: cfg.Clock, Logger: a.log, Metrics: rm,
+	}
+	if cfg.RequirePeerCertificates {
+		rcfg.Admission = peerCerts{a}
 	}
 	if len(tune) > 0 {
 		rcfg.Tuning = tune[0]
@@ -181,6 +192,7 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 		a.ext.server.Close()
 		return nil, err
 	}
+	a.node.Store(a.rep.Node())
 	view := a.rep.View()
 	a.mu.Lock()
 	a.stale = a.staleReasonLocked(view.LastAccept)
@@ -213,6 +225,16 @@ func (a *Agent) Close() error {
 
 // Node is the agent's p2p node.
 func (a *Agent) Node() *p2p.Node { return a.rep.Node() }
+
+// contentAllowed says whether a peer may fetch artifacts from this agent: with
+// RequirePeerCertificates, admitted peers only, and nobody before the p2p node exists.
+func (a *Agent) contentAllowed(p peer.ID) bool {
+	if !a.cfg.RequirePeerCertificates {
+		return true
+	}
+	n := a.node.Load()
+	return n != nil && n.Admitted(p)
+}
 
 // Replica is the agent's receive pipeline: what it holds of each stream, served to peers.
 func (a *Agent) Replica() *replica.Replica { return a.rep }
@@ -456,15 +478,19 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			}
 		case <-t.Chan():
 		}
-		gapOver = false
-		gap.Reset(reportGap)
 		r := a.report()
+		sent := false
 		for _, p := range a.rep.Node().ReportTargets() {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if err := a.rep.Node().Report(rctx, p, r); err != nil {
 				a.log.Debug("report not delivered", "peer", p, "err", err)
 			}
+			sent = true
 			cancel()
+		}
+		if sent { // a report with no seed to take it (none admitted yet) does not hold back the next
+			gapOver = false
+			gap.Reset(reportGap)
 		}
 	}
 }

@@ -83,7 +83,7 @@ func newExtensions(a *Agent, store *content.Store) *extensions {
 	x := &extensions{
 		a: a, store: store, wait: wait,
 		fetcher:  content.NewFetcher(a.cfg.Host, a.cfg.Root.Domain(), store, content.FetchConfig{Logger: a.log}),
-		server:   content.Serve(a.cfg.Host, a.cfg.Root.Domain(), store, content.ServerConfig{Logger: a.log}),
+		server:   content.Serve(a.cfg.Host, a.cfg.Root.Domain(), store, content.ServerConfig{Logger: a.log, Allow: a.contentAllowed}),
 		admitter: wasm.NewAdmitter(a.cfg.Admission),
 		verdicts: map[artifactKey]artifactVerdict{}, pending: map[string]*heldBundle{}, kick: make(chan struct{}, 1),
 	}

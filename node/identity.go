@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,6 +24,7 @@ import (
 
 	"meshkit.dev/meshkit/ca"
 	"meshkit.dev/meshkit/internal/atomicfile"
+	"meshkit.dev/meshkit/p2p"
 	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
 )
@@ -40,7 +42,7 @@ const (
 
 // Backoff of enrolment attempts while no seed answers.
 const (
-	enrolRetryMin = time.Second
+	enrolRetryMin = 250 * time.Millisecond
 	enrolRetryMax = 30 * time.Second
 	// caRetryHint is the retry delay an OmniRelay client is given while no CA answers.
 	caRetryHint = 5 * time.Second
@@ -55,7 +57,26 @@ type agentIdentity struct {
 	mu       sync.Mutex
 	enrolled *identityv1.Enrolled // nil until enrolled
 	leaf     *x509.Certificate    // the agent's own, bound to its peer ID; nil until issued
+	chain    [][]byte             // leaf first, DER, as shown to peers
 	renewAt  time.Time
+}
+
+// peerCerts is the agent's p2p.Admission: it shows its own leaf and admits peers whose
+// leaf names them and chains to the trust bundle it holds.
+type peerCerts struct{ a *Agent }
+
+func (p peerCerts) Certificate() [][]byte {
+	p.a.id.mu.Lock()
+	defer p.a.id.mu.Unlock()
+	return p.a.id.chain
+}
+
+func (p peerCerts) Verify(from peer.ID, chain [][]byte) (time.Time, error) {
+	e := p.a.id.get()
+	if e == nil {
+		return time.Time{}, p2p.ErrNotReady
+	}
+	return ca.VerifyPeer(e.GetTrustBundle(), from.String(), chain, p.a.clock.Now())
 }
 
 func loadIdentity(dir string) (*agentIdentity, error) {
@@ -69,9 +90,17 @@ func loadIdentity(dir string) (*agentIdentity, error) {
 	}
 	id.key = key
 	if pb, err := os.ReadFile(filepath.Join(dir, agentCertFile)); err == nil {
-		if blk, _ := pem.Decode(pb); blk != nil {
-			if leaf, err := x509.ParseCertificate(blk.Bytes); err == nil && ca.SameKey(leaf.PublicKey, key.Public()) {
-				id.leaf, id.renewAt = leaf, renewAt(leaf, rand.Float64())
+		var chain [][]byte
+		for rest := pb; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			chain = append(chain, blk.Bytes)
+		}
+		if len(chain) > 0 {
+			if leaf, err := x509.ParseCertificate(chain[0]); err == nil && ca.SameKey(leaf.PublicKey, key.Public()) {
+				id.leaf, id.chain, id.renewAt = leaf, chain, renewAt(leaf, rand.Float64())
 			}
 		}
 	}
@@ -242,9 +271,14 @@ func (a *Agent) keepLeaf(c *capb.CertResponse) error {
 			return err
 		}
 	}
+	shown := [][]byte{leaf.Raw}
+	for _, ic := range chain {
+		shown = append(shown, ic.Raw)
+	}
 	a.id.mu.Lock()
-	a.id.leaf, a.id.renewAt = leaf, renewAt(leaf, rand.Float64())
+	a.id.leaf, a.id.chain, a.id.renewAt = leaf, shown, renewAt(leaf, rand.Float64())
 	a.id.mu.Unlock()
+	a.rep.Node().PresentCertificate() // peers that kept it out of the mesh admit it now
 	a.log.Info("own certificate issued", "node", a.cfg.NodeName, "expires", leaf.NotAfter, "renew_at", a.id.renewAt)
 	return nil
 }

@@ -152,6 +152,12 @@ type Config struct {
 	// OnIdentity, when set, serves the identity protocol (seeds): enrolment and CSRs, with
 	// the caller's authenticated peer ID. It must answer every request.
 	OnIdentity func(from peer.ID, req *identityv1.IdentityRequest) *identityv1.IdentityResponse
+	// Admission, when set, keeps the mesh to peers that show a certificate of the domain
+	// (see Admission); nil admits every peer that holds the network key.
+	Admission Admission
+	// OnAdmit, when set, is called each time a peer's certificate is accepted: a peer
+	// admitted after it connected can now be synced with.
+	OnAdmit func(peer.ID)
 }
 
 // Node is a member of one domain's gossip mesh and sync protocol.
@@ -175,6 +181,8 @@ type Node struct {
 	meshMu              sync.Mutex
 	mesh                map[peer.ID]bool // the bundles topic mesh, from GRAFT and PRUNE traces
 	bytesIn, bytesOut   atomic.Uint64
+	admitted            *admitted    // peers whose certificates verified (with Config.Admission)
+	presentTo           chan peer.ID // peers to show this node's certificate
 	gossipIn, gossipOut atomic.Uint64
 
 	cancel context.CancelFunc
@@ -216,7 +224,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.RedialMax == 0 {
 		cfg.RedialMax = redialMax
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}, redialNow: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}, redialNow: make(chan struct{}, 1),
+		admitted: &admitted{until: map[peer.ID]time.Time{}}, presentTo: make(chan peer.ID, 256)}
 	empty := map[peer.ID]float64{}
 	n.scores.Store(&empty)
 
@@ -233,7 +242,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Host.Peerstore().AddAddrs(pi.ID, pi.Addrs, time.Hour)
 		cfg.Host.ConnManager().Protect(pi.ID, "meshkit-bootstrap")
 	}
-	ps, err := pubsub.NewGossipSub(runCtx, cfg.Host,
+	opts := []pubsub.Option{
 		pubsub.WithGossipSubParams(*gs),
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithPeerScoreInspect(n.inspectScores, cfg.ScoreInspectInterval),
@@ -242,11 +251,17 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
-		pubsub.WithMaxMessageSize(cfg.MaxGossipBytes+(16<<10)),
+		pubsub.WithMaxMessageSize(cfg.MaxGossipBytes + (16 << 10)),
 		pubsub.WithRawTracer(byteCounter{n: n}),
 		pubsub.WithSubscriptionFilter(pubsub.NewAllowlistSubscriptionFilter(topic)),
 		pubsub.WithLogger(cfg.Logger),
-	)
+	}
+	if cfg.Admission != nil {
+		// Consulted on every GRAFT, IHAVE and IWANT and when mesh peers are picked at each
+		// heartbeat: a peer admitted after it connected joins at the next heartbeat.
+		opts = append(opts, pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.Admitted(p) }))
+	}
+	ps, err := pubsub.NewGossipSub(runCtx, cfg.Host, opts...)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("p2p: gossipsub: %w", err)
@@ -275,6 +290,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.notifiee = &network.NotifyBundle{ConnectedF: func(net network.Network, c network.Conn) {
 		n.conns.connected(net, c)
 		n.onConnect(c.RemotePeer())
+		if n.cfg.Admission != nil {
+			n.queuePresent(c.RemotePeer())
+		}
 	}, DisconnectedF: func(net network.Network, c network.Conn) {
 		n.conns.disconnected(net, c)
 		n.onDisconnect(net, c)
@@ -289,6 +307,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.OnIdentity != nil {
 		cfg.Host.SetStreamHandler(IdentityProtocol(cfg.Domain), n.serveIdentity)
+	}
+	if cfg.Admission != nil {
+		cfg.Host.SetStreamHandler(CertProtocol(cfg.Domain), n.serveCert)
+		for _, p := range cfg.Host.Network().Peers() { // connected before the node
+			n.queuePresent(p)
+		}
+		n.wg.Add(1)
+		go n.presentLoop(runCtx)
 	}
 
 	n.wg.Add(1)
@@ -353,6 +379,9 @@ func envelopeContent(b []byte) (payloadType, payload []byte, ok bool) {
 
 func (n *Node) validate(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	local := m.Local || from == n.host.ID()
+	if !local && !n.Admitted(from) {
+		return pubsub.ValidationIgnore // not in the mesh: dropped unread, without cost to a peer still showing its certificate
+	}
 	switch n.cfg.Validator.Validate(ctx, Message{From: from, Data: m.Data, Local: local}) {
 	case Accept:
 		return pubsub.ValidationAccept
@@ -436,6 +465,7 @@ func (n *Node) Close() error {
 	n.host.RemoveStreamHandler(SyncProtocol(n.cfg.Domain))
 	n.host.RemoveStreamHandler(ReportProtocol(n.cfg.Domain))
 	n.host.RemoveStreamHandler(IdentityProtocol(n.cfg.Domain))
+	n.host.RemoveStreamHandler(CertProtocol(n.cfg.Domain))
 	if n.sub != nil {
 		n.sub.Cancel()
 	}

@@ -256,6 +256,11 @@ func readBounded(r io.Reader, size int) ([]byte, error) {
 
 func (n *Node) serveSync(s network.Stream) {
 	defer func() { _ = s.Close() }()
+	if !n.Admitted(s.Conn().RemotePeer()) {
+		n.log.Debug("sync refused: the peer showed no certificate of the domain", "peer", s.Conn().RemotePeer())
+		_ = s.Reset()
+		return
+	}
 	_ = s.SetDeadline(time.Now().Add(syncStreamTimeout))
 	req := &syncv1.SyncRequest{}
 	r := bufio.NewReaderSize(&countingReader{r: s, n: n}, 128) // requests are tens of bytes
@@ -389,11 +394,16 @@ func (n *Node) Report(ctx context.Context, p peer.ID, r *syncv1.NodeReport) erro
 	return s.CloseWrite()
 }
 
-// ReportTargets lists the connected peers that accept reports (seeds).
+// ReportTargets lists the connected peers that accept reports (seeds), admitted ones only
+// when the node checks certificates: a seed takes reports from peers it admitted, which it
+// does when they show each other their certificates.
 func (n *Node) ReportTargets() []peer.ID {
 	proto := ReportProtocol(n.cfg.Domain)
 	var out []peer.ID
 	for _, p := range n.host.Network().Peers() {
+		if !n.Admitted(p) {
+			continue
+		}
 		if ok, err := n.host.Peerstore().SupportsProtocols(p, proto); err == nil && len(ok) > 0 {
 			out = append(out, p)
 		}
@@ -403,6 +413,10 @@ func (n *Node) ReportTargets() []peer.ID {
 
 func (n *Node) serveReport(s network.Stream) {
 	defer func() { _ = s.Close() }()
+	if !n.Admitted(s.Conn().RemotePeer()) {
+		_ = s.Reset()
+		return
+	}
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 	r := &syncv1.NodeReport{}
 	if err := (protodelim.UnmarshalOptions{MaxSize: maxReportBytes}).UnmarshalFrom(bufio.NewReader(&countingReader{r: s, n: n}), r); err != nil {

@@ -55,8 +55,14 @@ type Config struct {
 	Offer OfferPolicy
 	// OnConnect, when set, is called for each new connection (outside every lock).
 	OnConnect func(peer.ID)
-	Clock     clockwork.Clock
-	Logger    *slog.Logger
+	// Admission, when set, keeps the mesh to peers that show a certificate of the domain
+	// (p2p.Admission).
+	Admission p2p.Admission
+	// OnAdmit, when set, is called when a peer is admitted (after the replica asks it for
+	// its heads).
+	OnAdmit func(peer.ID)
+	Clock   clockwork.Clock
+	Logger  *slog.Logger
 	// Metrics counts what the replica accepts and refuses; nil counts nothing.
 	Metrics *Metrics
 	// Tuning is for the simulator and tests only (an internal package: nothing outside
@@ -135,7 +141,16 @@ func New(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	pcfg := p2p.Config{
 		Domain: cfg.Root.Domain(), Host: cfg.Host, Role: cfg.Role, Validator: r, Source: r,
-		Bootstrap: cfg.Bootstrap, Logger: cfg.Logger,
+		Bootstrap: cfg.Bootstrap, Logger: cfg.Logger, Admission: cfg.Admission,
+		OnAdmit: func(p peer.ID) { // admitted after connecting: what a new connection would have done
+			select {
+			case r.syncWith <- p:
+			default:
+			}
+			if cfg.OnAdmit != nil {
+				cfg.OnAdmit(p)
+			}
+		},
 	}
 	if cfg.Tuning.P2P != nil {
 		cfg.Tuning.P2P(&pcfg)

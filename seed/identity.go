@@ -2,8 +2,12 @@ package seed
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -357,4 +361,35 @@ func certResponse(iss *ca.Issued) *capb.CertResponse {
 		ExpiresAt: iss.ExpiresAt.UTC().Format(time.RFC3339), RenewAfter: iss.RenewAfter.UTC().Format(time.RFC3339),
 		IssuedAt: iss.IssuedAt.UTC().Format(time.RFC3339), Subject: iss.Subject, SanDns: iss.DNSNames, SanUri: iss.URIs,
 	}
+}
+
+// PeerCertificate issues the seed's own certificate for its p2p node: a leaf for a fresh
+// key, naming spiffe://TRUST-DOMAIN/seed and bound to peer p, with its chain (DER, leaf
+// first), and the trust bundle peers' certificates are checked against.
+func (s *Seed) PeerCertificate(p peer.ID) (chain [][]byte, trustBundle []byte, expires time.Time, err error) {
+	id := s.identity
+	if id == nil {
+		return nil, nil, time.Time{}, refuse(ErrConflict, "this seed is not a certificate authority")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "seed"}}, key)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	sid, err := spiffeid.FromSegments(id.policy.TrustDomain, "seed")
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	iss, err := id.auth.Issue(s.cfg.Clock.Now(), &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, PeerID: p.String()}, 0)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return append([][]byte{iss.Leaf}, iss.Chain...), iss.TrustBundle, iss.ExpiresAt, nil
 }

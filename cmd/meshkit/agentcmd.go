@@ -120,6 +120,7 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 	sbCA := fs.String("southbound-client-ca", "", "require client certificates signed by these CAs (mTLS)")
 	nodeName := fs.String("node-name", "", "the node this agent is to the domain CA: its data plane's certificates name it (default: the host name)")
 	joinTokenFile := fs.String("join-token-file", "", "a join token (meshkit token create) to enrol with once; also read from $MESHKIT_JOIN_TOKEN")
+	requireCerts := fs.Bool("require-peer-certificates", false, "keep the gossip mesh, sync and content to peers that show a certificate of the domain; the agent shows its own once enrolled")
 	connLow := fs.Int("conn-low", 32, "connection manager low watermark")
 	connHigh := fs.Int("conn-high", 96, "connection manager high watermark")
 	return func(args []string) error {
@@ -182,7 +183,7 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 		ag, err := node.New(ctx, node.Config{
 			Root: root, DataDir: *data, Host: h, Bootstrap: peers, Capabilities: capList,
 			StaleAfter: *staleAfter, SyncInterval: *syncInterval, Logger: log,
-			NodeName: *nodeName, JoinToken: joinToken,
+			NodeName: *nodeName, JoinToken: joinToken, RequirePeerCertificates: *requireCerts,
 		})
 		if err != nil {
 			return err

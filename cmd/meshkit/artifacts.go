@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"meshkit.dev/meshkit/content"
 	"meshkit.dev/meshkit/seed"
@@ -17,7 +18,7 @@ import (
 // the seed has a p2p host, serves the store to agents over the content protocol, a few
 // agents at a time: agents fetch from one another first, so a seed uploads each artifact a
 // few times whatever the fleet size.
-func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*registry.Registry, seed.ArtifactChecker, func(), error) {
+func seedArtifacts(data, domain string, h host.Host, allow func(peer.ID) bool, log *slog.Logger) (*registry.Registry, seed.ArtifactChecker, func(), error) {
 	store, err := content.Open(filepath.Join(data, "content"), content.Options{})
 	if err != nil {
 		return nil, nil, nil, err
@@ -29,7 +30,7 @@ func seedArtifacts(data, domain string, h host.Host, log *slog.Logger) (*registr
 	}
 	closeFn := func() { _ = reg.Close() }
 	if h != nil {
-		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: content.SeedSlots, Logger: log})
+		srv := content.Serve(h, domain, store, content.ServerConfig{MaxConcurrent: content.SeedSlots, Logger: log, Allow: allow})
 		closeFn = func() { srv.Close(); _ = reg.Close() }
 	}
 	return reg, seed.NewStoreAdmission(store, wasm.NewAdmitter(wasm.Config{})), closeFn, nil

@@ -93,7 +93,13 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		}
 		defer sh.Close()
 		var idHook identityHook
-		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: idHook.handle}, 0)
+		caAuth, err := openCA(filepath.Join(seedDir, "ca"), root.Domain())
+		if err != nil {
+			return err
+		}
+		// dev runs the mesh as production should: only enrolled peers in it.
+		peerAdm := &seedAdmission{bundle: caAuth.TrustBundle()}
+		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: idHook.handle, Admission: peerAdm}, 0)
 		if err != nil {
 			return err
 		}
@@ -101,11 +107,8 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		cfg := seed.DefaultConfig()
 		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = root.Domain(), 1, signer, st, log, g
 		cfg.Debounce, cfg.MaxDelay = 20*time.Millisecond, time.Second
-		cfg.TrustDomain = root.Domain()
-		if cfg.CA, err = openCA(filepath.Join(seedDir, "ca"), cfg.TrustDomain); err != nil {
-			return err
-		}
-		reg, admission, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, log)
+		cfg.TrustDomain, cfg.CA = root.Domain(), caAuth
+		reg, admission, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, g.Node().Admitted, log)
 		if err != nil {
 			return err
 		}
@@ -117,6 +120,9 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		}
 		defer s.Close()
 		idHook.s.Store(s)
+		admitted := make(chan struct{})
+		go func() { defer close(admitted); peerAdm.run(ctx, s, g.Node(), log) }()
+		defer func() { stop(); <-admitted }()
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}, Registry: reg})
 		if err != nil {
 			return err
@@ -187,7 +193,7 @@ func startDevAgent(ctx context.Context, dir string, root *trust.Root, seedInfo p
 		return nil, err
 	}
 	ag, err := node.New(ctx, node.Config{Root: root, DataDir: dir, Host: h, Bootstrap: []peer.AddrInfo{seedInfo}, SyncInterval: time.Second, Logger: log,
-		NodeName: name, JoinToken: joinToken})
+		NodeName: name, JoinToken: joinToken, RequirePeerCertificates: true})
 	if err != nil {
 		_ = h.Close()
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"text/tabwriter"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/trust"
 
@@ -172,5 +174,43 @@ func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
 			return &exitError{code: exitFail, err: fmt.Errorf("something expires within %s", *warn)}
 		}
 		return nil
+	}
+}
+
+// seedAdmission is the seed's p2p.Admission: its own certificate, issued by itself once
+// the seed runs and again at half its life, and peers' checked against its CA.
+type seedAdmission struct {
+	bundle []byte // the CA's trust bundle, known before the seed starts
+	chain  atomic.Pointer[[][]byte]
+}
+
+func (s *seedAdmission) Certificate() [][]byte {
+	if c := s.chain.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+func (s *seedAdmission) Verify(p peer.ID, chain [][]byte) (time.Time, error) {
+	return ca.VerifyPeer(s.bundle, p.String(), chain, time.Now())
+}
+
+// run keeps the seed's own certificate fresh until ctx ends, showing each to its peers.
+func (s *seedAdmission) run(ctx context.Context, sd *seed.Seed, n *p2p.Node, log *slog.Logger) {
+	for {
+		chain, _, expires, err := sd.PeerCertificate(n.ID())
+		wait := time.Minute
+		if err != nil {
+			log.Error("the seed's own certificate was not issued; retrying", "err", err)
+		} else {
+			s.chain.Store(&chain)
+			n.PresentCertificate()
+			wait = time.Until(expires) / 2
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/host"
 	"log/slog"
 	"net"
 	"os"
@@ -19,7 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/spf13/pflag"
+
 	"meshkit.dev/meshkit/internal/atomicfile"
 	"meshkit.dev/meshkit/p2p"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
@@ -48,6 +51,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
 	caDir := fs.String("ca-dir", "", "the domain CA's key and certificates (default DATA/ca; a self-managed root is created there on first start, or place an operator's intermediate there: docs/identity.md)")
 	trustDomain := fs.String("trust-domain", "", "SPIFFE trust domain of issued certificates (default: the domain)")
+	requireCerts := fs.Bool("require-peer-certificates", false, "keep the gossip mesh, sync and reports to peers that show a certificate of the domain (agents enrolled with join tokens)")
 	inlineMax := fs.Int("inline-max", seed.DefaultInlineMax, "largest signed message flooded on gossip (bytes, at most 61440); larger bundles are announced and fetched by hash hop by hop: fewer bytes per agent, one more round trip per hop (docs/p2p.md)")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
@@ -106,6 +110,8 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		var idHook identityHook
+		var peerAdm *seedAdmission
+		var allow func(peer.ID) bool // content served to admitted peers only, with peerAdm
 		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if *policyPath != "" {
@@ -131,10 +137,16 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			if *inlineMax < 1024 || *inlineMax > 60<<10 {
 				return usagef("--inline-max must be between 1024 and 61440 bytes")
 			}
-			g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: idHook.handle}, *inlineMax)
+			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: idHook.handle}
+			if *requireCerts {
+				peerAdm = &seedAdmission{bundle: cfg.CA.TrustBundle()}
+				pcfg.Admission = peerAdm
+			}
+			g, err := seed.NewGossip(ctx, pcfg, *inlineMax)
 			if err != nil {
 				return err
 			}
+			allow = g.Node().Admitted
 			defer g.Close()
 			cfg.Publisher = g
 			ep, err := writeEndpoint(*data, h, "")
@@ -143,7 +155,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			}
 			fmt.Fprintf(a.stdout, "seed p2p (agents bootstrap here): %s\n", strings.Join(ep.Addrs, " "))
 		}
-		reg, admission, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, log)
+		reg, admission, closeArtifacts, err := seedArtifacts(*data, root.Domain(), seedHost, allow, log)
 		if err != nil {
 			return err
 		}
@@ -155,6 +167,11 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		}
 		defer s.Close()
 		idHook.s.Store(s)
+		if peerAdm != nil {
+			admitted := make(chan struct{})
+			go func() { defer close(admitted); peerAdm.run(ctx, s, cfg.Publisher.(*seed.Gossip).Node(), log) }()
+			defer func() { stop(); <-admitted }()
+		}
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
 		if err != nil {
 			return err

@@ -452,6 +452,53 @@ func (x *IdentityError) GetRetryAfterMillis() uint64 {
 	return 0
 }
 
+// PeerCertificate is what a node shows a peer on /meshkit/<domain>/cert/1 when they
+// connect: its own leaf (binding its peer ID) and the chain up to the trust bundle, DER,
+// leaf first. Peers that show none that verifies are kept out of the mesh.
+type PeerCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chain         [][]byte               `protobuf:"bytes,1,rep,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCertificate) Reset() {
+	*x = PeerCertificate{}
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCertificate) ProtoMessage() {}
+
+func (x *PeerCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCertificate.ProtoReflect.Descriptor instead.
+func (*PeerCertificate) Descriptor() ([]byte, []int) {
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PeerCertificate) GetChain() [][]byte {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
 var File_meshkit_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_meshkit_identity_v1_identity_proto_rawDesc = "" +
@@ -479,7 +526,9 @@ const file_meshkit_identity_v1_identity_proto_rawDesc = "" +
 	"\rIdentityError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
-	"\x12retry_after_millis\x18\x03 \x01(\x04R\x10retryAfterMillisB:Z8meshkit.dev/meshkit/proto/meshkit/identity/v1;identityv1b\x06proto3"
+	"\x12retry_after_millis\x18\x03 \x01(\x04R\x10retryAfterMillis\"'\n" +
+	"\x0fPeerCertificate\x12\x14\n" +
+	"\x05chain\x18\x01 \x03(\fR\x05chainB:Z8meshkit.dev/meshkit/proto/meshkit/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_meshkit_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -493,7 +542,7 @@ func file_meshkit_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_meshkit_identity_v1_identity_proto_rawDescData
 }
 
-var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_meshkit_identity_v1_identity_proto_goTypes = []any{
 	(*IdentityRequest)(nil),  // 0: meshkit.identity.v1.IdentityRequest
 	(*AgentCertificate)(nil), // 1: meshkit.identity.v1.AgentCertificate
@@ -501,14 +550,15 @@ var file_meshkit_identity_v1_identity_proto_goTypes = []any{
 	(*IdentityResponse)(nil), // 3: meshkit.identity.v1.IdentityResponse
 	(*Enrolled)(nil),         // 4: meshkit.identity.v1.Enrolled
 	(*IdentityError)(nil),    // 5: meshkit.identity.v1.IdentityError
-	(*ca.CsrRequest)(nil),    // 6: omnirelay.ca.CsrRequest
-	(*ca.CertResponse)(nil),  // 7: omnirelay.ca.CertResponse
+	(*PeerCertificate)(nil),  // 6: meshkit.identity.v1.PeerCertificate
+	(*ca.CsrRequest)(nil),    // 7: omnirelay.ca.CsrRequest
+	(*ca.CertResponse)(nil),  // 8: omnirelay.ca.CertResponse
 }
 var file_meshkit_identity_v1_identity_proto_depIdxs = []int32{
 	2, // 0: meshkit.identity.v1.IdentityRequest.enrol:type_name -> meshkit.identity.v1.Enrol
-	6, // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
+	7, // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
 	1, // 2: meshkit.identity.v1.IdentityRequest.agent_certificate:type_name -> meshkit.identity.v1.AgentCertificate
-	7, // 3: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
+	8, // 3: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
 	5, // 4: meshkit.identity.v1.IdentityResponse.error:type_name -> meshkit.identity.v1.IdentityError
 	4, // 5: meshkit.identity.v1.IdentityResponse.enrolled:type_name -> meshkit.identity.v1.Enrolled
 	6, // [6:6] is the sub-list for method output_type
@@ -539,7 +589,7 @@ func file_meshkit_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_identity_v1_identity_proto_rawDesc), len(file_meshkit_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
