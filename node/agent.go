@@ -451,46 +451,34 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	defer a.wg.Done()
 	t := a.clock.NewTicker(reportInterval)
 	defer t.Stop()
-	gap := a.clock.NewTimer(0) // kicked reports are reportGap apart at least
-	defer gap.Stop()
-	gapOver := false
+	var last time.Time // when a report last went to a seed
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-gap.Chan():
-			gapOver = true
-			continue
 		case <-a.reportKick:
-			delay := a.clock.NewTimer(reportDelay + time.Duration(rand.Int64N(int64(reportSpread))))
+			wait := reportDelay + time.Duration(rand.Int64N(int64(reportSpread)))
+			if !last.IsZero() {
+				wait = max(wait, reportGap-a.clock.Since(last))
+			}
 			select {
 			case <-ctx.Done():
-				delay.Stop()
 				return
-			case <-delay.Chan():
-			}
-			if !gapOver {
-				select {
-				case <-ctx.Done():
-					return
-				case <-gap.Chan():
-				}
+			case <-a.clock.After(wait):
 			}
 		case <-t.Chan():
 		}
 		r := a.report()
-		sent := false
-		for _, p := range a.rep.Node().ReportTargets() {
+		targets := a.rep.Node().ReportTargets()
+		for _, p := range targets {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if err := a.rep.Node().Report(rctx, p, r); err != nil {
 				a.log.Debug("report not delivered", "peer", p, "err", err)
 			}
-			sent = true
 			cancel()
 		}
-		if sent { // a report with no seed to take it (none admitted yet) does not hold back the next
-			gapOver = false
-			gap.Reset(reportGap)
+		if len(targets) > 0 { // a report with no seed to take it (none admitted yet) does not hold back the next
+			last = a.clock.Now()
 		}
 	}
 }
