@@ -86,7 +86,9 @@ type FetchFailed struct {
 	Err  error
 }
 
-// SyncRound starts anti-entropy with the connected Peers: the core picks whom to ask.
+// SyncRound starts anti-entropy with the connected Peers: the core picks whom to ask. The
+// core plans one round at a time: a SyncRound abandons any round in progress, so the
+// driver runs rounds one after another.
 // With All it asks every peer given that is not banned (a new connection); otherwise up
 // to SyncPeers, in random order, the Bootstrap peers (seeds) last, so a seed's load does
 // not grow with the fleet.

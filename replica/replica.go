@@ -83,6 +83,9 @@ type Replica struct {
 	mu          sync.Mutex // guards core and lastPersist; every Step runs under it
 	core        *Core
 	lastPersist error
+	// syncMu makes anti-entropy rounds one at a time: the core plans one round, and
+	// SyncOnce may be called while the sync loop runs one.
+	syncMu sync.Mutex
 
 	persistKick chan struct{}
 	syncKick    chan struct{}
@@ -462,6 +465,8 @@ func (r *Replica) SyncOnce(ctx context.Context) int {
 // sync carries out one anti-entropy round: the core decides whom to ask and what to
 // fetch, one fetch at a time, each bounded by the claimed size.
 func (r *Replica) sync(ctx context.Context, round SyncRound) int {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
 	round.At = r.clock.Now()
 	out := r.step(round)
 	var ask AskHeads
