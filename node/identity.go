@@ -203,24 +203,27 @@ func (a *Agent) certify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	req := &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_AgentCertificate{AgentCertificate: &identityv1.AgentCertificate{Csr: csr}}}
+	return a.askSeeds(ctx, req, func(_ peer.ID, resp *identityv1.IdentityResponse) error { return a.keepLeaf(resp.GetCertificate()) })
+}
+
+// askSeeds sends req to each connected seed in turn until take accepts an answer; it
+// returns why none did.
+func (a *Agent) askSeeds(ctx context.Context, req *identityv1.IdentityRequest, take func(peer.ID, *identityv1.IdentityResponse) error) error {
 	var errs []error
 	for _, p := range a.rep.Node().IdentityTargets() {
-		resp, err := a.rep.Node().Identity(ctx, p, &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_AgentCertificate{
-			AgentCertificate: &identityv1.AgentCertificate{Csr: csr},
-		}})
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		resp, err := a.rep.Node().Identity(ctx, p, req)
+		switch {
+		case err != nil:
+		case resp.GetError() != nil:
+			err = errors.New(resp.GetError().GetMessage())
+		default:
+			err = take(p, resp)
 		}
-		if e := resp.GetError(); e != nil {
-			errs = append(errs, fmt.Errorf("seed %s: %s", p, e.GetMessage()))
-			continue
+		if err == nil {
+			return nil
 		}
-		if err := a.keepLeaf(resp.GetCertificate()); err != nil {
-			errs = append(errs, fmt.Errorf("seed %s: %w", p, err))
-			continue
-		}
-		return nil
+		errs = append(errs, fmt.Errorf("seed %s: %w", p, err))
 	}
 	if len(errs) == 0 {
 		return errors.New("no seed connected")
@@ -320,35 +323,18 @@ func (a *Agent) identityStatus() *IdentityStatus {
 }
 
 func (a *Agent) enrol(ctx context.Context) error {
-	targets := a.rep.Node().IdentityTargets()
-	if len(targets) == 0 {
-		return errors.New("no seed connected")
-	}
-	var errs []error
-	for _, p := range targets {
-		resp, err := a.rep.Node().Identity(ctx, p, &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_Enrol{
-			Enrol: &identityv1.Enrol{Token: a.cfg.JoinToken, Node: a.cfg.NodeName},
-		}})
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if e := resp.GetError(); e != nil {
-			errs = append(errs, fmt.Errorf("seed %s: %s", p, e.GetMessage()))
-			continue
-		}
+	req := &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_Enrol{Enrol: &identityv1.Enrol{Token: a.cfg.JoinToken, Node: a.cfg.NodeName}}}
+	return a.askSeeds(ctx, req, func(p peer.ID, resp *identityv1.IdentityResponse) error {
 		en := resp.GetEnrolled()
 		if en == nil || en.GetNode() != a.cfg.NodeName || len(en.GetTrustBundle()) == 0 {
-			errs = append(errs, fmt.Errorf("seed %s: an enrolment answer without node or trust bundle", p))
-			continue
+			return errors.New("an enrolment answer without node or trust bundle")
 		}
 		if err := a.id.save(en); err != nil {
 			return err
 		}
 		a.log.Info("enrolled", "node", en.GetNode(), "spiffe_id", en.GetSpiffeId(), "seed", p)
 		return nil
-	}
-	return errors.Join(errs...)
+	})
 }
 
 // caServer is omnirelay.ca.CertificateAuthority on the southbound listener. CSRs go to a

@@ -27,7 +27,6 @@ import (
 	"meshkit.dev/meshkit/internal/atomicfile"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
-	"meshkit.dev/meshkit/trust"
 )
 
 // openHost builds the libp2p host with the identity kept in DATA/p2p.key.
@@ -137,13 +136,9 @@ func (a *app) agent(fs *pflag.FlagSet) func(args []string) error {
 		if err != nil {
 			return err
 		}
-		rb, err := readFile(*rootPath)
+		root, err := readRoot(*rootPath)
 		if err != nil {
 			return err
-		}
-		root, err := trust.VerifyRoot(rb)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *rootPath, err)
 		}
 		if *domain != "" && *domain != root.Domain() {
 			return fmt.Errorf("--domain %q but the root is for %q", *domain, root.Domain())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,26 +13,7 @@ import (
 // TestDevAndWatch runs `meshkit dev` and `meshkit watch` as the README says: the watch
 // shows the examples, then a change made with `meshkit apply` (here: delete) within a second.
 func TestDevAndWatch(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
-	done := make(chan int, 1)
-	go func() {
-		done <- dev.main([]string{"dev", "--agents", "2", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != exitOK {
-			t.Errorf("dev exited %d:\n%s", code, out.String())
-		}
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "Watch what a node receives") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	out := startDev(t, 2)
 	grpcAddr := regexp.MustCompile(`seed admin gRPC\s+(\S+)`).FindStringSubmatch(out.String())[1]
 	agents := regexp.MustCompile(`OmniRelay watch (\S+)`).FindAllStringSubmatch(out.String(), -1)
 	if len(agents) != 2 {
@@ -95,4 +77,32 @@ func TestDevRefusesNonLoopback(t *testing.T) {
 			t.Errorf("dev %v: exit %d\n%s", args, code, out)
 		}
 	}
+}
+
+// startDev runs `meshkit dev` with agents and extra flags, on free loopback ports, until it
+// prints its addresses, and stops it when the test ends, failing the test unless it exits
+// 0. It returns what dev prints.
+func startDev(t *testing.T, agents int, extra ...string) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
+	args := append([]string{"dev", "--agents", strconv.Itoa(agents), "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--southbound-port", "0"}, extra...)
+	done := make(chan int, 1)
+	go func() { done <- dev.main(args) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("dev exited %d:\n%s", code, out.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "Watch what a node receives") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return out
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -23,26 +22,7 @@ import (
 // refused by `ext push`, and when pushed anyway every agent rejects it and its
 // fail-closed route refuses traffic.
 func TestDevExtensionPushAdmitServe(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
-	done := make(chan int, 1)
-	go func() {
-		done <- dev.main([]string{"dev", "--agents", "3", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != exitOK {
-			t.Errorf("dev exited %d:\n%s", code, out.String())
-		}
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "Watch what a node receives") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	out := startDev(t, 3)
 	grpcAddr := regexp.MustCompile(`seed admin gRPC\s+(\S+)`).FindStringSubmatch(out.String())[1]
 	httpAddr := regexp.MustCompile(`seed HTTP\s+(\S+)`).FindStringSubmatch(out.String())[1]
 	statuses := regexp.MustCompile(`status (http://\S+/status)`).FindAllStringSubmatch(out.String(), -1)
@@ -119,7 +99,7 @@ spec: {extension: auth, routes: [storefront]}
 	}
 	// The seed sums the agents' verdicts in `meshkit status` (node tests cover rejections).
 	want := "extension " + content.Sum(valid).String() + " (proxy-wasm/0.2.1): admitted by 3, rejected by 0"
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, msg := cli(t, "status", "--seed", grpcAddr)
 		if code == exitOK && strings.Contains(msg, want) {

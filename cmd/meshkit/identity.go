@@ -18,7 +18,6 @@ import (
 
 	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
-	"meshkit.dev/meshkit/trust"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -118,13 +117,9 @@ func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
 			rows = append(rows, caExpiry{What: what, Subject: subject, NotAfter: notAfter.UTC(), Left: left.Truncate(time.Minute).String(), Warning: left < *warn})
 		}
 		if *rootPath != "" {
-			rb, err := readFile(*rootPath)
+			root, err := readRoot(*rootPath)
 			if err != nil {
 				return err
-			}
-			root, err := trust.VerifyRoot(rb)
-			if err != nil {
-				return fmt.Errorf("%s: %w", *rootPath, err)
 			}
 			add(fmt.Sprintf("domain root v%d", root.Version()), root.Domain(), root.ExpiresAt())
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -28,26 +27,9 @@ import (
 // enrolled itself, and gets a chain that `openssl verify` accepts against the trust
 // bundle it was given. A CSR for another node is refused with INVALID_ARGUMENT.
 func TestOmniRelayCSRThroughDev(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	dev := &app{ctx: ctx, stdout: out, stderr: out, now: time.Now}
-	done := make(chan int, 1)
-	go func() {
-		done <- dev.main([]string{"dev", "--agents", "1", "--no-examples", "--data", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--southbound-port", "0"})
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != exitOK {
-			t.Errorf("dev exited %d:\n%s", code, out.String())
-		}
-	}()
+	ctx := t.Context()
+	out := startDev(t, 1, "--no-examples")
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "Watch what a node receives") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	addr := regexp.MustCompile(`OmniRelay watch (\S+)`).FindStringSubmatch(out.String())[1]
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+
 	"meshkit.dev/meshkit/trust"
 )
 

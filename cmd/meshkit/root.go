@@ -122,13 +122,9 @@ func (a *app) rootRotate(fs *pflag.FlagSet) func(args []string) error {
 		if err := errors.Join(required("prev", *prevPath), required("out", rf.out)); err != nil {
 			return usagef("%v", err)
 		}
-		prevBytes, err := readFile(*prevPath)
+		prev, err := readRoot(*prevPath)
 		if err != nil {
 			return err
-		}
-		prev, err := trust.VerifyRoot(prevBytes)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *prevPath, err)
 		}
 		spec, signers, err := rf.spec(prev.Domain(), prev.Version()+1, a.now())
 		if err != nil {
@@ -219,12 +215,9 @@ func (a *app) rootSign(fs *pflag.FlagSet) func(args []string) error {
 		}
 		var prev *trust.Root
 		if *prevPath != "" {
-			pb, err := readFile(*prevPath)
-			if err != nil {
+			var err error
+			if prev, err = readRoot(*prevPath); err != nil {
 				return err
-			}
-			if prev, err = trust.VerifyRoot(pb); err != nil {
-				return fmt.Errorf("%s: %w", *prevPath, err)
 			}
 		}
 		a.reportRoot(env, prev, *out)
@@ -288,6 +281,19 @@ func loadRootChain(first string, rotations []string) (*trust.Root, error) {
 }
 
 // loadRoots returns every verified root of the chain, oldest first, with its file bytes.
+// readRoot reads and verifies a domain root file; errors name the file.
+func readRoot(path string) (*trust.Root, error) {
+	b, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	root, err := trust.VerifyRoot(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return root, nil
+}
+
 func loadRoots(first string, rotations []string) ([]*trust.Root, [][]byte, error) {
 	data, err := readFile(first)
 	if err != nil {

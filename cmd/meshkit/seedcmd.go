@@ -255,13 +255,9 @@ func loadSeedTrust(keyPath, rootPath string) (trust.Signer, *trust.Root, error) 
 	if kf.Private == nil {
 		return nil, nil, fmt.Errorf("%s is a public key; the seed needs its private key", keyPath)
 	}
-	rb, err := readFile(rootPath)
+	root, err := readRoot(rootPath)
 	if err != nil {
 		return nil, nil, err
-	}
-	root, err := trust.VerifyRoot(rb)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", rootPath, err)
 	}
 	for _, role := range root.Roles(trustv1.RoleType_ROLE_TYPE_SEED) {
 		if slices.Contains(role.GetKeyIds(), kf.Private.KeyID()) {
