@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 )
 
@@ -118,6 +119,12 @@ type Verified struct {
 	Delta *bundlev1.BundleDeltaView
 	// Announce is set when PayloadType is PayloadAnnounce; Held is then its snapshot hash.
 	Announce *bundlev1.Announce
+	// Control is set when PayloadType is PayloadControl.
+	Control *identityv1.Control
+	// NextRoot is the newest root a control message's rotations lead to, when newer than
+	// the root in force; Commit adopts it.
+	NextRoot *Root
+	baseRoot uint64 // the version NextRoot was walked from
 	// Expired is set when the bundle or the root has expired (only with AllowExpired).
 	Expired bool
 }
@@ -189,11 +196,15 @@ func (v *Verifier) RotateRoot(b []byte) error {
 	if err != nil {
 		return err
 	}
+	v.adoptRootLocked(next)
+	return nil
+}
+
+func (v *Verifier) adoptRootLocked(next *Root) {
 	if removed := publishingKeys(v.root).Difference(publishingKeys(next)); len(removed) > 0 {
 		v.marks = map[string]Mark{}
 	}
 	v.root = next
-	return nil
 }
 
 type keySet map[string]bool
@@ -211,7 +222,8 @@ func (s keySet) Difference(o keySet) keySet {
 func publishingKeys(r *Root) keySet {
 	s := keySet{}
 	for _, role := range r.msg.GetRoles() {
-		if role.GetType() == trustv1.RoleType_ROLE_TYPE_SEED || role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+		switch role.GetType() {
+		case trustv1.RoleType_ROLE_TYPE_SEED, trustv1.RoleType_ROLE_TYPE_BRIDGE, trustv1.RoleType_ROLE_TYPE_CA:
 			for _, id := range role.GetKeyIds() {
 				s[id] = true
 			}
@@ -246,7 +258,7 @@ func (v *Verifier) VerifyHeld(proof, payload []byte) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	if vb.PayloadType == PayloadBundle {
+	if vb.PayloadType == PayloadBundle || vb.PayloadType == PayloadControl {
 		if payload != nil && !bytes.Equal(payload, vb.Payload) {
 			return nil, refuse(ErrHashMismatch, "a bundle envelope proves only its own payload")
 		}
@@ -292,11 +304,27 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 	switch {
 	case mode == modeAnnounce && pt != PayloadAnnounce:
 		return nil, refuse(ErrPayloadType, "%q is not an announce", pt)
-	case mode != modeAnnounce && pt != PayloadBundle && pt != PayloadDelta:
-		return nil, refuse(ErrPayloadType, "%q is neither a bundle nor a delta", pt)
+	case mode != modeAnnounce && pt != PayloadBundle && pt != PayloadDelta && pt != PayloadControl:
+		return nil, refuse(ErrPayloadType, "%q is neither a bundle, a delta nor a control message", pt)
 	}
 	out := &Verified{PayloadType: pt, Payload: env.GetPayload(), Digest: sha256.Sum256(env.GetPayload())}
-	if out.Role, err = signingRole(env, out.Digest, root); err != nil {
+	if pt == PayloadControl {
+		// The roots it carries come first: the signature is checked against the newest,
+		// so a message signed by a rotated CA key verifies on an agent that slept through
+		// the rotation.
+		next := root
+		if out.Control, next, err = controlRoot(out.Payload, root); err != nil {
+			return nil, err
+		}
+		if next != root {
+			out.NextRoot, out.baseRoot = next, root.Version()
+			root = next
+		}
+		out.Role, err = caRole(env, out.Digest, root)
+	} else {
+		out.Role, err = signingRole(env, out.Digest, root)
+	}
+	if err != nil {
 		return nil, err
 	}
 	view := &bundlev1.HeaderView{}
@@ -308,6 +336,9 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 		return nil, err
 	}
 	out.Header = h
+	if pt == PayloadControl && len(h.GetRequiredCapabilities()) > 0 {
+		return nil, refuse(ErrMalformed, "a control message requires no capabilities")
+	}
 	out.Source = SourceOf(out.Role)
 	out.Variant = VariantKey(out.Source, h.GetRequiredCapabilities())
 	if h.GetDomain() != root.Domain() {
@@ -371,10 +402,13 @@ func (v *Verifier) verify(b []byte, mode verifyMode) (*Verified, error) {
 }
 
 // SourceOf names the stream a signing role publishes: "" for a seed role, "bridge/NAME"
-// for a bridge role.
+// for a bridge role, ControlSource for the CA role.
 func SourceOf(role *trustv1.Role) string {
-	if role.GetType() == trustv1.RoleType_ROLE_TYPE_BRIDGE {
+	switch role.GetType() {
+	case trustv1.RoleType_ROLE_TYPE_BRIDGE:
 		return "bridge/" + role.GetName()
+	case trustv1.RoleType_ROLE_TYPE_CA:
+		return ControlSource
 	}
 	return ""
 }
@@ -401,6 +435,16 @@ func (v *Verifier) Commit(vb *Verified) error {
 	held, have := v.marks[vb.Variant]
 	if err := checkOrder(held, have, vb.Header); err != nil {
 		return err
+	}
+	if vb.NextRoot != nil && vb.NextRoot.Version() > v.root.Version() {
+		if vb.baseRoot != v.root.Version() {
+			return refuse(ErrRootVersion, "control was verified from root v%d, root v%d is in force now", vb.baseRoot, v.root.Version())
+		}
+		v.adoptRootLocked(vb.NextRoot)
+		held, have = v.marks[vb.Variant]
+		if err := checkOrder(held, have, vb.Header); err != nil {
+			return err
+		}
 	}
 	marks := maps.Clone(v.marks) // Verify reads the map without the lock: never mutate it
 	marks[vb.Variant] = Mark{Epoch: vb.Header.GetEpoch(), Version: vb.Header.GetVersion(), Hash: vb.Held.String()}

@@ -14,6 +14,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	v1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	v12 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	v11 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	reflect "reflect"
 	sync "sync"
@@ -1999,6 +2000,10 @@ type IdentityRecord struct {
 	//	*IdentityRecord_JoinToken
 	//	*IdentityRecord_Enrolment
 	//	*IdentityRecord_Issued
+	//	*IdentityRecord_Root
+	//	*IdentityRecord_Revocation
+	//	*IdentityRecord_Control
+	//	*IdentityRecord_Ca
 	Record        isIdentityRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2068,6 +2073,42 @@ func (x *IdentityRecord) GetIssued() *IssuedCertificate {
 	return nil
 }
 
+func (x *IdentityRecord) GetRoot() []byte {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Root); ok {
+			return x.Root
+		}
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetRevocation() *v12.Revocation {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Revocation); ok {
+			return x.Revocation
+		}
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetControl() *ControlVersion {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Control); ok {
+			return x.Control
+		}
+	}
+	return nil
+}
+
+func (x *IdentityRecord) GetCa() *CAState {
+	if x != nil {
+		if x, ok := x.Record.(*IdentityRecord_Ca); ok {
+			return x.Ca
+		}
+	}
+	return nil
+}
+
 type isIdentityRecord_Record interface {
 	isIdentityRecord_Record()
 }
@@ -2084,11 +2125,741 @@ type IdentityRecord_Issued struct {
 	Issued *IssuedCertificate `protobuf:"bytes,3,opt,name=issued,proto3,oneof"`
 }
 
+type IdentityRecord_Root struct {
+	// root is a signed DomainRoot envelope the seed rotated to (versions 2 and up).
+	Root []byte `protobuf:"bytes,4,opt,name=root,proto3,oneof"`
+}
+
+type IdentityRecord_Revocation struct {
+	Revocation *v12.Revocation `protobuf:"bytes,5,opt,name=revocation,proto3,oneof"`
+}
+
+type IdentityRecord_Control struct {
+	Control *ControlVersion `protobuf:"bytes,6,opt,name=control,proto3,oneof"`
+}
+
+type IdentityRecord_Ca struct {
+	Ca *CAState `protobuf:"bytes,7,opt,name=ca,proto3,oneof"`
+}
+
 func (*IdentityRecord_JoinToken) isIdentityRecord_Record() {}
 
 func (*IdentityRecord_Enrolment) isIdentityRecord_Record() {}
 
 func (*IdentityRecord_Issued) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Root) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Revocation) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Control) isIdentityRecord_Record() {}
+
+func (*IdentityRecord_Ca) isIdentityRecord_Record() {}
+
+// ControlVersion is the newest control message version a seed signed.
+type ControlVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlVersion) Reset() {
+	*x = ControlVersion{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlVersion) ProtoMessage() {}
+
+func (x *ControlVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlVersion.ProtoReflect.Descriptor instead.
+func (*ControlVersion) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ControlVersion) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// CAState is where the domain CA's rotation stands: the generation that signs, the one
+// prepared to follow it, and the retired ones still in the trust bundle until their last
+// leaf expires.
+type CAState struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Active   string                 `protobuf:"bytes,1,opt,name=active,proto3" json:"active,omitempty"`
+	Next     string                 `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
+	Retiring []*RetiringCA          `protobuf:"bytes,3,rep,name=retiring,proto3" json:"retiring,omitempty"`
+	// next_published_at is when the next generation first went out in the trust bundle.
+	NextPublishedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=next_published_at,json=nextPublishedAt,proto3" json:"next_published_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CAState) Reset() {
+	*x = CAState{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAState) ProtoMessage() {}
+
+func (x *CAState) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAState.ProtoReflect.Descriptor instead.
+func (*CAState) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CAState) GetActive() string {
+	if x != nil {
+		return x.Active
+	}
+	return ""
+}
+
+func (x *CAState) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+func (x *CAState) GetRetiring() []*RetiringCA {
+	if x != nil {
+		return x.Retiring
+	}
+	return nil
+}
+
+func (x *CAState) GetNextPublishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextPublishedAt
+	}
+	return nil
+}
+
+// RetiringCA is a CA generation that no longer signs; its root stays in the trust bundle
+// until every leaf it signed has expired.
+type RetiringCA struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    string                 `protobuf:"bytes,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetiringCA) Reset() {
+	*x = RetiringCA{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetiringCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetiringCA) ProtoMessage() {}
+
+func (x *RetiringCA) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetiringCA.ProtoReflect.Descriptor instead.
+func (*RetiringCA) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RetiringCA) GetGeneration() string {
+	if x != nil {
+		return x.Generation
+	}
+	return ""
+}
+
+func (x *RetiringCA) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+type RevokeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of node, serial (hex) and peer_id.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Serial        string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	PeerId        string `protobuf:"bytes,3,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRequest) Reset() {
+	*x = RevokeRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRequest) ProtoMessage() {}
+
+func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RevokeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Revocation     *v12.Revocation        `protobuf:"bytes,1,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	ControlVersion uint64                 `protobuf:"varint,2,opt,name=control_version,json=controlVersion,proto3" json:"control_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RevokeResponse) Reset() {
+	*x = RevokeResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeResponse) ProtoMessage() {}
+
+func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RevokeResponse) GetRevocation() *v12.Revocation {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
+func (x *RevokeResponse) GetControlVersion() uint64 {
+	if x != nil {
+		return x.ControlVersion
+	}
+	return 0
+}
+
+type PrepareSeedKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareSeedKeyRequest) Reset() {
+	*x = PrepareSeedKeyRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareSeedKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareSeedKeyRequest) ProtoMessage() {}
+
+func (x *PrepareSeedKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareSeedKeyRequest.ProtoReflect.Descriptor instead.
+func (*PrepareSeedKeyRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+type PrepareSeedKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// public_key is the public key file's content (JSON), for meshkit root rotate --seed-key.
+	PublicKey     []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareSeedKeyResponse) Reset() {
+	*x = PrepareSeedKeyResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareSeedKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareSeedKeyResponse) ProtoMessage() {}
+
+func (x *PrepareSeedKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareSeedKeyResponse.ProtoReflect.Descriptor instead.
+func (*PrepareSeedKeyResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PrepareSeedKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *PrepareSeedKeyResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+type RotateRootRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// root is the signed DomainRoot envelope (the root file's content).
+	Root          []byte `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootRequest) Reset() {
+	*x = RotateRootRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootRequest) ProtoMessage() {}
+
+func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
+func (*RotateRootRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RotateRootRequest) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+type RotateRootResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// signing_keys are the seed's keys the new root lists: what it signs with now.
+	SigningKeys    []string `protobuf:"bytes,2,rep,name=signing_keys,json=signingKeys,proto3" json:"signing_keys,omitempty"`
+	ControlVersion uint64   `protobuf:"varint,3,opt,name=control_version,json=controlVersion,proto3" json:"control_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateRootResponse) Reset() {
+	*x = RotateRootResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootResponse) ProtoMessage() {}
+
+func (x *RotateRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootResponse.ProtoReflect.Descriptor instead.
+func (*RotateRootResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RotateRootResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RotateRootResponse) GetSigningKeys() []string {
+	if x != nil {
+		return x.SigningKeys
+	}
+	return nil
+}
+
+func (x *RotateRootResponse) GetControlVersion() uint64 {
+	if x != nil {
+		return x.ControlVersion
+	}
+	return 0
+}
+
+type RotateCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// step is "prepare", "activate" or "retire".
+	Step          string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RotateCARequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+type RotateCAResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	State          *CAState               `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	ControlVersion uint64                 `protobuf:"varint,2,opt,name=control_version,json=controlVersion,proto3" json:"control_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RotateCAResponse) GetState() *CAState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *RotateCAResponse) GetControlVersion() uint64 {
+	if x != nil {
+		return x.ControlVersion
+	}
+	return 0
+}
+
+type ControlStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlStatusRequest) Reset() {
+	*x = ControlStatusRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlStatusRequest) ProtoMessage() {}
+
+func (x *ControlStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlStatusRequest.ProtoReflect.Descriptor instead.
+func (*ControlStatusRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+type ControlStatusResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RootVersion    uint64                 `protobuf:"varint,1,opt,name=root_version,json=rootVersion,proto3" json:"root_version,omitempty"`
+	ControlVersion uint64                 `protobuf:"varint,2,opt,name=control_version,json=controlVersion,proto3" json:"control_version,omitempty"`
+	Ca             *CAState               `protobuf:"bytes,3,opt,name=ca,proto3" json:"ca,omitempty"`
+	Revocations    []*v12.Revocation      `protobuf:"bytes,4,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	SigningKeys    []string               `protobuf:"bytes,5,rep,name=signing_keys,json=signingKeys,proto3" json:"signing_keys,omitempty"`
+	// ca_expires is when each CA generation's certificate expires, by generation.
+	CaExpires     map[string]*timestamppb.Timestamp `protobuf:"bytes,6,rep,name=ca_expires,json=caExpires,proto3" json:"ca_expires,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlStatusResponse) Reset() {
+	*x = ControlStatusResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlStatusResponse) ProtoMessage() {}
+
+func (x *ControlStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlStatusResponse.ProtoReflect.Descriptor instead.
+func (*ControlStatusResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ControlStatusResponse) GetRootVersion() uint64 {
+	if x != nil {
+		return x.RootVersion
+	}
+	return 0
+}
+
+func (x *ControlStatusResponse) GetControlVersion() uint64 {
+	if x != nil {
+		return x.ControlVersion
+	}
+	return 0
+}
+
+func (x *ControlStatusResponse) GetCa() *CAState {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *ControlStatusResponse) GetRevocations() []*v12.Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *ControlStatusResponse) GetSigningKeys() []string {
+	if x != nil {
+		return x.SigningKeys
+	}
+	return nil
+}
+
+func (x *ControlStatusResponse) GetCaExpires() map[string]*timestamppb.Timestamp {
+	if x != nil {
+		return x.CaExpires
+	}
+	return nil
+}
 
 // JoinToken is a token's hash and what it may enrol.
 type JoinToken struct {
@@ -2104,7 +2875,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2887,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2900,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *JoinToken) GetSha256() string {
@@ -2172,7 +2943,7 @@ type Enrolment struct {
 
 func (x *Enrolment) Reset() {
 	*x = Enrolment{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2955,7 @@ func (x *Enrolment) String() string {
 func (*Enrolment) ProtoMessage() {}
 
 func (x *Enrolment) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2968,7 @@ func (x *Enrolment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrolment.ProtoReflect.Descriptor instead.
 func (*Enrolment) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Enrolment) GetNode() string {
@@ -2234,7 +3005,7 @@ type IssuedCertificate struct {
 
 func (x *IssuedCertificate) Reset() {
 	*x = IssuedCertificate{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +3017,7 @@ func (x *IssuedCertificate) String() string {
 func (*IssuedCertificate) ProtoMessage() {}
 
 func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +3030,7 @@ func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
 func (*IssuedCertificate) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *IssuedCertificate) GetSerial() string {
@@ -2294,7 +3065,7 @@ var File_meshkit_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\x1ameshkit/sync/v1/sync.proto\"\x81\x05\n" +
+	"\x1cmeshkit/admin/v1/admin.proto\x12\x10meshkit.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\"meshkit/identity/v1/identity.proto\x1a\x1ameshkit/sync/v1/sync.proto\"\x81\x05\n" +
 	"\bResource\x127\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1b.meshkit.bundle.v1.MetadataR\bmetadata\x12:\n" +
 	"\acluster\x18\x02 \x01(\v2\x1e.meshkit.bundle.v1.ClusterSpecH\x00R\acluster\x124\n" +
@@ -2440,13 +3211,70 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1b\n" +
-	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"\xd4\x01\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"\x98\x03\n" +
 	"\x0eIdentityRecord\x12<\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\v2\x1b.meshkit.admin.v1.JoinTokenH\x00R\tjoinToken\x12;\n" +
 	"\tenrolment\x18\x02 \x01(\v2\x1b.meshkit.admin.v1.EnrolmentH\x00R\tenrolment\x12=\n" +
-	"\x06issued\x18\x03 \x01(\v2#.meshkit.admin.v1.IssuedCertificateH\x00R\x06issuedB\b\n" +
-	"\x06record\"\x8b\x01\n" +
+	"\x06issued\x18\x03 \x01(\v2#.meshkit.admin.v1.IssuedCertificateH\x00R\x06issued\x12\x14\n" +
+	"\x04root\x18\x04 \x01(\fH\x00R\x04root\x12A\n" +
+	"\n" +
+	"revocation\x18\x05 \x01(\v2\x1f.meshkit.identity.v1.RevocationH\x00R\n" +
+	"revocation\x12<\n" +
+	"\acontrol\x18\x06 \x01(\v2 .meshkit.admin.v1.ControlVersionH\x00R\acontrol\x12+\n" +
+	"\x02ca\x18\a \x01(\v2\x19.meshkit.admin.v1.CAStateH\x00R\x02caB\b\n" +
+	"\x06record\"*\n" +
+	"\x0eControlVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"\xb7\x01\n" +
+	"\aCAState\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\tR\x06active\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\x128\n" +
+	"\bretiring\x18\x03 \x03(\v2\x1c.meshkit.admin.v1.RetiringCAR\bretiring\x12F\n" +
+	"\x11next_published_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextPublishedAt\"^\n" +
+	"\n" +
+	"RetiringCA\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\tR\n" +
+	"generation\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"l\n" +
+	"\rRevokeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x17\n" +
+	"\apeer_id\x18\x03 \x01(\tR\x06peerId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"z\n" +
+	"\x0eRevokeResponse\x12?\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2\x1f.meshkit.identity.v1.RevocationR\n" +
+	"revocation\x12'\n" +
+	"\x0fcontrol_version\x18\x02 \x01(\x04R\x0econtrolVersion\"\x17\n" +
+	"\x15PrepareSeedKeyRequest\"N\n" +
+	"\x16PrepareSeedKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"'\n" +
+	"\x11RotateRootRequest\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\"z\n" +
+	"\x12RotateRootResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12!\n" +
+	"\fsigning_keys\x18\x02 \x03(\tR\vsigningKeys\x12'\n" +
+	"\x0fcontrol_version\x18\x03 \x01(\x04R\x0econtrolVersion\"%\n" +
+	"\x0fRotateCARequest\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\"l\n" +
+	"\x10RotateCAResponse\x12/\n" +
+	"\x05state\x18\x01 \x01(\v2\x19.meshkit.admin.v1.CAStateR\x05state\x12'\n" +
+	"\x0fcontrol_version\x18\x02 \x01(\x04R\x0econtrolVersion\"\x16\n" +
+	"\x14ControlStatusRequest\"\xa5\x03\n" +
+	"\x15ControlStatusResponse\x12!\n" +
+	"\froot_version\x18\x01 \x01(\x04R\vrootVersion\x12'\n" +
+	"\x0fcontrol_version\x18\x02 \x01(\x04R\x0econtrolVersion\x12)\n" +
+	"\x02ca\x18\x03 \x01(\v2\x19.meshkit.admin.v1.CAStateR\x02ca\x12A\n" +
+	"\vrevocations\x18\x04 \x03(\v2\x1f.meshkit.identity.v1.RevocationR\vrevocations\x12!\n" +
+	"\fsigning_keys\x18\x05 \x03(\tR\vsigningKeys\x12U\n" +
+	"\n" +
+	"ca_expires\x18\x06 \x03(\v26.meshkit.admin.v1.ControlStatusResponse.CaExpiresEntryR\tcaExpires\x1aX\n" +
+	"\x0eCaExpiresEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"\x8b\x01\n" +
 	"\tJoinToken\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x129\n" +
@@ -2462,7 +3290,8 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
 	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x127\n" +
-	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xf8\x06\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xb8\n" +
+	"\n" +
 	"\fAdminService\x12H\n" +
 	"\x05Apply\x12\x1e.meshkit.admin.v1.ApplyRequest\x1a\x1f.meshkit.admin.v1.ApplyResponse\x12K\n" +
 	"\x06Delete\x12\x1f.meshkit.admin.v1.DeleteRequest\x1a .meshkit.admin.v1.DeleteResponse\x12B\n" +
@@ -2474,7 +3303,13 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Audit\x12\x1e.meshkit.admin.v1.AuditRequest\x1a\x1f.meshkit.admin.v1.AuditResponse\x12Z\n" +
 	"\vVerifyAudit\x12$.meshkit.admin.v1.VerifyAuditRequest\x1a%.meshkit.admin.v1.VerifyAuditResponse\x12T\n" +
 	"\tGetBundle\x12\".meshkit.admin.v1.GetBundleRequest\x1a#.meshkit.admin.v1.GetBundleResponse\x12f\n" +
-	"\x0fCreateJoinToken\x12(.meshkit.admin.v1.CreateJoinTokenRequest\x1a).meshkit.admin.v1.CreateJoinTokenResponseB4Z2meshkit.dev/meshkit/proto/meshkit/admin/v1;adminv1b\x06proto3"
+	"\x0fCreateJoinToken\x12(.meshkit.admin.v1.CreateJoinTokenRequest\x1a).meshkit.admin.v1.CreateJoinTokenResponse\x12K\n" +
+	"\x06Revoke\x12\x1f.meshkit.admin.v1.RevokeRequest\x1a .meshkit.admin.v1.RevokeResponse\x12c\n" +
+	"\x0ePrepareSeedKey\x12'.meshkit.admin.v1.PrepareSeedKeyRequest\x1a(.meshkit.admin.v1.PrepareSeedKeyResponse\x12W\n" +
+	"\n" +
+	"RotateRoot\x12#.meshkit.admin.v1.RotateRootRequest\x1a$.meshkit.admin.v1.RotateRootResponse\x12Q\n" +
+	"\bRotateCA\x12!.meshkit.admin.v1.RotateCARequest\x1a\".meshkit.admin.v1.RotateCAResponse\x12`\n" +
+	"\rControlStatus\x12&.meshkit.admin.v1.ControlStatusRequest\x1a'.meshkit.admin.v1.ControlStatusResponseB4Z2meshkit.dev/meshkit/proto/meshkit/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_meshkit_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2488,7 +3323,7 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*Resource)(nil),                // 0: meshkit.admin.v1.Resource
 	(*Change)(nil),                  // 1: meshkit.admin.v1.Change
@@ -2520,31 +3355,46 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),  // 27: meshkit.admin.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil), // 28: meshkit.admin.v1.CreateJoinTokenResponse
 	(*IdentityRecord)(nil),          // 29: meshkit.admin.v1.IdentityRecord
-	(*JoinToken)(nil),               // 30: meshkit.admin.v1.JoinToken
-	(*Enrolment)(nil),               // 31: meshkit.admin.v1.Enrolment
-	(*IssuedCertificate)(nil),       // 32: meshkit.admin.v1.IssuedCertificate
-	(*v1.Metadata)(nil),             // 33: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),          // 34: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),            // 35: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),      // 36: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),      // 37: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),        // 38: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil), // 39: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),       // 40: meshkit.bundle.v1.KillSwitchSpec
-	(*v1.ReferenceGrantSpec)(nil),   // 41: meshkit.bundle.v1.ReferenceGrantSpec
-	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 43: meshkit.sync.v1.VersionNacks
+	(*ControlVersion)(nil),          // 30: meshkit.admin.v1.ControlVersion
+	(*CAState)(nil),                 // 31: meshkit.admin.v1.CAState
+	(*RetiringCA)(nil),              // 32: meshkit.admin.v1.RetiringCA
+	(*RevokeRequest)(nil),           // 33: meshkit.admin.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 34: meshkit.admin.v1.RevokeResponse
+	(*PrepareSeedKeyRequest)(nil),   // 35: meshkit.admin.v1.PrepareSeedKeyRequest
+	(*PrepareSeedKeyResponse)(nil),  // 36: meshkit.admin.v1.PrepareSeedKeyResponse
+	(*RotateRootRequest)(nil),       // 37: meshkit.admin.v1.RotateRootRequest
+	(*RotateRootResponse)(nil),      // 38: meshkit.admin.v1.RotateRootResponse
+	(*RotateCARequest)(nil),         // 39: meshkit.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),        // 40: meshkit.admin.v1.RotateCAResponse
+	(*ControlStatusRequest)(nil),    // 41: meshkit.admin.v1.ControlStatusRequest
+	(*ControlStatusResponse)(nil),   // 42: meshkit.admin.v1.ControlStatusResponse
+	(*JoinToken)(nil),               // 43: meshkit.admin.v1.JoinToken
+	(*Enrolment)(nil),               // 44: meshkit.admin.v1.Enrolment
+	(*IssuedCertificate)(nil),       // 45: meshkit.admin.v1.IssuedCertificate
+	nil,                             // 46: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	(*v1.Metadata)(nil),             // 47: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),          // 48: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),            // 49: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),      // 50: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),      // 51: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),        // 52: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil), // 53: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),       // 54: meshkit.bundle.v1.KillSwitchSpec
+	(*v1.ReferenceGrantSpec)(nil),   // 55: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),   // 56: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),        // 57: meshkit.sync.v1.VersionNacks
+	(*v12.Revocation)(nil),          // 58: meshkit.identity.v1.Revocation
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	33, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	34, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	35, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	36, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	37, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	38, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	39, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	40, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	41, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	47, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	48, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	49, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	50, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	51, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	52, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	53, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	54, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	55, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
 	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -2552,49 +3402,71 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	42, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	56, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	42, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	43, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	56, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	57, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
 	19, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
 	18, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
-	42, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	56, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	21, // 24: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	42, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 26: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
-	31, // 27: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
-	32, // 28: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
-	42, // 29: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	42, // 30: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
-	42, // 31: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	2,  // 32: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 33: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 34: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 35: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 36: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 37: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 38: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	20, // 39: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	23, // 40: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	25, // 41: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	27, // 42: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
-	3,  // 43: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 44: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 45: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 46: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 47: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 48: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 49: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	22, // 50: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	24, // 51: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	26, // 52: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	28, // 53: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
-	43, // [43:54] is the sub-list for method output_type
-	32, // [32:43] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	56, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	43, // 26: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
+	44, // 27: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
+	45, // 28: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
+	58, // 29: meshkit.admin.v1.IdentityRecord.revocation:type_name -> meshkit.identity.v1.Revocation
+	30, // 30: meshkit.admin.v1.IdentityRecord.control:type_name -> meshkit.admin.v1.ControlVersion
+	31, // 31: meshkit.admin.v1.IdentityRecord.ca:type_name -> meshkit.admin.v1.CAState
+	32, // 32: meshkit.admin.v1.CAState.retiring:type_name -> meshkit.admin.v1.RetiringCA
+	56, // 33: meshkit.admin.v1.CAState.next_published_at:type_name -> google.protobuf.Timestamp
+	56, // 34: meshkit.admin.v1.RetiringCA.until:type_name -> google.protobuf.Timestamp
+	58, // 35: meshkit.admin.v1.RevokeResponse.revocation:type_name -> meshkit.identity.v1.Revocation
+	31, // 36: meshkit.admin.v1.RotateCAResponse.state:type_name -> meshkit.admin.v1.CAState
+	31, // 37: meshkit.admin.v1.ControlStatusResponse.ca:type_name -> meshkit.admin.v1.CAState
+	58, // 38: meshkit.admin.v1.ControlStatusResponse.revocations:type_name -> meshkit.identity.v1.Revocation
+	46, // 39: meshkit.admin.v1.ControlStatusResponse.ca_expires:type_name -> meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	56, // 40: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 41: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
+	56, // 42: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	56, // 43: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 44: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 45: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 46: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 47: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 48: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 49: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 50: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	20, // 51: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	23, // 52: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	25, // 53: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	27, // 54: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
+	33, // 55: meshkit.admin.v1.AdminService.Revoke:input_type -> meshkit.admin.v1.RevokeRequest
+	35, // 56: meshkit.admin.v1.AdminService.PrepareSeedKey:input_type -> meshkit.admin.v1.PrepareSeedKeyRequest
+	37, // 57: meshkit.admin.v1.AdminService.RotateRoot:input_type -> meshkit.admin.v1.RotateRootRequest
+	39, // 58: meshkit.admin.v1.AdminService.RotateCA:input_type -> meshkit.admin.v1.RotateCARequest
+	41, // 59: meshkit.admin.v1.AdminService.ControlStatus:input_type -> meshkit.admin.v1.ControlStatusRequest
+	3,  // 60: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 61: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 62: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 63: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 64: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 65: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 66: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	22, // 67: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	24, // 68: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	26, // 69: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	28, // 70: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
+	34, // 71: meshkit.admin.v1.AdminService.Revoke:output_type -> meshkit.admin.v1.RevokeResponse
+	36, // 72: meshkit.admin.v1.AdminService.PrepareSeedKey:output_type -> meshkit.admin.v1.PrepareSeedKeyResponse
+	38, // 73: meshkit.admin.v1.AdminService.RotateRoot:output_type -> meshkit.admin.v1.RotateRootResponse
+	40, // 74: meshkit.admin.v1.AdminService.RotateCA:output_type -> meshkit.admin.v1.RotateCAResponse
+	42, // 75: meshkit.admin.v1.AdminService.ControlStatus:output_type -> meshkit.admin.v1.ControlStatusResponse
+	60, // [60:76] is the sub-list for method output_type
+	44, // [44:60] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -2616,6 +3488,10 @@ func file_meshkit_admin_v1_admin_proto_init() {
 		(*IdentityRecord_JoinToken)(nil),
 		(*IdentityRecord_Enrolment)(nil),
 		(*IdentityRecord_Issued)(nil),
+		(*IdentityRecord_Root)(nil),
+		(*IdentityRecord_Revocation)(nil),
+		(*IdentityRecord_Control)(nil),
+		(*IdentityRecord_Ca)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2623,7 +3499,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

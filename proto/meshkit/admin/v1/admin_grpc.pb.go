@@ -33,6 +33,11 @@ const (
 	AdminService_VerifyAudit_FullMethodName     = "/meshkit.admin.v1.AdminService/VerifyAudit"
 	AdminService_GetBundle_FullMethodName       = "/meshkit.admin.v1.AdminService/GetBundle"
 	AdminService_CreateJoinToken_FullMethodName = "/meshkit.admin.v1.AdminService/CreateJoinToken"
+	AdminService_Revoke_FullMethodName          = "/meshkit.admin.v1.AdminService/Revoke"
+	AdminService_PrepareSeedKey_FullMethodName  = "/meshkit.admin.v1.AdminService/PrepareSeedKey"
+	AdminService_RotateRoot_FullMethodName      = "/meshkit.admin.v1.AdminService/RotateRoot"
+	AdminService_RotateCA_FullMethodName        = "/meshkit.admin.v1.AdminService/RotateCA"
+	AdminService_ControlStatus_FullMethodName   = "/meshkit.admin.v1.AdminService/ControlStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -64,6 +69,20 @@ type AdminServiceClient interface {
 	// CreateJoinToken makes a single-use, expiring token an agent enrols with (admin only).
 	// The seed keeps only its SHA-256.
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	// Revoke refuses a node, a certificate (leaf or intermediate) or a peer across the
+	// domain: a signed revocation on the control stream (admin only).
+	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
+	// PrepareSeedKey makes a new seed signing key inside the seed and returns its public
+	// key, for the next root to list (admin only). The private key never leaves the seed.
+	PrepareSeedKey(ctx context.Context, in *PrepareSeedKeyRequest, opts ...grpc.CallOption) (*PrepareSeedKeyResponse, error)
+	// RotateRoot adopts the next version of the domain root and publishes it on the control
+	// stream; the seed signs with its keys the new root lists from then on (admin only).
+	RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error)
+	// RotateCA moves the domain CA's rotation on by one step: prepare the next CA (published
+	// in the trust bundle before it signs), activate it, or retire the old one (admin only).
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// ControlStatus reports the control stream: root, CA generations and revocations.
+	ControlStatus(ctx context.Context, in *ControlStatusRequest, opts ...grpc.CallOption) (*ControlStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -184,6 +203,56 @@ func (c *adminServiceClient) CreateJoinToken(ctx context.Context, in *CreateJoin
 	return out, nil
 }
 
+func (c *adminServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeResponse)
+	err := c.cc.Invoke(ctx, AdminService_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PrepareSeedKey(ctx context.Context, in *PrepareSeedKeyRequest, opts ...grpc.CallOption) (*PrepareSeedKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareSeedKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_PrepareSeedKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateRootResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ControlStatus(ctx context.Context, in *ControlStatusRequest, opts ...grpc.CallOption) (*ControlStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ControlStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_ControlStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -213,6 +282,20 @@ type AdminServiceServer interface {
 	// CreateJoinToken makes a single-use, expiring token an agent enrols with (admin only).
 	// The seed keeps only its SHA-256.
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	// Revoke refuses a node, a certificate (leaf or intermediate) or a peer across the
+	// domain: a signed revocation on the control stream (admin only).
+	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
+	// PrepareSeedKey makes a new seed signing key inside the seed and returns its public
+	// key, for the next root to list (admin only). The private key never leaves the seed.
+	PrepareSeedKey(context.Context, *PrepareSeedKeyRequest) (*PrepareSeedKeyResponse, error)
+	// RotateRoot adopts the next version of the domain root and publishes it on the control
+	// stream; the seed signs with its keys the new root lists from then on (admin only).
+	RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error)
+	// RotateCA moves the domain CA's rotation on by one step: prepare the next CA (published
+	// in the trust bundle before it signs), activate it, or retire the old one (admin only).
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// ControlStatus reports the control stream: root, CA generations and revocations.
+	ControlStatus(context.Context, *ControlStatusRequest) (*ControlStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -255,6 +338,21 @@ func (UnimplementedAdminServiceServer) GetBundle(context.Context, *GetBundleRequ
 }
 func (UnimplementedAdminServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedAdminServiceServer) Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedAdminServiceServer) PrepareSeedKey(context.Context, *PrepareSeedKeyRequest) (*PrepareSeedKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareSeedKey not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateRoot not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServiceServer) ControlStatus(context.Context, *ControlStatusRequest) (*ControlStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ControlStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -475,6 +573,96 @@ func _AdminService_CreateJoinToken_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Revoke(ctx, req.(*RevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PrepareSeedKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareSeedKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PrepareSeedKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PrepareSeedKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PrepareSeedKey(ctx, req.(*PrepareSeedKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateRoot(ctx, req.(*RotateRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ControlStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ControlStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ControlStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ControlStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ControlStatus(ctx, req.(*ControlStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -525,6 +713,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateJoinToken",
 			Handler:    _AdminService_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _AdminService_Revoke_Handler,
+		},
+		{
+			MethodName: "PrepareSeedKey",
+			Handler:    _AdminService_PrepareSeedKey_Handler,
+		},
+		{
+			MethodName: "RotateRoot",
+			Handler:    _AdminService_RotateRoot_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _AdminService_RotateCA_Handler,
+		},
+		{
+			MethodName: "ControlStatus",
+			Handler:    _AdminService_ControlStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -14,6 +14,8 @@ package identityv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	v1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	ca "meshkit.dev/meshkit/proto/omnirelay/ca"
 	reflect "reflect"
 	sync "sync"
@@ -499,11 +501,175 @@ func (x *PeerCertificate) GetChain() [][]byte {
 	return nil
 }
 
+// Control is the domain's trust material, carried on the bundle pipeline as its own
+// stream ("control|", payload type application/vnd.meshkit.control.v1+protobuf) and
+// signed by the domain root's CA role. Agents verify it like a bundle, keep the newest in
+// their last-known-good copy and relay it once.
+type Control struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header orders control versions like bundles: (epoch, version), with a validity
+	// window; required_capabilities is empty.
+	Header *v1.BundleHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// roots are signed DomainRoot envelopes, consecutive versions, oldest first: the
+	// rotations since the domain's first root. A verifier adopts each one after the root
+	// it trusts (each signed by the previous version's root role and its own) before it
+	// checks this message's signature against the newest.
+	Roots [][]byte `protobuf:"bytes,2,rep,name=roots,proto3" json:"roots,omitempty"`
+	// trust_bundle is the PEM of the CA certificates peers and data planes verify leaves
+	// with: while the CA rotates, the current and the next (or the retiring) roots.
+	TrustBundle []byte `protobuf:"bytes,3,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	// revocations are the certificates and peers refused until the leaves they name have
+	// expired, sorted by (serial, peer_id).
+	Revocations   []*Revocation `protobuf:"bytes,4,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Control) Reset() {
+	*x = Control{}
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Control) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Control) ProtoMessage() {}
+
+func (x *Control) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Control.ProtoReflect.Descriptor instead.
+func (*Control) Descriptor() ([]byte, []int) {
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Control) GetHeader() *v1.BundleHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *Control) GetRoots() [][]byte {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *Control) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *Control) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+// Revocation refuses a certificate by serial (one in any position of a chain: a leaf or
+// an intermediate), or every certificate a peer shows.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the certificate's serial number, lower-case hex without leading zeros.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// peer_id is a libp2p peer ID whose certificates are all refused.
+	PeerId string `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	// node names the revoked node, for operators.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// until is when the entry can be dropped: the expiry of the last certificate it refuses.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_identity_v1_identity_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_meshkit_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Revocation) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *Revocation) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *Revocation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Revocation) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *Revocation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_meshkit_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_meshkit_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\"meshkit/identity/v1/identity.proto\x12\x13meshkit.identity.v1\x1a\x15omnirelay/ca/ca.proto\"\xd1\x01\n" +
+	"\"meshkit/identity/v1/identity.proto\x12\x13meshkit.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emeshkit/bundle/v1/bundle.proto\x1a\x15omnirelay/ca/ca.proto\"\xd1\x01\n" +
 	"\x0fIdentityRequest\x122\n" +
 	"\x05enrol\x18\x01 \x01(\v2\x1a.meshkit.identity.v1.EnrolH\x00R\x05enrol\x12,\n" +
 	"\x03csr\x18\x02 \x01(\v2\x18.omnirelay.ca.CsrRequestH\x00R\x03csr\x12T\n" +
@@ -528,7 +694,19 @@ const file_meshkit_identity_v1_identity_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
 	"\x12retry_after_millis\x18\x03 \x01(\x04R\x10retryAfterMillis\"'\n" +
 	"\x0fPeerCertificate\x12\x14\n" +
-	"\x05chain\x18\x01 \x03(\fR\x05chainB:Z8meshkit.dev/meshkit/proto/meshkit/identity/v1;identityv1b\x06proto3"
+	"\x05chain\x18\x01 \x03(\fR\x05chain\"\xbe\x01\n" +
+	"\aControl\x127\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.meshkit.bundle.v1.BundleHeaderR\x06header\x12\x14\n" +
+	"\x05roots\x18\x02 \x03(\fR\x05roots\x12!\n" +
+	"\ftrust_bundle\x18\x03 \x01(\fR\vtrustBundle\x12A\n" +
+	"\vrevocations\x18\x04 \x03(\v2\x1f.meshkit.identity.v1.RevocationR\vrevocations\"\x9b\x01\n" +
+	"\n" +
+	"Revocation\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x17\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonB:Z8meshkit.dev/meshkit/proto/meshkit/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_meshkit_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -542,30 +720,37 @@ func file_meshkit_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_meshkit_identity_v1_identity_proto_rawDescData
 }
 
-var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshkit_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_meshkit_identity_v1_identity_proto_goTypes = []any{
-	(*IdentityRequest)(nil),  // 0: meshkit.identity.v1.IdentityRequest
-	(*AgentCertificate)(nil), // 1: meshkit.identity.v1.AgentCertificate
-	(*Enrol)(nil),            // 2: meshkit.identity.v1.Enrol
-	(*IdentityResponse)(nil), // 3: meshkit.identity.v1.IdentityResponse
-	(*Enrolled)(nil),         // 4: meshkit.identity.v1.Enrolled
-	(*IdentityError)(nil),    // 5: meshkit.identity.v1.IdentityError
-	(*PeerCertificate)(nil),  // 6: meshkit.identity.v1.PeerCertificate
-	(*ca.CsrRequest)(nil),    // 7: omnirelay.ca.CsrRequest
-	(*ca.CertResponse)(nil),  // 8: omnirelay.ca.CertResponse
+	(*IdentityRequest)(nil),       // 0: meshkit.identity.v1.IdentityRequest
+	(*AgentCertificate)(nil),      // 1: meshkit.identity.v1.AgentCertificate
+	(*Enrol)(nil),                 // 2: meshkit.identity.v1.Enrol
+	(*IdentityResponse)(nil),      // 3: meshkit.identity.v1.IdentityResponse
+	(*Enrolled)(nil),              // 4: meshkit.identity.v1.Enrolled
+	(*IdentityError)(nil),         // 5: meshkit.identity.v1.IdentityError
+	(*PeerCertificate)(nil),       // 6: meshkit.identity.v1.PeerCertificate
+	(*Control)(nil),               // 7: meshkit.identity.v1.Control
+	(*Revocation)(nil),            // 8: meshkit.identity.v1.Revocation
+	(*ca.CsrRequest)(nil),         // 9: omnirelay.ca.CsrRequest
+	(*ca.CertResponse)(nil),       // 10: omnirelay.ca.CertResponse
+	(*v1.BundleHeader)(nil),       // 11: meshkit.bundle.v1.BundleHeader
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_meshkit_identity_v1_identity_proto_depIdxs = []int32{
-	2, // 0: meshkit.identity.v1.IdentityRequest.enrol:type_name -> meshkit.identity.v1.Enrol
-	7, // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
-	1, // 2: meshkit.identity.v1.IdentityRequest.agent_certificate:type_name -> meshkit.identity.v1.AgentCertificate
-	8, // 3: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
-	5, // 4: meshkit.identity.v1.IdentityResponse.error:type_name -> meshkit.identity.v1.IdentityError
-	4, // 5: meshkit.identity.v1.IdentityResponse.enrolled:type_name -> meshkit.identity.v1.Enrolled
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2,  // 0: meshkit.identity.v1.IdentityRequest.enrol:type_name -> meshkit.identity.v1.Enrol
+	9,  // 1: meshkit.identity.v1.IdentityRequest.csr:type_name -> omnirelay.ca.CsrRequest
+	1,  // 2: meshkit.identity.v1.IdentityRequest.agent_certificate:type_name -> meshkit.identity.v1.AgentCertificate
+	10, // 3: meshkit.identity.v1.IdentityResponse.certificate:type_name -> omnirelay.ca.CertResponse
+	5,  // 4: meshkit.identity.v1.IdentityResponse.error:type_name -> meshkit.identity.v1.IdentityError
+	4,  // 5: meshkit.identity.v1.IdentityResponse.enrolled:type_name -> meshkit.identity.v1.Enrolled
+	11, // 6: meshkit.identity.v1.Control.header:type_name -> meshkit.bundle.v1.BundleHeader
+	8,  // 7: meshkit.identity.v1.Control.revocations:type_name -> meshkit.identity.v1.Revocation
+	12, // 8: meshkit.identity.v1.Revocation.until:type_name -> google.protobuf.Timestamp
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_identity_v1_identity_proto_init() }
@@ -589,7 +774,7 @@ func file_meshkit_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_identity_v1_identity_proto_rawDesc), len(file_meshkit_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
