@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"time"
 
@@ -41,10 +42,12 @@ func CertProtocol(domain string) protocol.ID {
 // maxCertBytes bounds a shown chain (a leaf and a few CA certificates).
 const maxCertBytes = 32 << 10
 
-// admitted is the set of peers whose certificates verified, with their expiry.
+// admitted is the set of peers whose certificates verified, with their expiry and the
+// chain they showed (checked again when what the node trusts changes).
 type admitted struct {
 	mu    sync.Mutex
 	until map[peer.ID]time.Time
+	chain map[peer.ID][][]byte
 }
 
 func (a *admitted) has(p peer.ID, now time.Time) bool {
@@ -54,16 +57,42 @@ func (a *admitted) has(p peer.ID, now time.Time) bool {
 	return ok && now.Before(u)
 }
 
-func (a *admitted) set(p peer.ID, until time.Time) {
+func (a *admitted) set(p peer.ID, until time.Time, chain [][]byte) {
 	a.mu.Lock()
-	a.until[p] = until
+	a.until[p], a.chain[p] = until, chain
 	a.mu.Unlock()
 }
 
 func (a *admitted) drop(p peer.ID) {
 	a.mu.Lock()
 	delete(a.until, p)
+	delete(a.chain, p)
 	a.mu.Unlock()
+}
+
+func (a *admitted) all() map[peer.ID][][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.chain)
+}
+
+// Recheck verifies every admitted peer's certificate again, after what this node trusts
+// changed (a revocation, a root leaving the trust bundle): a peer whose certificate no
+// longer verifies is dropped from the mesh and disconnected. It returns the peers dropped.
+func (n *Node) Recheck() []peer.ID {
+	if n.cfg.Admission == nil {
+		return nil
+	}
+	var out []peer.ID
+	for p, chain := range n.admitted.all() {
+		if _, err := n.cfg.Admission.Verify(p, chain); err != nil {
+			n.admitted.drop(p)
+			n.log.Warn("peer's certificate no longer verifies: dropped from the mesh", "peer", p, "err", err)
+			_ = n.host.Network().ClosePeer(p)
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Admitted reports whether p may use the domain's mesh: always when the node does not
@@ -153,7 +182,7 @@ func (n *Node) admit(p peer.ID, r *bufio.Reader) {
 		n.log.Warn("peer's certificate refused: kept out of the mesh", "peer", p, "err", err)
 		return
 	}
-	n.admitted.set(p, until)
+	n.admitted.set(p, until, pc.GetChain())
 	if n.cfg.OnAdmit != nil {
 		n.cfg.OnAdmit(p)
 	}

@@ -225,7 +225,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.RedialMax = redialMax
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("domain", cfg.Domain), host: cfg.Host, mesh: map[peer.ID]bool{}, lost: map[peer.ID]*redial{}, redialNow: make(chan struct{}, 1),
-		admitted: &admitted{until: map[peer.ID]time.Time{}}, presentTo: make(chan peer.ID, 256)}
+		admitted: &admitted{until: map[peer.ID]time.Time{}, chain: map[peer.ID][][]byte{}}, presentTo: make(chan peer.ID, 256)}
 	empty := map[peer.ID]float64{}
 	n.scores.Store(&empty)
 
@@ -296,6 +296,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}, DisconnectedF: func(net network.Network, c network.Conn) {
 		n.conns.disconnected(net, c)
 		n.onDisconnect(net, c)
+		if n.cfg.Admission != nil && net.Connectedness(c.RemotePeer()) != network.Connected {
+			n.admitted.drop(c.RemotePeer()) // shown again on the next connection
+		}
 	}}
 	cfg.Host.Network().Notify(n.notifiee)
 	for _, c := range cfg.Host.Network().Conns() { // connections made before the notifiee

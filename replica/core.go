@@ -327,7 +327,8 @@ func (c *Core) gossip(in Gossip) {
 }
 
 // refuse counts a gossip refusal and decides its verdict: stale but valid messages are
-// ignored (honest peers race), a gap starts a sync with the peer that forwarded it, and
+// ignored (honest peers race), a gap starts a sync with the peer that forwarded it (an
+// unknown key too, besides costing the sender), and
 // what depends on this host's clock or root is ignored; anything else costs the sender.
 func (c *Core) refuse(err error, from peer.ID, via Via) {
 	c.refused(err, from, via)
@@ -336,6 +337,12 @@ func (c *Core) refuse(err error, from peer.ID, via Via) {
 		c.emit(Verdict{p2p.Ignore})
 	case errors.Is(err, trust.ErrBaseMismatch):
 		c.emit(SyncWith{Peer: from}, Verdict{p2p.Ignore})
+	case errors.Is(err, trust.ErrUnknownKey):
+		// Signed by a key this root does not know: a forgery, which costs the sender, or a
+		// rotated key whose root is on the control stream that gossip has not delivered
+		// yet (validation runs concurrently). Anti-entropy with the sender fetches the
+		// control stream first, so an agent behind a rotation catches up at once.
+		c.emit(SyncWith{Peer: from}, Verdict{p2p.Reject})
 	case errors.Is(err, trust.ErrNotYetValid), errors.Is(err, trust.ErrRootExpired):
 		c.emit(Verdict{p2p.Ignore})
 	default:
@@ -365,7 +372,7 @@ func (c *Core) relayOnce(d trust.Digest) bool {
 
 // apply adopts a verified snapshot, or applies a verified delta to the held base.
 func (c *Core) apply(vb *trust.Verified, envelope []byte) (*Held, error) {
-	if vb.PayloadType == trust.PayloadBundle {
+	if vb.PayloadType == trust.PayloadBundle || vb.PayloadType == trust.PayloadControl {
 		h := &Held{Verified: vb, Proof: envelope}
 		return h, c.adopt(vb, h)
 	}
@@ -631,6 +638,9 @@ func (c *Core) Heads() []*syncv1.Head {
 	return out
 }
 
+// Root is the domain root in force.
+func (c *Core) Root() *trust.Root { return c.verifier.Root() }
+
 // Marks returns the (epoch, version) mark of every stream.
 func (c *Core) Marks() map[string]trust.Mark { return c.verifier.State().Marks }
 
@@ -667,7 +677,7 @@ func (c *Core) MarkDirty(key string) { c.dirty[key] = true }
 // payload hash, a delta's target, an announce's snapshot. Zero when it names none.
 func namedBundle(env *trustv1.Envelope) trust.Digest {
 	switch env.GetPayloadType() {
-	case trust.PayloadBundle:
+	case trust.PayloadBundle, trust.PayloadControl:
 		return sha256.Sum256(env.GetPayload())
 	case trust.PayloadDelta:
 		d := &bundlev1.BundleDelta{}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -162,6 +163,10 @@ func (s *lkgStore) load(v *trust.Verifier) ([]Loaded, loadReport, error) {
 			order = append(order, id)
 		}
 	}
+	// The control stream first: the root rotations it carries are adopted before the
+	// bundles signed by rotated keys are checked.
+	control := variantID(trust.ControlVariant)
+	slices.SortStableFunc(order, func(a, b string) int { return cmpBool(b == control, a == control) })
 	var out []Loaded
 	for _, id := range order {
 		var best *Loaded
@@ -186,6 +191,12 @@ func (s *lkgStore) load(v *trust.Verifier) ([]Loaded, loadReport, error) {
 		}
 		if best == nil {
 			continue
+		}
+		if best.Verified.NextRoot != nil {
+			if err := v.Commit(best.Verified); err != nil {
+				rep.Refused = append(rep.Refused, fmt.Sprintf("%s: %v", best.File, err))
+				continue
+			}
 		}
 		s.next[best.Verified.Variant] = 1 - bestSlot
 		rep.Loaded = append(rep.Loaded, best.File)

@@ -390,6 +390,14 @@ func (r *Replica) Current(key string) *Held {
 	return r.core.Current(key)
 }
 
+// Root is the domain root in force: the configured one, or the newest a control
+// message's rotations led to.
+func (r *Replica) Root() *trust.Root {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.core.Root()
+}
+
 // View is a snapshot of what a replica holds, for status pages.
 type View struct {
 	Held       []*Held

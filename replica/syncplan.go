@@ -45,7 +45,11 @@ func planSync(marks map[string]trust.Mark, claims []claim, shuffle func(n int, s
 		})
 		plan[v] = cs
 	}
-	return slices.Sorted(maps.Keys(plan)), plan
+	variants = slices.Sorted(maps.Keys(plan))
+	// The control stream first: the root rotations it carries are what the other streams'
+	// newer bundles are signed under.
+	slices.SortStableFunc(variants, func(a, b string) int { return cmpBool(b == trust.ControlVariant, a == trust.ControlVariant) })
+	return variants, plan
 }
 
 // Bounds of one fetch attempt during anti-entropy: a base for the round trip, plus the
