@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -108,6 +109,12 @@ func (a *Authority) Certificate() *x509.Certificate { return a.cert }
 
 // TrustBundle is the roots, PEM.
 func (a *Authority) TrustBundle() []byte { return EncodePEM(a.roots...) }
+
+// Roots are the CA's trust anchors.
+func (a *Authority) Roots() []*x509.Certificate { return slices.Clone(a.roots) }
+
+// Chain is the issuing certificate's issuers up to (not including) a root.
+func (a *Authority) Chain() []*x509.Certificate { return slices.Clone(a.chain) }
 
 // Issued is a signed leaf with what the OmniRelay contract returns beside it.
 type Issued struct {

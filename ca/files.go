@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -156,4 +157,42 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("ca: %s holds no certificate", path)
 	}
 	return out, nil
+}
+
+// Dir keeps the generations of a domain CA: the first in Path itself (as LoadOrCreate
+// makes it), each later one in a subdirectory named after it.
+type Dir struct {
+	Path        string
+	TrustDomain spiffeid.TrustDomain
+}
+
+func (d Dir) dir(gen string) (string, error) {
+	if gen == "" {
+		return d.Path, nil
+	}
+	if !genRE.MatchString(gen) {
+		return "", fmt.Errorf("ca: generation %q: want gen- and letters or digits", gen)
+	}
+	return filepath.Join(d.Path, gen), nil
+}
+
+var genRE = regexp.MustCompile(`^gen-[a-z0-9]{1,32}$`)
+
+// Open loads generation gen.
+func (d Dir) Open(gen string) (*Authority, error) {
+	p, err := d.dir(gen)
+	if err != nil {
+		return nil, err
+	}
+	return Load(p)
+}
+
+// Create makes generation gen, a self-managed root valid from now; a generation made
+// already (a step retried after a crash) is loaded instead.
+func (d Dir) Create(gen string, now time.Time) (*Authority, error) {
+	p, err := d.dir(gen)
+	if err != nil {
+		return nil, err
+	}
+	return LoadOrCreate(p, d.TrustDomain, now)
 }

@@ -68,6 +68,26 @@ type Policy struct {
 	Domain string
 }
 
+// NodePathPrefix starts the path of every SPIFFE ID a node's certificates carry.
+const NodePathPrefix = "/node/"
+
+// NodeOf is the node a certificate's SPIFFE ID names (at or under /node/NODE), if any.
+func NodeOf(c *x509.Certificate) (string, bool) {
+	for _, u := range c.URIs {
+		id, err := spiffeid.FromURI(u)
+		if err != nil {
+			continue
+		}
+		rest, ok := strings.CutPrefix(id.Path(), NodePathPrefix)
+		if !ok || rest == "" {
+			continue
+		}
+		node, _, _ := strings.Cut(rest, "/")
+		return node, true
+	}
+	return "", false
+}
+
 // NodeSPIFFEID is the SPIFFE ID every node's leaf carries unless it asks for another of
 // its own: spiffe://TRUST-DOMAIN/node/NODE.
 func (p Policy) NodeSPIFFEID(node string) (spiffeid.ID, error) {

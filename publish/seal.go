@@ -1,6 +1,9 @@
 package publish
 
 import (
+	"slices"
+	"sync"
+
 	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
@@ -35,13 +38,26 @@ type Compiled struct {
 // of encoded resources makes a version that changes one resource cost about that much.
 // Not safe for concurrent use: one publisher seals at a time.
 type Sealer struct {
-	signer   trust.Signer
 	encoders map[string]*bundle.Encoder
+
+	mu      sync.Mutex // guards signers: a root rotation changes them while a seal runs
+	signers []trust.Signer
 }
 
 // NewSealer signs with signer (the stream's role key).
 func NewSealer(signer trust.Signer) *Sealer {
-	return &Sealer{signer: signer, encoders: map[string]*bundle.Encoder{}}
+	return &Sealer{signers: []trust.Signer{signer}, encoders: map[string]*bundle.Encoder{}}
+}
+
+// SetSigners makes the next seals carry a signature by each of signers: during a seed
+// key rotation, the old key and the new one both sign, so agents on either root verify.
+func (s *Sealer) SetSigners(signers ...trust.Signer) {
+	if len(signers) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.signers = slices.Clone(signers)
+	s.mu.Unlock()
 }
 
 // Seal encodes and signs v as a snapshot and an announce and, when prev (the variant's
@@ -88,7 +104,10 @@ func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled) (Variant, *Compiled, e
 
 func (s *Sealer) seal(payloadType string, payload []byte) ([]byte, error) {
 	env := trust.NewEnvelope(payloadType, payload)
-	if err := trust.Sign(env, s.signer); err != nil {
+	s.mu.Lock()
+	signers := s.signers
+	s.mu.Unlock()
+	if err := trust.Sign(env, signers...); err != nil {
 		return nil, err
 	}
 	return trust.MarshalEnvelope(env)

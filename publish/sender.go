@@ -24,6 +24,7 @@ import (
 	"meshkit.dev/meshkit/internal/nodereport"
 	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	"meshkit.dev/meshkit/trust"
 )
@@ -55,6 +56,7 @@ type Sender struct {
 	mu      sync.Mutex                    // guards the following
 	held    map[trust.Digest]heldSnapshot // by payload hash; the newest two versions
 	heads   []*syncv1.Head
+	control *controlHeld // the newest control message, served beside the stream
 	prev    map[trust.Digest]bool
 	reports map[peer.ID]nodeReport // the newest report of each agent
 }
@@ -175,31 +177,75 @@ func (g *Sender) remember(p *Publication) error {
 	return nil
 }
 
+// controlHeld is the newest control message, as sync serves it.
+type controlHeld struct {
+	hash trust.Digest
+	head *syncv1.Head
+	snap heldSnapshot
+}
+
+// PublishControl floods a signed control message (trust.PayloadControl, always small
+// enough to flood) and serves it over sync from now on; then, as what the domain trusts
+// may have changed, it checks the admitted peers' certificates again.
+func (g *Sender) PublishControl(ctx context.Context, envelope []byte) error {
+	env, err := trust.DecodeEnvelope(envelope, 0)
+	if err != nil {
+		return fmt.Errorf("publish: own control message: %w", err)
+	}
+	if env.GetPayloadType() != trust.PayloadControl {
+		return fmt.Errorf("publish: %q is not a control message", env.GetPayloadType())
+	}
+	view := &bundlev1.HeaderView{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {
+		return fmt.Errorf("publish: own control message: %w", err)
+	}
+	hb := &syncv1.HeldBundle{Proof: envelope}
+	enc, err := proto.Marshal(hb)
+	if err != nil {
+		return err
+	}
+	h := bundle.Hash(env.GetPayload())
+	g.mu.Lock()
+	g.control = &controlHeld{hash: trust.Digest(h), snap: heldSnapshot{msg: hb, encoded: enc}, head: &syncv1.Head{
+		Epoch: view.GetHeader().GetEpoch(), Version: view.GetHeader().GetVersion(), Hash: h[:], Size: uint64(len(env.GetPayload())), Source: trust.ControlSource,
+	}}
+	g.mu.Unlock()
+	err = g.node.Publish(ctx, envelope)
+	g.node.Recheck()
+	return err
+}
+
 // Heads implements p2p.Source.
 func (g *Sender) Heads() []*syncv1.Head {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.heads)
+	out := slices.Clone(g.heads)
+	if g.control != nil {
+		out = append(out, g.control.head)
+	}
+	return out
 }
 
 // Held implements p2p.Source.
 func (g *Sender) Held(hash []byte) *syncv1.HeldBundle {
-	if len(hash) != len(trust.Digest{}) {
-		return nil
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.held[trust.Digest(hash)].msg
+	return g.snapshot(hash).msg
 }
 
 // HeldEncoded implements p2p.EncodedSource.
 func (g *Sender) HeldEncoded(hash []byte) []byte {
+	return g.snapshot(hash).encoded
+}
+
+func (g *Sender) snapshot(hash []byte) heldSnapshot {
 	if len(hash) != len(trust.Digest{}) {
-		return nil
+		return heldSnapshot{}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.held[trust.Digest(hash)].encoded
+	if c := g.control; c != nil && c.hash == trust.Digest(hash) {
+		return c.snap
+	}
+	return g.held[trust.Digest(hash)]
 }
 
 // Validate implements p2p.Validator: a sender relays only what it publishes. What agents

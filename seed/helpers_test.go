@@ -62,6 +62,7 @@ type testSeed struct {
 	store *boltstore.Store
 	dir   string
 	api   adminv1.AdminServiceServer
+	root  []byte // Config.Root
 }
 
 // open starts a seed on dir (a fresh one when dir is "") with a fast debounce.
@@ -86,7 +87,7 @@ func open(t testing.TB, dir string, tweak ...func(*seed.Config)) *testSeed {
 		st.Close()
 		t.Fatal(err)
 	}
-	ts := &testSeed{Seed: s, store: st, dir: dir, api: s.AdminServer()}
+	ts := &testSeed{Seed: s, store: st, dir: dir, api: s.AdminServer(), root: cfg.Root}
 	t.Cleanup(func() { ts.close() })
 	return ts
 }

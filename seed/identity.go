@@ -113,6 +113,9 @@ func newIdentity(cfg Config, recs []*adminv1.IdentityRecord) (*identity, error) 
 		case *adminv1.IdentityRecord_JoinToken:
 			id.tokens[r.JoinToken.GetSha256()] = r.JoinToken
 		case *adminv1.IdentityRecord_Enrolment:
+			if r.Enrolment.GetPeerId() == "" {
+				continue // revoked: the node enrols again with a new token
+			}
 			p, err := peer.Decode(r.Enrolment.GetPeerId())
 			if err != nil {
 				return nil, fmt.Errorf("seed: stored enrolment of %q: %w", r.Enrolment.GetNode(), err)
@@ -121,6 +124,49 @@ func newIdentity(cfg Config, recs []*adminv1.IdentityRecord) (*identity, error) 
 		}
 	}
 	return id, nil
+}
+
+// authority is the CA generation that signs.
+func (id *identity) authority() *ca.Authority {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.auth
+}
+
+func (id *identity) setAuthority(a *ca.Authority) {
+	if a == nil {
+		return
+	}
+	id.mu.Lock()
+	id.auth = a
+	id.mu.Unlock()
+}
+
+// peerOf is the peer enrolled as node, or "".
+func (id *identity) peerOf(node string) peer.ID {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	for p, n := range id.byPeer {
+		if n == node {
+			return p
+		}
+	}
+	return ""
+}
+
+// unbind forgets the enrolments of node and of the peer named p, and returns the records
+// that store it (enrolments without a peer).
+func (id *identity) unbind(node, p string) []*adminv1.IdentityRecord {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	var out []*adminv1.IdentityRecord
+	for pid, n := range id.byPeer {
+		if (node != "" && n == node) || (p != "" && pid.String() == p) {
+			delete(id.byPeer, pid)
+			out = append(out, &adminv1.IdentityRecord{Record: &adminv1.IdentityRecord_Enrolment{Enrolment: &adminv1.Enrolment{Node: n}}})
+		}
+	}
+	return out
 }
 
 func tokenHash(token string) string {
@@ -153,6 +199,9 @@ func (s *Seed) CreateJoinToken(ctx context.Context, actor, node string, ttl time
 	}
 	if err := ca.CheckNodeName(node); err != nil {
 		return nil, refuse(ErrInvalid, "%v", err)
+	}
+	if err := s.revokedNode(node, ""); err != nil {
+		return nil, err
 	}
 	sid, err := id.policy.NodeSPIFFEID(node)
 	if err != nil {
@@ -287,6 +336,12 @@ func (s *Seed) enrol(ctx context.Context, from peer.ID, e *identityv1.Enrol) (*i
 		s.metrics.identity.WithLabelValues("enrol", "wrong_node").Inc()
 		return nil, refuse(ErrForbidden, "the join token enrols node %q, not %q", jt.GetNode(), e.GetNode())
 	}
+	id.mu.Unlock()
+	if err := s.revokedNode(jt.GetNode(), from); err != nil {
+		s.metrics.identity.WithLabelValues("enrol", "revoked").Inc()
+		return nil, err
+	}
+	id.mu.Lock()
 	first := jt.GetUsedBy() == ""
 	used := &adminv1.JoinToken{Sha256: jt.GetSha256(), Node: jt.GetNode(), ExpiresAt: jt.GetExpiresAt(), UsedBy: from.String()}
 	id.tokens[jt.GetSha256()] = used
@@ -310,7 +365,7 @@ func (s *Seed) enrol(ctx context.Context, from peer.ID, e *identityv1.Enrol) (*i
 	if err != nil {
 		return nil, refuse(ErrInternal, "%v", err)
 	}
-	return &identityv1.Enrolled{Node: jt.GetNode(), SpiffeId: sid.String(), TrustBundle: id.auth.TrustBundle()}, nil
+	return &identityv1.Enrolled{Node: jt.GetNode(), SpiffeId: sid.String(), TrustBundle: s.TrustBundle()}, nil
 }
 
 // issue checks a CSR for the caller's own node and signs it; an agent's own leaf (agent)
@@ -321,6 +376,11 @@ func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest, ag
 	node := id.byPeer[from]
 	id.mu.Unlock()
 	actor := "peer " + from.String()
+	if err := s.revokedNode(node, from); err != nil {
+		s.metrics.identity.WithLabelValues("csr", "revoked").Inc()
+		_ = s.recordIdentity(ctx, actor, actionRefuse, []string{"node " + node, err.Error()})
+		return nil, err
+	}
 	if node == "" {
 		s.metrics.identity.WithLabelValues("csr", "not_enrolled").Inc()
 		return nil, refuse(ErrForbidden, "peer %s is not enrolled: enrol with a join token first", from)
@@ -334,11 +394,12 @@ func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest, ag
 	if agent {
 		checked.PeerID = from.String()
 	}
-	iss, err := id.auth.Issue(s.cfg.Clock.Now(), checked, 0)
+	iss, err := id.authority().Issue(s.cfg.Clock.Now(), checked, leafLifetime)
 	if err != nil {
 		s.metrics.identity.WithLabelValues("csr", "failed").Inc()
 		return nil, refuse(ErrUnavailable, "%v", err)
 	}
+	iss.TrustBundle = s.TrustBundle() // every generation's roots while the CA rotates
 	serial := iss.Serial.Text(16)
 	rec := &adminv1.IdentityRecord{Record: &adminv1.IdentityRecord_Issued{Issued: &adminv1.IssuedCertificate{
 		Serial: serial, Node: node, SpiffeId: checked.SPIFFEID.String(), NotAfter: timestamppb.New(iss.ExpiresAt),
@@ -387,9 +448,9 @@ func (s *Seed) PeerCertificate(p peer.ID) (chain [][]byte, trustBundle []byte, e
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	iss, err := id.auth.Issue(s.cfg.Clock.Now(), &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, PeerID: p.String()}, 0)
+	iss, err := id.authority().Issue(s.cfg.Clock.Now(), &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, PeerID: p.String()}, leafLifetime)
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	return append([][]byte{iss.Leaf}, iss.Chain...), iss.TrustBundle, iss.ExpiresAt, nil
+	return append([][]byte{iss.Leaf}, iss.Chain...), s.TrustBundle(), iss.ExpiresAt, nil
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	resources          prometheus.Gauge
 	writes             *prometheus.CounterVec
 	identity           *prometheus.CounterVec
+	controlVersion     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,7 +40,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.identity = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshkit_seed_identity_total", Help: "Identity calls by kind (enrol, csr) and result (ok, issued, refused, unknown_token, ...).",
 	}, []string{"call", "result"})
-	for _, c := range []prometheus.Collector{m.publishLatency, m.bundleBytes, m.validationFailures, m.publishes, m.publishErrors, m.version, m.resources, m.writes, m.identity} {
+	m.controlVersion = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meshkit_seed_control_version", Help: "Version of the newest control message (root rotations, trust bundle, revocations) the seed signed.",
+	})
+	for _, c := range []prometheus.Collector{m.publishLatency, m.bundleBytes, m.validationFailures, m.publishes, m.publishErrors, m.version, m.resources, m.writes, m.identity, m.controlVersion} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -30,13 +30,32 @@ type Publisher interface {
 
 // MemPublisher keeps the newest publications in memory.
 type MemPublisher struct {
-	mu   sync.Mutex // guards pubs
-	keep int
-	pubs []*Publication // oldest first
-	cond chan struct{}  // closed and replaced on every publish
+	mu      sync.Mutex // guards pubs and control
+	keep    int
+	pubs    []*Publication // oldest first
+	control []byte         // the newest control envelope
+	cond    chan struct{}  // closed and replaced on every publish
 }
 
-var _ Publisher = (*MemPublisher)(nil)
+var (
+	_ Publisher        = (*MemPublisher)(nil)
+	_ ControlPublisher = (*MemPublisher)(nil)
+)
+
+// PublishControl records the newest control message.
+func (m *MemPublisher) PublishControl(_ context.Context, envelope []byte) error {
+	m.mu.Lock()
+	m.control = envelope
+	m.mu.Unlock()
+	return nil
+}
+
+// Control returns the newest control envelope, or nil.
+func (m *MemPublisher) Control() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.control
+}
 
 // NewMemPublisher keeps the newest keep publications.
 func NewMemPublisher(keep int) *MemPublisher {
@@ -157,7 +176,17 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	auditSeq, auditHead := s.auditHead.GetSeq(), s.auditHead.GetHash()
 	meta, prev, pendingSince := s.meta, s.compiled, s.pending
 	unchanged := hash == s.pubHash && meta.Version > 0
+	force = force || s.resign
+	s.resign = false // set again below if this publish fails
 	s.mu.Unlock()
+	resign := force
+	defer func() {
+		if resign {
+			s.mu.Lock()
+			s.resign = true
+			s.mu.Unlock()
+		}
+	}()
 	recs := snap.records()
 	if unchanged && !force {
 		s.mu.Lock()
@@ -234,6 +263,7 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	s.metrics.version.Set(float64(version))
 	s.metrics.publishes.Inc()
 	s.log.Info("published", "domain", s.cfg.Domain, "epoch", s.cfg.Epoch, "version", version, "variants", len(variants), "state", hash)
+	resign = false
 	return nil
 }
 

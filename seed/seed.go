@@ -45,6 +45,24 @@ type Config struct {
 	// CA, when set, makes the seed the domain's certificate authority: agents enrol with
 	// join tokens and ask for certificates over the identity protocol (HandleIdentity).
 	CA *ca.Authority
+	// CAGenerations, when set with CA, lets the seed rotate its CA: it makes the next
+	// generation at half the active one's life (or on RotateCA) and switches after
+	// CAOverlap. The store remembers which generation signs.
+	CAGenerations CAGenerations
+	// CAOverlap is how long a prepared CA's root is in the published trust bundle before
+	// the CA signs; 0 means DefaultCAOverlap.
+	CAOverlap time.Duration
+	// Root is the domain root (its signed envelope) the seed was started with. With it
+	// and CASigner the seed publishes the control stream: the root's rotations, the trust
+	// bundle and the revocations.
+	Root []byte
+	// CASigner signs the control stream; its key must be in the root's CA role.
+	CASigner trust.Signer
+	// StandbyKeys are further seed keys the seed holds: it signs with each key of its own
+	// the root in force lists in its seed role.
+	StandbyKeys []trust.Signer
+	// KeyDir is where PrepareSeedKey writes the seed keys it makes; empty refuses it.
+	KeyDir string
 	// TrustDomain is the SPIFFE trust domain of the CA's leaves; empty means Domain.
 	TrustDomain string
 	// IdentityRate is how many identity calls one peer may make a second (bursts of 20);
@@ -84,6 +102,9 @@ func (c *Config) validate() error {
 	}
 	if c.BundleTTL == 0 {
 		c.BundleTTL = def.BundleTTL
+	}
+	if c.CAOverlap == 0 {
+		c.CAOverlap = DefaultCAOverlap
 	}
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
@@ -136,12 +157,19 @@ type Seed struct {
 	pending   time.Time                    // when the oldest unpublished change was made; zero when none
 	pubHash   string                       // state hash of the newest publication
 	pubAt     time.Time
+	resign    bool // the signing keys changed: the next publish happens even if nothing else did
 	lastErr   error
 	history   []*adminv1.Publication // oldest first
 
 	sealer *publish.Sealer // owned by the publish loop goroutine
 
 	identity *identity // nil unless Config.CA is set
+
+	ctl     *ctlState
+	ctlPub  sync.Mutex // one control publish at a time, in version order
+	caMu    sync.Mutex // one CA rotation step at a time
+	ctlKick chan struct{}
+	wg      sync.WaitGroup // the control loop
 }
 
 // New loads the store and starts the publish loop. Close stops it.
@@ -160,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 		return nil, fmt.Errorf("seed: data directory has published at epoch %d; this seed's epoch %d is older", loaded.Meta.Epoch, cfg.Epoch)
 	}
 	s := &Seed{
-		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}), ctlKick: make(chan struct{}, 1),
 		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
 		compiled: map[string]*publish.Compiled{}, sealer: publish.NewSealer(cfg.Signer),
 	}
@@ -169,6 +197,9 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 		return nil, err
 	}
 	if s.identity, err = newIdentity(cfg, loaded.Identity); err != nil {
+		return nil, err
+	}
+	if err := s.newControl(loaded.Identity); err != nil {
 		return nil, err
 	}
 	if s.pub = cfg.Publisher; s.pub == nil {
@@ -231,6 +262,8 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.publishLoop(loopCtx)
+	s.wg.Add(1)
+	go s.controlLoop(loopCtx)
 	if !s.pending.IsZero() {
 		s.signal()
 	}
@@ -259,8 +292,10 @@ func (s *Seed) checkAuditHead() error {
 // (a trust.PrivateKey does; a KMS signer may not).
 func checkpointKeys(cfg Config) []trust.PublicKey {
 	keys := slices.Clone(cfg.CheckpointKeys)
-	if k, ok := cfg.Signer.(interface{ Public() trust.PublicKey }); ok {
-		keys = append(keys, k.Public())
+	for _, s := range append([]trust.Signer{cfg.Signer}, cfg.StandbyKeys...) {
+		if k, ok := s.(interface{ Public() trust.PublicKey }); ok {
+			keys = append(keys, k.Public())
+		}
 	}
 	return keys
 }
@@ -280,6 +315,7 @@ func (s *Seed) auditPublishedHash() string {
 func (s *Seed) Close() error {
 	s.stop()
 	<-s.done
+	s.wg.Wait()
 	return nil
 }
 

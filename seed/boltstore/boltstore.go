@@ -15,6 +15,7 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/seed"
 )
 
@@ -272,6 +273,23 @@ func putIdentity(b *bolt.Bucket, recs []*adminv1.IdentityRecord) error {
 			key = "e/" + r.Enrolment.GetNode()
 		case *adminv1.IdentityRecord_Issued:
 			key = "c/" + r.Issued.GetSerial()
+		case *adminv1.IdentityRecord_Root:
+			env := &trustv1.Envelope{}
+			m := &trustv1.DomainRoot{}
+			if err := proto.Unmarshal(r.Root, env); err != nil {
+				return fmt.Errorf("identity root: %w", err)
+			}
+			if err := proto.Unmarshal(env.GetPayload(), m); err != nil {
+				return fmt.Errorf("identity root: %w", err)
+			}
+			key = fmt.Sprintf("r/%020d", m.GetVersion()) // oldest first when loaded
+		case *adminv1.IdentityRecord_Revocation:
+			rv := r.Revocation
+			key = "v/" + rv.GetSerial() + "|" + rv.GetPeerId() + "|" + rv.GetNode()
+		case *adminv1.IdentityRecord_Control:
+			key = "m/control"
+		case *adminv1.IdentityRecord_Ca:
+			key = "m/ca"
 		default:
 			return fmt.Errorf("identity record of no known kind")
 		}
