@@ -111,6 +111,7 @@ type Agent struct {
 
 	ext *extensions
 	id  *agentIdentity
+	ctl control // the newest control message: trust bundle and revocations
 	// node is the replica's p2p node once it exists: the content server, which starts
 	// before it, asks it who is admitted.
 	node atomic.Pointer[p2p.Node]

@@ -19,6 +19,7 @@ import (
 	"meshkit.dev/meshkit/content"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
+	"meshkit.dev/meshkit/trust"
 	"meshkit.dev/meshkit/wasm"
 )
 
@@ -120,6 +121,10 @@ func keyOf(eb *bundlev1.ExtensionBinding) artifactKey {
 // without artifacts is offered at once; otherwise it waits for the resolver.
 func (x *extensions) Offer(h *heldBundle) {
 	x.a.held()
+	if h.Verified.Source == trust.ControlSource {
+		x.a.controlOffered(h)
+		return
+	}
 	if h.Verified.Source != "" {
 		// Only the seeds' stream is offered to the data plane. A bridge's stream is held,
 		// persisted and relayed beside it under its own (epoch, version) order, so it can

@@ -72,11 +72,14 @@ func (p peerCerts) Certificate() [][]byte {
 }
 
 func (p peerCerts) Verify(from peer.ID, chain [][]byte) (time.Time, error) {
-	e := p.a.id.get()
-	if e == nil {
+	tb := p.a.trustBundle()
+	if tb == nil {
 		return time.Time{}, p2p.ErrNotReady
 	}
-	return ca.VerifyPeer(e.GetTrustBundle(), from.String(), chain, p.a.clock.Now())
+	if err := p.a.ctl.check(from.String(), chain); err != nil {
+		return time.Time{}, err
+	}
+	return ca.VerifyPeer(tb, from.String(), chain, p.a.clock.Now())
 }
 
 func loadIdentity(dir string) (*agentIdentity, error) {
@@ -378,11 +381,11 @@ func (c *caServer) SubmitCsr(ctx context.Context, req *capb.CsrRequest) (*capb.C
 }
 
 func (c *caServer) TrustBundle(context.Context, *capb.TrustBundleRequest) (*capb.TrustBundleResponse, error) {
-	e := c.s.a.id.get()
-	if e == nil {
+	tb := c.s.a.trustBundle()
+	if tb == nil {
 		return nil, caUnavailable("this agent is not enrolled with the domain CA yet")
 	}
-	return &capb.TrustBundleResponse{TrustBundle: e.GetTrustBundle()}, nil
+	return &capb.TrustBundleResponse{TrustBundle: tb}, nil
 }
 
 // caUnavailable is UNAVAILABLE with a RetryInfo hint, which gRPC clients honour.

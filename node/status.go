@@ -17,6 +17,15 @@ type Status struct {
 	PeerID string   `json:"peer_id"`
 	Addrs  []string `json:"addrs,omitempty"`
 	Peers  int      `json:"peers"`
+	// AdmittedPeers are the connected peers whose certificates of the domain verified
+	// (with Config.RequirePeerCertificates): the only ones in its mesh.
+	AdmittedPeers []string `json:"admitted_peers,omitempty"`
+	// RootVersion is the domain root in force: the configured one, or the newest the
+	// control stream's rotations led to.
+	RootVersion uint64 `json:"root_version"`
+	// ControlVersion is the version of the control message held (trust bundle and
+	// revocations); 0 before one arrived.
+	ControlVersion uint64 `json:"control_version,omitempty"`
 	// Serving is the bundle handed to the data plane (zero when none is held).
 	Serving HeadStatus `json:"serving"`
 	// Held lists the newest bundle of every variant the agent keeps and relays.
@@ -93,6 +102,18 @@ func (a *Agent) Status() Status {
 		s.PeerID = n.ID().String()
 		s.Addrs = addrStrings(a.cfg.Host)
 		s.Peers = len(n.Peers())
+		if a.cfg.RequirePeerCertificates {
+			for _, p := range n.Peers() {
+				if n.Admitted(p) {
+					s.AdmittedPeers = append(s.AdmittedPeers, p.String())
+				}
+			}
+			slices.Sort(s.AdmittedPeers)
+		}
+		s.RootVersion = a.rep.Root().Version()
+		a.ctl.mu.Lock()
+		s.ControlVersion = a.ctl.version
+		a.ctl.mu.Unlock()
 		t := n.Traffic()
 		s.BytesIn, s.BytesOut = t.BytesIn, t.BytesOut
 	}

@@ -75,6 +75,7 @@ func (a *app) commands() []command {
 			{use: "rotate --prev root.json --root-key KEYFILE... --seed-key PUBFILE... --sign-key OLDROOTKEY... --out 2.root.json", short: "create the next version of a domain root", build: (*app).rootRotate},
 			{use: "sign --key KEY [--prev PREV.json] --in FILE [--out FILE]", short: "add a signature to a root (multi-party signing)", build: (*app).rootSign},
 			{use: "verify [--at RFC3339] ROOT [ROTATION...]", short: "verify a root and its rotations", build: (*app).rootVerify},
+			{use: "publish ROOT", short: "put the next root version in force on a running seed, which carries it to every agent (admin)", build: (*app).rootPublish},
 		}},
 		{use: "bundle", short: "build, sign, verify, inspect and diff bundles", sub: []command{
 			{use: "build -f FILE_OR_DIR --domain D --epoch E --version V --expires DUR --out FILE", short: "build an unsigned bundle from YAML resources", build: (*app).bundleBuild},
@@ -87,7 +88,11 @@ func (a *app) commands() []command {
 		{use: "dev", short: "run a whole domain on loopback: a seed with the examples and N agents serving OmniRelay's watch", build: (*app).dev},
 		{use: "sim -f SCENARIO.yaml", short: "simulate a domain (partitions, churn, attacks) over in-memory links; --baseline xds compares a hub", build: (*app).sim},
 		{use: "watch", short: "watch an agent's southbound as a data-plane node does (JSON lines)", build: (*app).watch},
-		{use: "seed --data DIR", short: "run a seed: admin API, validation, signed publishing, the OCI registry", long: seedLong, build: (*app).seed},
+		{use: "seed --data DIR", short: "run a seed: admin API, validation, signed publishing, the OCI registry", long: seedLong, build: (*app).seed, sub: []command{
+			{use: "key", short: "the seed's signing keys", sub: []command{
+				{use: "create --out FILE.pub", short: "have a running seed make its next signing key; writes the public key (admin)", build: (*app).seedKeyCreate},
+			}},
+		}},
 		{use: "agent --data DIR --root root.json --bootstrap MULTIADDR...", short: "run an agent: join a domain, verify, relay and keep bundles, serve the local data plane", build: (*app).agent, sub: []command{
 			{use: "status", short: "show a running agent's status", build: (*app).agentStatus},
 		}},
@@ -106,6 +111,11 @@ func (a *app) commands() []command {
 		}},
 		{use: "ca", short: "the domain CA", sub: []command{
 			{use: "status --ca-dir DIR [--root root.json]", short: "list every expiry of the domain's trust; exit 1 when one is within --warn", build: (*app).caStatus},
+			{use: "rotate --step prepare|activate|retire", short: "move the CA's rotation on by one step (admin)", build: (*app).caRotate},
+		}},
+		{use: "revoke --node N | --serial HEX | --peer ID", short: "refuse a node, a certificate or a peer across the domain (admin)", build: (*app).revoke},
+		{use: "control", short: "the domain's control stream: root, trust bundle, revocations", sub: []command{
+			{use: "status", short: "show a seed's control stream (JSON)", build: (*app).controlStatus},
 		}},
 		{use: "token", short: "join tokens that enrol agents with the domain CA", sub: []command{
 			{use: "create --node NAME", short: "create a single-use join token for one node, printed once (admin)", build: (*app).tokenCreate},

@@ -38,6 +38,9 @@ type devAgent struct {
 
 // dev runs a whole domain in one process on loopback: an embedded seed with the example
 // resources and N agents peering over libp2p, each serving OmniRelay's watch.
+// devCAOverlap is how long dev's next CA is in the trust bundle before it signs.
+const devCAOverlap = 3 * time.Second
+
 func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 	agents := fs.Int("agents", 3, "number of agents")
 	data := fs.String("data", "", "data directory (default: a temporary one, removed on exit)")
@@ -98,7 +101,7 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		// dev runs the mesh as production should: only enrolled peers in it.
-		peerAdm := &seedAdmission{bundle: caAuth.TrustBundle()}
+		peerAdm := &seedAdmission{}
 		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: idHook.handle, Admission: peerAdm}, 0)
 		if err != nil {
 			return err
@@ -107,7 +110,11 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		cfg := seed.DefaultConfig()
 		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = root.Domain(), 1, signer, st, log, g
 		cfg.Debounce, cfg.MaxDelay = 20*time.Millisecond, time.Second
+		cfg.CAOverlap = devCAOverlap // a loopback domain has the next CA everywhere within a second
 		cfg.TrustDomain, cfg.CA = root.Domain(), caAuth
+		if err := seedControl(&cfg, keyPath, rootPath, "", filepath.Join(seedDir, "ca")); err != nil {
+			return err
+		}
 		reg, admission, closeArtifacts, err := seedArtifacts(seedDir, root.Domain(), sh, g.Node().Admitted, log)
 		if err != nil {
 			return err
@@ -120,6 +127,7 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 		}
 		defer s.Close()
 		idHook.s.Store(s)
+		peerAdm.sd.Store(s)
 		admitted := make(chan struct{})
 		go func() { defer close(admitted); peerAdm.run(ctx, s, g.Node(), log) }()
 		defer func() { stop(); <-admitted }()

@@ -175,8 +175,8 @@ func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
 // seedAdmission is the seed's p2p.Admission: its own certificate, issued by itself once
 // the seed runs and again at half its life, and peers' checked against its CA.
 type seedAdmission struct {
-	bundle []byte // the CA's trust bundle, known before the seed starts
-	chain  atomic.Pointer[[][]byte]
+	sd    atomic.Pointer[seed.Seed] // set once the seed runs; peers wait until then
+	chain atomic.Pointer[[][]byte]
 }
 
 func (s *seedAdmission) Certificate() [][]byte {
@@ -187,7 +187,59 @@ func (s *seedAdmission) Certificate() [][]byte {
 }
 
 func (s *seedAdmission) Verify(p peer.ID, chain [][]byte) (time.Time, error) {
-	return ca.VerifyPeer(s.bundle, p.String(), chain, time.Now())
+	sd := s.sd.Load()
+	if sd == nil {
+		return time.Time{}, p2p.ErrNotReady
+	}
+	if err := sd.CheckRevoked(p.String(), chain); err != nil {
+		return time.Time{}, err
+	}
+	return ca.VerifyPeer(sd.TrustBundle(), p.String(), chain, time.Now())
+}
+
+// caRoleKeyFile is the CA role's key beside the seed key in generated dev trust material.
+const caRoleKeyFile = "ca-role.key"
+
+// seedControl configures the seed's control stream: the root it starts from, the CA
+// role's key (caRoleKey, or KEYDIR/ca-role.key when present), the standby seed keys in
+// the seed key's directory, and the CA generations in caDir.
+func seedControl(cfg *seed.Config, keyPath, rootPath, caRoleKey, caDir string) error {
+	rb, err := readFile(rootPath)
+	if err != nil {
+		return err
+	}
+	cfg.Root = rb
+	cfg.KeyDir = filepath.Dir(keyPath)
+	if caRoleKey == "" {
+		if p := filepath.Join(cfg.KeyDir, caRoleKeyFile); fileExists(p) {
+			caRoleKey = p
+		}
+	}
+	if caRoleKey != "" {
+		signers, err := loadSigners([]string{caRoleKey})
+		if err != nil {
+			return err
+		}
+		cfg.CASigner = signers[0]
+	}
+	standby, err := filepath.Glob(filepath.Join(cfg.KeyDir, seed.StandbyKeyPrefix+"*.key"))
+	if err != nil {
+		return err
+	}
+	if cfg.StandbyKeys, err = loadSigners(standby); err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(cmpOr(cfg.TrustDomain, cfg.Domain))
+	if err != nil {
+		return err
+	}
+	cfg.CAGenerations = ca.Dir{Path: caDir, TrustDomain: td}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // run keeps the seed's own certificate fresh until ctx ends, showing each to its peers.

@@ -49,6 +49,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	var p2pListen listFlag
 	fs.Var(&p2pListen, "p2p-listen", "gossip listen multiaddr, agents bootstrap here (repeatable; default /ip4/127.0.0.1/tcp/17410 with --dev, else /ip4/0.0.0.0/tcp/17410; \"off\" publishes nowhere)")
 	secretFile := fs.String("network-secret-file", "", "the domain's network secret: only peers holding it can connect")
+	caRoleKey := fs.String("ca-role-key", "", "the key of the root's CA role: signs the control stream (root rotations, trust bundle, revocations); default KEYDIR/"+caRoleKeyFile+" when present")
 	caDir := fs.String("ca-dir", "", "the domain CA's key and certificates (default DATA/ca; a self-managed root is created there on first start, or place an operator's intermediate there: docs/identity.md)")
 	trustDomain := fs.String("trust-domain", "", "SPIFFE trust domain of issued certificates (default: the domain)")
 	requireCerts := fs.Bool("require-peer-certificates", false, "keep the gossip mesh, sync and reports to peers that show a certificate of the domain (agents enrolled with join tokens)")
@@ -109,6 +110,9 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		if cfg.CA, err = openCA(cmpOr(*caDir, filepath.Join(*data, "ca")), cfg.TrustDomain); err != nil {
 			return err
 		}
+		if err := seedControl(&cfg, *keyPath, *rootPath, *caRoleKey, cmpOr(*caDir, filepath.Join(*data, "ca"))); err != nil {
+			return err
+		}
 		var idHook identityHook
 		var peerAdm *seedAdmission
 		var allow func(peer.ID) bool // content served to admitted peers only, with peerAdm
@@ -139,7 +143,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			}
 			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: idHook.handle}
 			if *requireCerts {
-				peerAdm = &seedAdmission{bundle: cfg.CA.TrustBundle()}
+				peerAdm = &seedAdmission{}
 				pcfg.Admission = peerAdm
 			}
 			g, err := seed.NewGossip(ctx, pcfg, *inlineMax)
@@ -168,6 +172,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		defer s.Close()
 		idHook.s.Store(s)
 		if peerAdm != nil {
+			peerAdm.sd.Store(s)
 			admitted := make(chan struct{})
 			go func() { defer close(admitted); peerAdm.run(ctx, s, cfg.Publisher.(*seed.Gossip).Node(), log) }()
 			defer func() { stop(); <-admitted }()
@@ -220,14 +225,19 @@ func (a *app) devTrust(data, domain string) (keyPath, rootPath string, err error
 	if err != nil {
 		return "", "", err
 	}
-	for p, k := range map[string]*trust.PrivateKey{filepath.Join(dir, "root.key"): rootKey, keyPath: seedKey} {
+	caRoleKey, err := trust.GenerateKey(nil)
+	if err != nil {
+		return "", "", err
+	}
+	for p, k := range map[string]*trust.PrivateKey{filepath.Join(dir, "root.key"): rootKey, keyPath: seedKey, filepath.Join(dir, caRoleKeyFile): caRoleKey} {
 		if err := trust.WriteKeyFiles(p, k); err != nil {
 			return "", "", err
 		}
 	}
 	now := a.now()
 	msg, err := trust.BuildRoot(trust.RootSpec{Domain: domain, Version: 1, IssuedAt: now, ExpiresAt: now.Add(365 * 24 * time.Hour),
-		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{seedKey.Public()}, SeedThreshold: 1})
+		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{seedKey.Public()}, SeedThreshold: 1,
+		CAKeys: []trust.PublicKey{caRoleKey.Public()}, CAThreshold: 1})
 	if err != nil {
 		return "", "", err
 	}
@@ -241,7 +251,7 @@ func (a *app) devTrust(data, domain string) (keyPath, rootPath string, err error
 	if err := writeEnvelopeJSON(rootPath, env, false); err != nil {
 		return "", "", err
 	}
-	fmt.Fprintf(a.stdout, "generated dev trust material for domain %q in %s (root.json, root.key, seed.key); use real keys in production\n", domain, dir)
+	fmt.Fprintf(a.stdout, "generated dev trust material for domain %q in %s (root.json, root.key, seed.key, %s); use real keys in production\n", domain, dir, caRoleKeyFile)
 	return keyPath, rootPath, nil
 }
 
