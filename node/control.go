@@ -3,9 +3,6 @@ package node
 import (
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,40 +10,20 @@ import (
 	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 )
 
-// ErrRevoked is what a certificate the domain revoked is refused with.
-var ErrRevoked = errors.New("revoked")
-
 // control is the newest control message the agent holds (its trust bundle and
 // revocations), indexed for the checks every control channel makes.
 type control struct {
 	mu      sync.Mutex
 	version uint64
 	bundle  []byte // PEM, without any revoked CA certificate
-	serials map[string]string
-	peers   map[string]string
-	nodes   map[string]string
+	revoked *ca.Revoked
 }
 
-// set indexes c, dropping entries whose leaves have all expired at now.
+// set indexes c and keeps the trust bundle without the CA certificates it revokes.
 func (cs *control) set(c *identityv1.Control, now time.Time) {
-	serials, peers, nodes := map[string]string{}, map[string]string{}, map[string]string{}
+	revoked := &ca.Revoked{}
 	for _, r := range c.GetRevocations() {
-		if r.GetUntil() != nil && now.After(r.GetUntil().AsTime()) {
-			continue
-		}
-		why := r.GetReason()
-		if why == "" {
-			why = "no reason given"
-		}
-		if s := strings.ToLower(strings.TrimLeft(r.GetSerial(), "0")); s != "" {
-			serials[s] = why
-		}
-		if r.GetPeerId() != "" {
-			peers[r.GetPeerId()] = why
-		}
-		if r.GetNode() != "" {
-			nodes[r.GetNode()] = why
-		}
+		revoked.Add(r.GetSerial(), r.GetPeerId(), r.GetNode(), r.GetReason(), r.GetUntil().AsTime())
 	}
 	var kept []byte
 	for rest := c.GetTrustBundle(); ; {
@@ -55,14 +32,14 @@ func (cs *control) set(c *identityv1.Control, now time.Time) {
 			break
 		}
 		if cert, err := x509.ParseCertificate(blk.Bytes); err == nil {
-			if _, gone := serials[cert.SerialNumber.Text(16)]; gone {
+			if _, gone := revoked.Serial(cert.SerialNumber, now); gone {
 				continue // a revoked CA leaves the bundle the data plane is served
 			}
 		}
 		kept = append(kept, pem.EncodeToMemory(blk)...)
 	}
 	cs.mu.Lock()
-	cs.version, cs.bundle, cs.serials, cs.peers, cs.nodes = c.GetHeader().GetVersion(), kept, serials, peers, nodes
+	cs.version, cs.bundle, cs.revoked = c.GetHeader().GetVersion(), kept, revoked
 	cs.mu.Unlock()
 }
 
@@ -75,30 +52,14 @@ func (cs *control) trustBundle() []byte {
 
 // check refuses a chain (DER, leaf first) shown by peer (empty when not a libp2p peer)
 // when the peer, any certificate of the chain, or the node the leaf names is revoked.
-func (cs *control) check(peerID string, chain [][]byte) error {
+func (cs *control) check(peerID string, chain [][]byte, now time.Time) error {
 	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if why, ok := cs.peers[peerID]; ok && peerID != "" {
-		return fmt.Errorf("peer %s is %w: %s", peerID, ErrRevoked, why)
-	}
-	if len(cs.serials) == 0 && len(cs.nodes) == 0 {
+	r := cs.revoked
+	cs.mu.Unlock()
+	if r == nil {
 		return nil
 	}
-	for i, der := range chain {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("certificate %d: %w", i, err)
-		}
-		if why, ok := cs.serials[c.SerialNumber.Text(16)]; ok {
-			return fmt.Errorf("certificate %d (serial %s) is %w: %s", i, c.SerialNumber.Text(16), ErrRevoked, why)
-		}
-		if node, ok := ca.NodeOf(c); ok && i == 0 {
-			if why, ok := cs.nodes[node]; ok {
-				return fmt.Errorf("node %q is %w: %s", node, ErrRevoked, why)
-			}
-		}
-	}
-	return nil
+	return r.Check(peerID, chain, now)
 }
 
 // controlOffered takes a newly held control message: its trust bundle is served and
@@ -114,7 +75,7 @@ func (a *Agent) controlOffered(h *heldBundle) {
 	}
 	dropped := a.rep.Node().Recheck()
 	self := a.rep.Node().ID().String()
-	if a.ctl.check(self, a.ownChain()) != nil {
+	if a.ctl.check(self, a.ownChain(), a.clock.Now()) != nil {
 		a.log.Error("this agent's own certificate or peer is revoked: peers will refuse it", "peer", self)
 	}
 	a.log.Info("control message adopted", "version", c.GetHeader().GetVersion(), "revocations", len(c.GetRevocations()),
@@ -142,5 +103,5 @@ func (a *Agent) trustBundle() []byte {
 // VerifyClientCertificate refuses a TLS client certificate the domain revoked; set it as
 // tls.Config.VerifyPeerCertificate of a listener that verifies client certificates.
 func (a *Agent) VerifyClientCertificate(raw [][]byte, _ [][]*x509.Certificate) error {
-	return a.ctl.check("", raw)
+	return a.ctl.check("", raw, a.clock.Now())
 }

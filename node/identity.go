@@ -76,7 +76,7 @@ func (p peerCerts) Verify(from peer.ID, chain [][]byte) (time.Time, error) {
 	if tb == nil {
 		return time.Time{}, p2p.ErrNotReady
 	}
-	if err := p.a.ctl.check(from.String(), chain); err != nil {
+	if err := p.a.ctl.check(from.String(), chain, p.a.clock.Now()); err != nil {
 		return time.Time{}, err
 	}
 	return ca.VerifyPeer(tb, from.String(), chain, p.a.clock.Now())

@@ -66,6 +66,7 @@ type ctlState struct {
 	keys        []trust.Signer
 	version     uint64
 	revocations map[string]*identityv1.Revocation // by revocationKey
+	index       *ca.Revoked                       // revocations indexed; nil after a change
 	ca          *adminv1.CAState
 	gens        map[string]*ca.Authority
 	envelope    []byte // the newest signed control message
@@ -201,12 +202,8 @@ func (c *ctlState) trustBundleLocked() []byte {
 }
 
 func (c *ctlState) serialRevokedLocked(n *big.Int) bool {
-	for _, r := range c.revocations {
-		if r.GetSerial() == n.Text(16) {
-			return true
-		}
-	}
-	return false
+	_, ok := c.indexLocked().Serial(n, time.Time{}) // revoked CAs stay out for good
+	return ok
 }
 
 // TrustBundle is the PEM trust bundle the domain verifies leaves with: the active CA's
@@ -220,6 +217,17 @@ func (s *Seed) TrustBundle() []byte {
 	return s.ctl.trustBundleLocked()
 }
 
+// indexLocked is the revocations as ca.Revoked, built again after each change.
+func (c *ctlState) indexLocked() *ca.Revoked {
+	if c.index == nil {
+		c.index = &ca.Revoked{}
+		for _, r := range c.revocations {
+			c.index.Add(r.GetSerial(), r.GetPeerId(), r.GetNode(), r.GetReason(), r.GetUntil().AsTime())
+		}
+	}
+	return c.index
+}
+
 // CheckRevoked refuses a peer, or a chain (DER, leaf first) whose certificate or node the
 // domain revoked. peerID is empty for a TLS client.
 func (s *Seed) CheckRevoked(peerID string, chain [][]byte) error {
@@ -227,32 +235,10 @@ func (s *Seed) CheckRevoked(peerID string, chain [][]byte) error {
 		return nil
 	}
 	s.ctl.mu.Lock()
-	defer s.ctl.mu.Unlock()
-	now := s.cfg.Clock.Now()
-	for _, r := range s.ctl.revocations {
-		if now.After(r.GetUntil().AsTime()) {
-			continue
-		}
-		if r.GetPeerId() != "" && r.GetPeerId() == peerID {
-			return refuse(ErrForbidden, "peer %s is revoked: %s", peerID, r.GetReason())
-		}
-	}
-	for i, der := range chain {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return refuse(ErrInvalid, "certificate %d: %v", i, err)
-		}
-		for _, r := range s.ctl.revocations {
-			if now.After(r.GetUntil().AsTime()) {
-				continue
-			}
-			if r.GetSerial() != "" && r.GetSerial() == cert.SerialNumber.Text(16) {
-				return refuse(ErrForbidden, "certificate %d (serial %s) is revoked: %s", i, r.GetSerial(), r.GetReason())
-			}
-			if node, ok := ca.NodeOf(cert); ok && i == 0 && r.GetNode() == node {
-				return refuse(ErrForbidden, "node %q is revoked: %s", r.GetNode(), r.GetReason())
-			}
-		}
+	idx := s.ctl.indexLocked()
+	s.ctl.mu.Unlock()
+	if err := idx.Check(peerID, chain, s.cfg.Clock.Now()); err != nil {
+		return refuse(ErrForbidden, "%v", err)
 	}
 	return nil
 }
@@ -263,15 +249,14 @@ func (s *Seed) revokedNode(node string, p peer.ID) error {
 		return nil
 	}
 	s.ctl.mu.Lock()
-	defer s.ctl.mu.Unlock()
-	now := s.cfg.Clock.Now()
-	for _, r := range s.ctl.revocations {
-		if now.After(r.GetUntil().AsTime()) {
-			continue
-		}
-		if (node != "" && r.GetNode() == node) || (p != "" && r.GetPeerId() == p.String()) {
-			return refuse(ErrForbidden, "node %q (peer %s) is revoked until %s: %s", node, p, r.GetUntil().AsTime().UTC().Format(time.RFC3339), r.GetReason())
-		}
+	idx := s.ctl.indexLocked()
+	s.ctl.mu.Unlock()
+	pid := ""
+	if p != "" {
+		pid = p.String()
+	}
+	if err := idx.Party(node, pid, s.cfg.Clock.Now()); err != nil {
+		return refuse(ErrForbidden, "%v", err)
 	}
 	return nil
 }
@@ -314,7 +299,7 @@ func (s *Seed) Revoke(ctx context.Context, actor string, req *adminv1.RevokeRequ
 		if !ok || n.Sign() <= 0 || n.BitLen() > 160 {
 			return nil, refuse(ErrInvalid, "serial %q is not a positive hexadecimal number of at most 20 bytes", req.GetSerial())
 		}
-		rev.Serial = n.Text(16)
+		rev.Serial = ca.NormalSerial(n.Text(16))
 		if until, ok := s.caCertExpiry(n); ok {
 			rev.Until = timestamppb.New(until) // an intermediate: refused until it expires
 		}
@@ -343,6 +328,7 @@ func (s *Seed) Revoke(ctx context.Context, actor string, req *adminv1.RevokeRequ
 	unbound := s.identity.unbind(rev.GetNode(), rev.GetPeerId())
 	ver, err := s.commitControl(ctx, actor, actionRevoke, subjects, func(c *ctlState) []*adminv1.IdentityRecord {
 		c.revocations[revocationKey(rev)] = rev
+		c.index = nil
 		return append(unbound, &adminv1.IdentityRecord{Record: &adminv1.IdentityRecord_Revocation{Revocation: rev}})
 	})
 	if err != nil {
@@ -371,6 +357,7 @@ func (c *ctlState) dropExpiredLocked(now time.Time) {
 	for k, r := range c.revocations {
 		if now.After(r.GetUntil().AsTime()) {
 			delete(c.revocations, k)
+			c.index = nil
 		}
 	}
 }
@@ -427,6 +414,7 @@ func (c *ctlState) snapshotLocked() ctlSnapshot {
 
 func (c *ctlState) restoreLocked(v ctlSnapshot) {
 	c.root, c.rotations, c.keys, c.version, c.revocations, c.ca, c.gens = v.root, v.rotations, v.keys, v.version, v.revocations, v.ca, v.gens
+	c.index = nil
 }
 
 // kickControl wakes the control loop without blocking.
