@@ -105,3 +105,13 @@ func (a *Agent) trustBundle() []byte {
 func (a *Agent) VerifyClientCertificate(raw [][]byte, _ [][]*x509.Certificate) error {
 	return a.ctl.check("", raw, a.clock.Now())
 }
+
+// ControlVersion is the version of the control message the agent holds (0 before one).
+func (a *Agent) ControlVersion() uint64 {
+	a.ctl.mu.Lock()
+	defer a.ctl.mu.Unlock()
+	return a.ctl.version
+}
+
+// RootVersion is the domain root in force on the agent.
+func (a *Agent) RootVersion() uint64 { return a.rep.Root().Version() }

@@ -110,10 +110,7 @@ func (a *Agent) Status() Status {
 			}
 			slices.Sort(s.AdmittedPeers)
 		}
-		s.RootVersion = a.rep.Root().Version()
-		a.ctl.mu.Lock()
-		s.ControlVersion = a.ctl.version
-		a.ctl.mu.Unlock()
+		s.RootVersion, s.ControlVersion = a.RootVersion(), a.ControlVersion()
 		t := n.Traffic()
 		s.BytesIn, s.BytesOut = t.BytesIn, t.BytesOut
 	}

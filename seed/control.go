@@ -713,14 +713,15 @@ func (s *Seed) PrepareSeedKey(ctx context.Context, actor string) (*adminv1.Prepa
 	if err != nil {
 		return nil, refuse(ErrUnavailable, "read %s.pub: %v", path, err)
 	}
-	if _, err := s.commitControl(ctx, actor, actionSeedKey, []string{"key " + k.KeyID()}, func(c *ctlState) []*adminv1.IdentityRecord {
-		c.keys = append(c.keys, k)
-		return nil
-	}); err != nil {
+	// Nothing the control stream carries changes until a root lists the key.
+	if err := s.recordIdentity(ctx, actor, actionSeedKey, []string{"key " + k.KeyID()}); err != nil {
 		_ = os.Remove(path)
 		_ = os.Remove(path + ".pub")
 		return nil, err
 	}
+	s.ctl.mu.Lock()
+	s.ctl.keys = append(s.ctl.keys, k)
+	s.ctl.mu.Unlock()
 	return &adminv1.PrepareSeedKeyResponse{KeyId: k.KeyID(), PublicKey: pub}, nil
 }
 

@@ -13,9 +13,12 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"meshkit.dev/meshkit/bundle"
+	"meshkit.dev/meshkit/ca"
 	"meshkit.dev/meshkit/internal/tuning"
 	"meshkit.dev/meshkit/node"
 	"meshkit.dev/meshkit/p2p"
@@ -28,10 +31,25 @@ import (
 
 // timedPublisher records when the seed hands each version to gossip.
 type timedPublisher struct {
-	inner seed.Publisher
+	inner *seed.Gossip
 	t     *tracker
+	ctl   *tracker
 	mu    sync.Mutex
 	size  int
+}
+
+// PublishControl records when the seed signs each control message.
+func (p *timedPublisher) PublishControl(ctx context.Context, envelope []byte) error {
+	env, err := trust.DecodeEnvelope(envelope, 0)
+	if err != nil {
+		return err
+	}
+	view := &bundlev1.HeaderView{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {
+		return err
+	}
+	p.ctl.published(view.GetHeader().GetVersion())
+	return p.inner.PublishControl(ctx, envelope)
 }
 
 func (p *timedPublisher) Publish(ctx context.Context, pub *seed.Publication) error {
@@ -44,6 +62,9 @@ func (p *timedPublisher) Publish(ctx context.Context, pub *seed.Publication) err
 	return p.inner.Publish(ctx, pub)
 }
 
+// simCAOverlap is how long the simulated CA's next generation is trusted before it signs.
+const simCAOverlap = 2 * time.Second
+
 // meshkitRun is one run of MeshKit: a seed and agents over the world.
 type meshkitRun struct {
 	d      *driver
@@ -54,6 +75,13 @@ type meshkitRun struct {
 	root   *trust.Root
 	signer *trust.PrivateKey
 	t      *tracker
+	// The domain's trust: the root key signs rotations; the CA role key the control
+	// stream; rootBytes is root v1, newestRoot the newest in force and seedKeys the keys
+	// it lists.
+	rootKey, caRole *trust.PrivateKey
+	rootBytes       []byte
+	newestRoot      *trust.Root
+	seedKeys        []trust.PublicKey
 	// closeLKG has agents close their LKG files after each write (see closeLKGFiles).
 	closeLKG bool
 
@@ -84,11 +112,20 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		root, err := simRoot(rootKey, signer)
+		caRole, err := trust.GenerateKey(rngReader{d.w.rng})
+		if err != nil {
+			return nil, err
+		}
+		rb, err := simRoot(rootKey, caRole, 1, rootKey, signer.Public())
+		if err != nil {
+			return nil, err
+		}
+		root, err := trust.VerifyRoot(rb)
 		if err != nil {
 			return nil, err
 		}
 		r := &meshkitRun{d: d, sc: sc, log: d.log, w: d.w, dir: d.dir, root: root, signer: signer, t: d.t,
+			rootKey: rootKey, caRole: caRole, rootBytes: rb, newestRoot: root, seedKeys: []trust.PublicKey{signer.Public()},
 			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{},
 			closeLKG: closeLKGFiles(sc.Agents, openFileLimit())}
 		r.ctx, r.stop = context.WithCancel(ctx)
@@ -96,10 +133,13 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 	})
 }
 
-func simRoot(rootKey, seedKey *trust.PrivateKey) (*trust.Root, error) {
+// simRoot is version v of the sim domain's root: rootKey its root key (one key signs
+// every version, the previous one's and its own), caRole its CA role.
+func simRoot(rootKey, caRole *trust.PrivateKey, v uint64, signer *trust.PrivateKey, seedKeys ...trust.PublicKey) ([]byte, error) {
 	now := time.Now()
-	msg, err := trust.BuildRoot(trust.RootSpec{Domain: "sim", Version: 1, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(30 * 24 * time.Hour),
-		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: []trust.PublicKey{seedKey.Public()}, SeedThreshold: 1})
+	msg, err := trust.BuildRoot(trust.RootSpec{Domain: "sim", Version: v, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(30 * 24 * time.Hour),
+		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1, SeedKeys: seedKeys, SeedThreshold: 1,
+		CAKeys: []trust.PublicKey{caRole.Public()}, CAThreshold: 1})
 	if err != nil {
 		return nil, err
 	}
@@ -107,14 +147,10 @@ func simRoot(rootKey, seedKey *trust.PrivateKey) (*trust.Root, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := trust.Sign(env, rootKey); err != nil {
+	if err := trust.Sign(env, signer); err != nil {
 		return nil, err
 	}
-	b, err := trust.MarshalEnvelope(env)
-	if err != nil {
-		return nil, err
-	}
-	return trust.VerifyRoot(b)
+	return trust.MarshalEnvelope(env)
 }
 
 func (r *meshkitRun) name() string { return "meshkit" }
@@ -159,8 +195,90 @@ func (r *meshkitRun) do(e Event) error {
 		}
 	case e.Forge > 0:
 		return r.forge(e.Forge)
+	case e.Revoke > 0:
+		return r.revoke(e.Revoke)
+	case e.RotateRoot:
+		return r.rotateRoot()
+	case e.RotateCA != "":
+		return r.rotateCA(e.RotateCA)
 	}
 	return nil
+}
+
+// revoke revokes n random agents' peers, one control message each.
+func (r *meshkitRun) revoke(n int) error {
+	if r.seed == nil {
+		return nil
+	}
+	for _, i := range r.w.rng.Perm(r.sc.Agents)[:n] {
+		id, err := peer.IDFromPrivateKey(r.w.slots[i+1].key)
+		if err != nil {
+			return err
+		}
+		resp, err := r.seed.Revoke(r.ctx, "sim", &adminv1.RevokeRequest{PeerId: id.String(), Reason: "sim"})
+		if err != nil {
+			return err
+		}
+		r.d.ctl.label(resp.GetControlVersion(), "revoke")
+	}
+	return nil
+}
+
+// rotateRoot has the seed make a key and puts in force the next root, listing it and
+// the newest key before it: the seed signs with both, so agents on either root verify.
+func (r *meshkitRun) rotateRoot() error {
+	if r.seed == nil {
+		return nil
+	}
+	k, err := r.seed.PrepareSeedKey(r.ctx, "sim")
+	if err != nil {
+		return err
+	}
+	kf, err := trust.ParseKeyPEM(k.GetPublicKey())
+	if err != nil {
+		return err
+	}
+	keys := append(r.seedKeys[len(r.seedKeys)-1:], kf.Public)
+	rb, err := simRoot(r.rootKey, r.caRole, r.newestRoot.Version()+1, r.rootKey, keys...)
+	if err != nil {
+		return err
+	}
+	resp, err := r.seed.RotateRoot(r.ctx, "sim", rb)
+	if err != nil {
+		return err
+	}
+	if r.newestRoot, err = r.newestRoot.VerifyNext(rb); err != nil {
+		return err
+	}
+	r.seedKeys = keys
+	r.d.ctl.label(resp.GetControlVersion(), fmt.Sprintf("rotate_root v%d", resp.GetVersion()))
+	return nil
+}
+
+// rotateCA takes one step of the CA's rotation.
+func (r *meshkitRun) rotateCA(step string) error {
+	if r.seed == nil {
+		return nil
+	}
+	resp, err := r.seed.RotateCA(r.ctx, "sim", step)
+	if err != nil {
+		return err
+	}
+	r.d.ctl.label(resp.GetControlVersion(), "rotate_ca "+step)
+	return nil
+}
+
+// roots are the newest root version and how many agents up hold it.
+func (r *meshkitRun) roots() (uint64, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, a := range r.agents {
+		if a != nil && a.RootVersion() == r.newestRoot.Version() {
+			n++
+		}
+	}
+	return r.newestRoot.Version(), n
 }
 
 func (r *meshkitRun) startSeed() (err error) {
@@ -185,10 +303,32 @@ func (r *meshkitRun) startSeedLabelled() error {
 		return err
 	}
 	r.d.opt.settle()
-	r.pub = &timedPublisher{inner: r.seedGossip, t: r.t, size: r.pubSize()}
+	r.pub = &timedPublisher{inner: r.seedGossip, t: r.t, ctl: r.d.ctl, size: r.pubSize()}
 	cfg := seed.DefaultConfig()
 	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger, cfg.Publisher = "sim", 1, r.signer, r.seedStore, r.log, r.pub
 	cfg.Debounce, cfg.MaxDelay = 5*time.Millisecond, 100*time.Millisecond
+	// The seed is the domain's CA and signs its control stream; its keys are kept in
+	// keys/ so that a restarted seed signs with the ones rotations added.
+	td := spiffeid.RequireTrustDomainFromString("sim")
+	if cfg.CA, err = ca.LoadOrCreate(filepath.Join(dir, "ca"), td, time.Now()); err != nil {
+		return err
+	}
+	cfg.CAGenerations, cfg.CAOverlap = ca.Dir{Path: filepath.Join(dir, "ca"), TrustDomain: td}, simCAOverlap
+	cfg.Root, cfg.CASigner, cfg.KeyDir = r.rootBytes, r.caRole, filepath.Join(dir, "keys")
+	if err := os.MkdirAll(cfg.KeyDir, 0o700); err != nil {
+		return err
+	}
+	standby, err := filepath.Glob(filepath.Join(cfg.KeyDir, seed.StandbyKeyPrefix+"*.key"))
+	if err != nil {
+		return err
+	}
+	for _, p := range standby {
+		kf, err := trust.LoadKeyFile(p)
+		if err != nil {
+			return err
+		}
+		cfg.StandbyKeys = append(cfg.StandbyKeys, kf.Private)
+	}
 	r.seed, err = seed.New(r.ctx, cfg)
 	return err
 }
@@ -265,6 +405,9 @@ func (r *meshkitRun) watch(i int, a *node.Agent) {
 		ch := a.Changed()
 		if cur, ok := a.Current(); ok {
 			r.t.hold(i, cur.Version)
+		}
+		if v := a.ControlVersion(); v > 0 {
+			r.d.ctl.hold(i, v)
 		}
 		select {
 		case <-ch:

@@ -59,14 +59,36 @@ type Result struct {
 	// sim/servercpu.go.
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
 
+	// Trust is the propagation of the control stream (revocations, root and CA
+	// rotations) during the run; nil when no control message was published in it.
+	Trust *TrustResult `json:"trust,omitempty"`
+
 	// For plots: every delivery latency (ms, sorted) and each agent's bytes received.
 	Latencies  []float64 `json:"-"`
 	AgentBytes []uint64  `json:"-"`
 }
 
+// TrustResult is how control messages reached the agents: the time from the seed
+// signing each one until each agent up held it or a newer one.
+type TrustResult struct {
+	Messages       int     `json:"messages"`
+	DeliveredRatio float64 `json:"delivered_ratio"`
+	P50Ms          float64 `json:"p50_ms"`
+	P99Ms          float64 `json:"p99_ms"`
+	MaxMs          float64 `json:"max_ms"`
+	// PerMessage is each control message's propagation, with what it carried.
+	PerMessage []PublishResult `json:"per_message"`
+	// RootVersion is the newest root the seed put in force, and AgentsOnRoot how many of
+	// the agents up hold it at the end.
+	RootVersion  uint64 `json:"root_version"`
+	AgentsOnRoot int    `json:"agents_on_root"`
+}
+
 // PublishResult is one version's propagation.
 type PublishResult struct {
-	Version   uint64  `json:"version"`
+	Version uint64 `json:"version"`
+	// What is set on control messages: the event that made it (revoke, rotate_root, …).
+	What      string  `json:"what,omitempty"`
 	AtMs      float64 `json:"at_ms"`
 	Delivered int     `json:"delivered"`
 	P50Ms     float64 `json:"p50_ms"`
@@ -84,6 +106,7 @@ type tracker struct {
 	regress  []bool
 	pubAt    map[uint64]time.Duration
 	pubOrder []uint64
+	what     map[uint64]string // what each version carried, when labelled
 	// While a partition is in place: the agents cut off from the seed, the newest version
 	// published before the cut, and the agents that came to hold a newer one anyway (it
 	// crossed the cut: the simulated network leaked).
@@ -138,6 +161,16 @@ func (t *tracker) healed() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.off, t.offAbove = nil, 0
+}
+
+// label says what version carried (set before or after it is published).
+func (t *tracker) label(version uint64, what string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.what == nil {
+		t.what = map[uint64]string{}
+	}
+	t.what[version] = what
 }
 
 func (t *tracker) published(version uint64) {
@@ -199,7 +232,7 @@ func (t *tracker) result(up []int, lastHeal time.Duration, healTarget uint64) *R
 		slices.Sort(lat)
 		delivered += len(lat)
 		all = append(all, lat...)
-		pr := PublishResult{Version: v, AtMs: ms(at), Delivered: len(lat), P50Ms: percentile(lat, 0.5), P90Ms: percentile(lat, 0.9), P99Ms: percentile(lat, 0.99), MaxMs: -1}
+		pr := PublishResult{Version: v, What: t.what[v], AtMs: ms(at), Delivered: len(lat), P50Ms: percentile(lat, 0.5), P90Ms: percentile(lat, 0.9), P99Ms: percentile(lat, 0.99), MaxMs: -1}
 		if len(lat) == len(up) && len(lat) > 0 {
 			pr.MaxMs = lat[len(lat)-1]
 		}
@@ -235,6 +268,15 @@ func (t *tracker) result(up []int, lastHeal time.Duration, healTarget uint64) *R
 	}
 	res.CrossedPartition = len(t.crossed)
 	return res
+}
+
+// trust summarizes a tracker of control versions.
+func (t *tracker) trust(up []int) *TrustResult {
+	r := t.result(up, -1, 0)
+	if r.Publishes == 0 {
+		return nil
+	}
+	return &TrustResult{Messages: r.Publishes, DeliveredRatio: r.DeliveredRatio, P50Ms: r.P50Ms, P99Ms: r.P99Ms, MaxMs: r.MaxMs, PerMessage: r.PerPublish}
 }
 
 // percentile of sorted xs (nearest rank); -1 when empty.

@@ -482,6 +482,7 @@ type driver struct {
 	w   *world
 	dir string
 	t   *tracker
+	ctl *tracker // control messages: revocations, root and CA rotations
 }
 
 // wallGCPercent is the GOGC of wall-clock runs (unless GOGC is set). Every simulated
@@ -520,7 +521,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	if opt.Settle == nil && os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(wallGCPercent))
 	}
-	d := &driver{sc: sc, opt: opt, log: opt.Logger, w: w, dir: dir, t: newTracker(sc.Agents)}
+	d := &driver{sc: sc, opt: opt, log: opt.Logger, w: w, dir: dir, t: newTracker(sc.Agents), ctl: newTracker(sc.Agents)}
 	sys, err := mk(d)
 	if err != nil {
 		return nil, err
@@ -528,6 +529,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	wallStart := time.Now()
 	m0 := heapInUse()
 	d.t.start = time.Now()
+	d.ctl.start = d.t.start
 	if err := sys.start(); err != nil {
 		sys.shutdown()
 		return nil, err
@@ -552,6 +554,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		defer stopShaping()
 	}
 	d.t.start = time.Now()
+	d.ctl.start = d.t.start
 	// The initial state (version 1) is published during warm-up; measuring starts after.
 	if err := sys.do(Event{Publish: 1}); err != nil {
 		return nil, err
@@ -572,6 +575,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	cpu0 := cpuTime()
 	d.t.reset()
+	d.ctl.reset()
 	egress0, in0 := sys.seedEgressNow(), sys.agentBytesNow()
 	lastHeal, healTarget := time.Duration(-1), uint64(0)
 	end := sc.Duration.D()
@@ -620,7 +624,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 			d.t.healed()
 			err = w.heal()
 			lastHeal, healTarget = d.t.now(), d.t.newest()
-		case st.ev.Publish > 0:
+		case st.ev.Publish > 0, st.ev.Revoke > 0, st.ev.RotateRoot, st.ev.RotateCA != "":
 			asServer(func() { err = sys.do(st.ev) }) // publishing is the server's work
 		default:
 			err = sys.do(st.ev)
@@ -637,6 +641,11 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	res := d.t.result(sys.up(), lastHeal, healTarget)
 	res.Scenario, res.System, res.Clock, res.Agents = sc.Name, sys.name(), sc.Clock, sc.Agents
 	res.Rejected = sys.refusals()
+	if res.Trust = d.ctl.trust(sys.up()); res.Trust != nil {
+		if ts, ok := sys.(interface{ roots() (uint64, int) }); ok {
+			res.Trust.RootVersion, res.Trust.AgentsOnRoot = ts.roots()
+		}
+	}
 	res.SeedEgressBytes = sys.seedEgressNow() - egress0
 	if res.Publishes > 0 {
 		res.SeedEgressPerPublish = float64(res.SeedEgressBytes) / float64(res.Publishes)

@@ -106,6 +106,13 @@ type Event struct {
 	RestartAgents bool    `yaml:"restart_agents"`
 	// Forge makes a malicious peer linked to a few agents inject this many forged bundles.
 	Forge int `yaml:"forge"`
+	// Revoke revokes this many random agents' peers: one control message each.
+	Revoke int `yaml:"revoke"`
+	// RotateRoot makes the seed a new key and puts in force the next root version, which
+	// lists it beside the newest key before it (the older ones leave): overlap.
+	RotateRoot bool `yaml:"rotate_root"`
+	// RotateCA takes one step of the CA's rotation: prepare, activate or retire.
+	RotateCA string `yaml:"rotate_ca"`
 
 	line int
 }
@@ -237,14 +244,15 @@ func (sc *Scenario) check() error {
 	for i, e := range sc.Events {
 		where := fmt.Sprintf("line %d: events[%d]", e.line, i)
 		n := 0
-		for _, set := range []bool{e.Publish != 0, e.Partition != 0, e.Heal, e.KillSeed, e.RestartSeed, e.KillAgents != 0, e.RestartAgents, e.Forge != 0} {
+		for _, set := range []bool{e.Publish != 0, e.Partition != 0, e.Heal, e.KillSeed, e.RestartSeed, e.KillAgents != 0, e.RestartAgents, e.Forge != 0,
+			e.Revoke != 0, e.RotateRoot, e.RotateCA != ""} {
 			if set {
 				n++
 			}
 		}
 		switch {
 		case n != 1:
-			bad("%s: exactly one action (publish, partition, heal, kill_seed, restart_seed, kill_agents, restart_agents, forge); %d given", where, n)
+			bad("%s: exactly one action (publish, partition, heal, kill_seed, restart_seed, kill_agents, restart_agents, forge, revoke, rotate_root, rotate_ca); %d given", where, n)
 		case e.At < 0 || e.At > sc.Duration:
 			bad("%s: at %s is outside the run (0 to duration %s)", where, e.At.D(), sc.Duration.D())
 		case e.Publish < 0 || (e.Publish > 1 && e.Every <= 0):
@@ -257,6 +265,10 @@ func (sc *Scenario) check() error {
 			bad("%s: kill_agents %.2f; a fraction between 0 and 1", where, e.KillAgents)
 		case e.Forge < 0:
 			bad("%s: forge %d; a count", where, e.Forge)
+		case e.Revoke < 0 || e.Revoke > sc.Agents:
+			bad("%s: revoke %d; a count of agents, at most %d", where, e.Revoke, sc.Agents)
+		case e.RotateCA != "" && e.RotateCA != "prepare" && e.RotateCA != "activate" && e.RotateCA != "retire":
+			bad("%s: rotate_ca %q; prepare, activate or retire", where, e.RotateCA)
 		}
 	}
 	if need := int64(sc.Agents) * bytesPerAgent; need > availableMemory() {

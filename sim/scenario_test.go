@@ -24,6 +24,8 @@ func TestScenarioErrorsNameTheLine(t *testing.T) {
 		{"clock", "name: x\nagents: 4\nduration: 5s\nclock: lunar\n", `clock: "lunar"`},
 		{"loss", "name: x\nagents: 4\nduration: 5s\nlink: {loss: 0.9}\n", "link: loss 0.900; a probability between 0 and 0.5"},
 		{"jitter", "name: x\nagents: 4\nduration: 5s\nlink: {jitter: -5ms}\n", "jitter, rto and resample must not be negative"},
+		{"revoke", "name: x\nagents: 4\nduration: 5s\nevents:\n  - {at: 1s, revoke: 9}\n", "revoke 9; a count of agents, at most 4"},
+		{"rotate_ca", "name: x\nagents: 4\nduration: 5s\nevents:\n  - {at: 1s, rotate_ca: now}\n", `rotate_ca "now"; prepare, activate or retire`},
 	} {
 		_, err := sim.ParseScenario("s.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "s.yaml: ") {

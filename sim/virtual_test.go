@@ -94,3 +94,48 @@ events:
 		t.Fatalf("publishes %d delivered %.3f regressions %d", res.Publishes, res.DeliveredRatio, res.Regressions)
 	}
 }
+
+// TestVirtualTrust: revocations, root rotations (each a new seed key overlapping the one
+// before) and a CA rotation reach every agent, the agents end on the newest root, and
+// bundles published meanwhile, signed by the rotated keys, reach every agent too.
+func TestVirtualTrust(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a virtual-time simulation")
+	}
+	sc, err := sim.ParseScenario("virtual-trust", []byte(`
+name: virtual-trust
+agents: 60
+duration: 16s
+link: {latency: 20ms}
+events:
+  - {at: 1s, publish: 6, every: 2s}
+  - {at: 2s, revoke: 2}
+  - {at: 3s, rotate_root: true}
+  - {at: 5s, rotate_root: true}
+  - {at: 7s, rotate_ca: prepare}
+  - {at: 12s, rotate_root: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sim.RunVirtual(t, sc, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := res.Trust
+	if tr == nil {
+		t.Fatal("no control message was tracked")
+	}
+	t.Logf("trust: %d messages, delivered %.3f, p50 %.0f ms p99 %.0f ms; root v%d on %d agents; bundles delivered %.3f, rejected %v",
+		tr.Messages, tr.DeliveredRatio, tr.P50Ms, tr.P99Ms, tr.RootVersion, tr.AgentsOnRoot, res.DeliveredRatio, res.Rejected)
+	// Two revocations, three rotations, the CA's prepare and the seed's own activation.
+	if tr.Messages < 7 || tr.DeliveredRatio != 1 {
+		t.Fatalf("%d control messages, delivered %.3f", tr.Messages, tr.DeliveredRatio)
+	}
+	if tr.RootVersion != 4 || tr.AgentsOnRoot != sc.Agents {
+		t.Fatalf("root v%d held by %d of %d agents", tr.RootVersion, tr.AgentsOnRoot, sc.Agents)
+	}
+	if res.DeliveredRatio != 1 || res.Regressions != 0 {
+		t.Fatalf("bundles through the rotations: delivered %.3f, regressions %d", res.DeliveredRatio, res.Regressions)
+	}
+}
