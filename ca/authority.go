@@ -160,6 +160,7 @@ func (a *Authority) Issue(now time.Time, c *Checked, lifetime time.Duration) (*I
 		NotBefore:    now.Add(-clockSkew),
 		NotAfter:     notAfter,
 		DNSNames:     c.DNSNames,
+		IPAddresses:  c.IPs,
 		URIs:         []*url.URL{uri},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

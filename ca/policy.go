@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -59,6 +60,40 @@ type Checked struct {
 	// serialNumber): the agent's own certificate, which its peers check on every control
 	// channel.
 	PeerID string
+	// IPs are IP SANs: only a seed's own serving certificate has them; no CSR may ask.
+	IPs []net.IP
+}
+
+// OperatorPathPrefix starts the path of the SPIFFE ID of an operator's client
+// certificate: spiffe://TRUST-DOMAIN/operator/NAME.
+const OperatorPathPrefix = "/operator/"
+
+// CheckOperator checks a CSR for an operator's client certificate (issued by an
+// administrator): its size, its own signature and its key. The leaf names only
+// spiffe://TRUST-DOMAIN/operator/NAME (and CN NAME), whatever else the CSR asks for.
+func (p Policy) CheckOperator(der []byte, name string) (*Checked, error) {
+	if len(der) == 0 || len(der) > MaxCSRBytes {
+		return nil, refuse("csr is %d bytes; 1 to %d", len(der), MaxCSRBytes)
+	}
+	if err := CheckNodeName(name); err != nil {
+		return nil, refuse("operator name: %v", err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, refuse("csr is not a PKCS#10 request: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, refuse("csr signature does not verify: %v", err)
+	}
+	if err := checkKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromSegments(p.TrustDomain, "operator", name)
+	if err != nil {
+		return nil, refuse("operator %q makes no SPIFFE ID: %v", name, err)
+	}
+	csr.Subject.CommonName = name
+	return &Checked{CSR: csr, Node: name, SPIFFEID: id}, nil
 }
 
 // Policy decides what a CSR may name in one trust domain.

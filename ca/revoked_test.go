@@ -64,3 +64,40 @@ func TestRevokedRefusesPeersSerialsAndNodes(t *testing.T) {
 		t.Fatalf("garbage chain: %v", err)
 	}
 }
+
+// TestCheckOperator: an operator's CSR gets only the operator's SPIFFE ID, whatever it
+// asks for; a bad signature, a weak key or a bad name is refused.
+func TestCheckOperator(t *testing.T) {
+	p := policy(t)
+	good := opensslCSR(t, p256, "/CN=root", "DNS:seed.prod,URI:spiffe://prod.meshkit/seed")
+	c, err := p.CheckOperator(good, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := authority(t).Issue(now, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(iss.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Subject.CommonName != "alice" || len(leaf.DNSNames) != 0 || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://prod.meshkit/operator/alice" {
+		t.Fatalf("operator leaf names CN %q, DNS %v, URIs %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.URIs)
+	}
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-3] ^= 0xff
+	for name, tc := range map[string]struct {
+		csr  []byte
+		name string
+	}{
+		"bad signature": {bad, "alice"},
+		"weak key":      {opensslCSR(t, "-algorithm RSA -pkeyopt rsa_keygen_bits:1024", "/CN=alice", ""), "alice"},
+		"bad name":      {good, "Alice!"},
+		"garbage":       {[]byte("not a csr"), "alice"},
+	} {
+		if _, err := p.CheckOperator(tc.csr, tc.name); err == nil {
+			t.Errorf("%s: issued", name)
+		}
+	}
+}

@@ -148,6 +148,10 @@ func TestControlRoutesNeedAnAdminOfEveryTenant(t *testing.T) {
 			_, err := ts.api.RotateRoot(ctx, &adminv1.RotateRootRequest{Root: []byte("x")})
 			return err
 		},
+		"IssueClientCertificate": func(ctx context.Context) error {
+			_, err := ts.api.IssueClientCertificate(ctx, &adminv1.IssueClientCertificateRequest{Name: "alice", Csr: []byte("x")})
+			return err
+		},
 		"RotateCA": func(ctx context.Context) error {
 			_, err := ts.api.RotateCA(ctx, &adminv1.RotateCARequest{Step: "prepare"})
 			return err

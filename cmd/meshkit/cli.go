@@ -113,6 +113,9 @@ func (a *app) commands() []command {
 			{use: "status --ca-dir DIR [--root root.json]", short: "list every expiry of the domain's trust; exit 1 when one is within --warn", build: (*app).caStatus},
 			{use: "rotate --step prepare|activate|retire", short: "move the CA's rotation on by one step (admin)", build: (*app).caRotate},
 		}},
+		{use: "cert", short: "operators' client certificates for the admin API's mTLS", sub: []command{
+			{use: "issue --name N --key-out KEY --cert-out PEM", short: "make a key here and have the domain CA issue its client certificate (admin)", build: (*app).certIssue},
+		}},
 		{use: "revoke --node N | --serial HEX | --peer ID", short: "refuse a node, a certificate or a peer across the domain (admin)", build: (*app).revoke},
 		{use: "control", short: "the domain's control stream: root, trust bundle, revocations", sub: []command{
 			{use: "status", short: "show a seed's control stream (JSON)", build: (*app).controlStatus},

@@ -1,6 +1,13 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -153,5 +160,64 @@ func (a *app) controlStatus(fs *pflag.FlagSet) func(args []string) error {
 			return rpcError(err)
 		}
 		return a.printJSON(resp)
+	}
+}
+
+// certIssue makes an operator's key here and has the seed's CA issue its client
+// certificate, for the admin API's mTLS.
+func (a *app) certIssue(fs *pflag.FlagSet) func(args []string) error {
+	name := fs.String("name", "", "the operator (spiffe://TRUST-DOMAIN/operator/NAME; list that subject in the seed's --policy)")
+	keyOut := fs.String("key-out", "", "write the new private key here (0600)")
+	certOut := fs.String("cert-out", "", "write the certificate and its chain here (PEM)")
+	bundleOut := fs.String("bundle-out", "", "write the domain's trust bundle here (PEM), for --tls-ca")
+	var c clientFlags
+	c.register(fs, "text, json")
+	return func(args []string) error {
+		if err := errors.Join(required("name", *name), required("key-out", *keyOut), required("cert-out", *certOut)); err != nil {
+			return usagef("%v", err)
+		}
+		for _, p := range []string{*keyOut, *certOut} {
+			if _, err := os.Stat(p); err == nil {
+				return fmt.Errorf("%s exists; not overwritten", p)
+			}
+		}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: *name}}, key)
+		if err != nil {
+			return err
+		}
+		s, err := c.openNoArgs(args, "text", "json")
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		resp, err := s.IssueClientCertificate(s.ctx, &adminv1.IssueClientCertificateRequest{Name: *name, Csr: csr})
+		if err != nil {
+			return rpcError(err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(*keyOut, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(*certOut, resp.GetCertificate(), 0o644); err != nil {
+			return err
+		}
+		if *bundleOut != "" {
+			if err := atomicfile.WriteFile(*bundleOut, resp.GetTrustBundle(), 0o644); err != nil {
+				return err
+			}
+		}
+		if c.output == "json" {
+			return a.printJSON(resp)
+		}
+		fmt.Fprintf(a.stdout, "%s (serial %s) until %s: --tls-cert %s --tls-key %s\n", resp.GetSpiffeId(), resp.GetSerial(),
+			resp.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), *certOut, *keyOut)
+		return nil
 	}
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"path/filepath"
@@ -260,4 +263,25 @@ func (s *seedAdmission) run(ctx context.Context, sd *seed.Seed, n *p2p.Node, log
 		case <-time.After(wait):
 		}
 	}
+}
+
+// adminTLSFromCA is the admin API's TLS with the domain's own certificates for names (DNS
+// names and IP addresses; default the host name, localhost and 127.0.0.1).
+func adminTLSFromCA(s *seed.Seed, names []string) (*tls.Config, error) {
+	if len(names) == 0 {
+		names = []string{"localhost", "127.0.0.1"}
+		if h, err := os.Hostname(); err == nil && h != "" {
+			names = append(names, strings.ToLower(h))
+		}
+	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	return s.AdminTLS(dns, ips)
 }

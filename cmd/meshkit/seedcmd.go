@@ -44,6 +44,9 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	tlsCert := fs.String("tls-cert", "", "serve TLS with this certificate (PEM)")
 	tlsKey := fs.String("tls-key", "", "private key of --tls-cert")
 	clientCA := fs.String("client-ca", "", "verify client certificates against these CAs (mTLS)")
+	tlsFromCA := fs.Bool("tls-from-ca", false, "serve the admin API with TLS from the domain CA (spiffe://TRUST-DOMAIN/seed, renewed at half life) and verify client certificates against the domain's trust bundle (operators': meshkit cert issue); clients verify the seed with DATA/ca/roots.pem")
+	var tlsNames listFlag
+	fs.Var(&tlsNames, "tls-name", "a DNS name or IP address of the seed for --tls-from-ca (repeatable; default the host name, localhost and 127.0.0.1)")
 	debounce := fs.Duration("debounce", 100*time.Millisecond, "publish after this long without changes")
 	ttl := fs.Duration("bundle-ttl", 24*time.Hour, "bundle validity; republished after half of it")
 	var p2pListen listFlag
@@ -96,6 +99,9 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *clientCA)
 		if err != nil {
 			return err
+		}
+		if *tlsFromCA && tlsCfg != nil {
+			return usagef("--tls-from-ca serves the domain CA's certificate: give it, or --tls-cert and --tls-key, not both")
 		}
 		st, err := boltstore.Open(*data, 2*time.Second)
 		if err != nil {
@@ -176,6 +182,14 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			admitted := make(chan struct{})
 			go func() { defer close(admitted); peerAdm.run(ctx, s, cfg.Publisher.(*seed.Gossip).Node(), log) }()
 			defer func() { stop(); <-admitted }()
+		}
+		switch {
+		case *tlsFromCA:
+			if tlsCfg, err = adminTLSFromCA(s, tlsNames); err != nil {
+				return err
+			}
+		case tlsCfg != nil && tlsCfg.ClientCAs != nil:
+			tlsCfg.VerifyPeerCertificate = s.VerifyClientCertificate // the domain may have revoked a client
 		}
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg})
 		if err != nil {

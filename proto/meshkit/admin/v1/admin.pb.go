@@ -3061,6 +3061,138 @@ func (x *IssuedCertificate) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+type IssueClientCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the operator's name: lower-case letters, digits, '-' and '.'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// csr is a PKCS#10 request, DER.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueClientCertificateRequest) Reset() {
+	*x = IssueClientCertificateRequest{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueClientCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueClientCertificateRequest) ProtoMessage() {}
+
+func (x *IssueClientCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueClientCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueClientCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *IssueClientCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueClientCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type IssueClientCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate is the PEM leaf followed by its chain.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// trust_bundle is the PEM the seed's own certificate verifies against.
+	TrustBundle   []byte                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Serial        string                 `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueClientCertificateResponse) Reset() {
+	*x = IssueClientCertificateResponse{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueClientCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueClientCertificateResponse) ProtoMessage() {}
+
+func (x *IssueClientCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueClientCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueClientCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *IssueClientCertificateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueClientCertificateResponse) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *IssueClientCertificateResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *IssueClientCertificateResponse) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *IssueClientCertificateResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_meshkit_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
@@ -3290,8 +3422,17 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
 	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x127\n" +
-	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xb8\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"E\n" +
+	"\x1dIssueClientCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"\xd5\x01\n" +
+	"\x1eIssueClientCertificateResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serial\x129\n" +
 	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xb5\v\n" +
 	"\fAdminService\x12H\n" +
 	"\x05Apply\x12\x1e.meshkit.admin.v1.ApplyRequest\x1a\x1f.meshkit.admin.v1.ApplyResponse\x12K\n" +
 	"\x06Delete\x12\x1f.meshkit.admin.v1.DeleteRequest\x1a .meshkit.admin.v1.DeleteResponse\x12B\n" +
@@ -3308,7 +3449,8 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"\x0ePrepareSeedKey\x12'.meshkit.admin.v1.PrepareSeedKeyRequest\x1a(.meshkit.admin.v1.PrepareSeedKeyResponse\x12W\n" +
 	"\n" +
 	"RotateRoot\x12#.meshkit.admin.v1.RotateRootRequest\x1a$.meshkit.admin.v1.RotateRootResponse\x12Q\n" +
-	"\bRotateCA\x12!.meshkit.admin.v1.RotateCARequest\x1a\".meshkit.admin.v1.RotateCAResponse\x12`\n" +
+	"\bRotateCA\x12!.meshkit.admin.v1.RotateCARequest\x1a\".meshkit.admin.v1.RotateCAResponse\x12{\n" +
+	"\x16IssueClientCertificate\x12/.meshkit.admin.v1.IssueClientCertificateRequest\x1a0.meshkit.admin.v1.IssueClientCertificateResponse\x12`\n" +
 	"\rControlStatus\x12&.meshkit.admin.v1.ControlStatusRequest\x1a'.meshkit.admin.v1.ControlStatusResponseB4Z2meshkit.dev/meshkit/proto/meshkit/admin/v1;adminv1b\x06proto3"
 
 var (
@@ -3323,78 +3465,80 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
-	(*Resource)(nil),                // 0: meshkit.admin.v1.Resource
-	(*Change)(nil),                  // 1: meshkit.admin.v1.Change
-	(*ApplyRequest)(nil),            // 2: meshkit.admin.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 3: meshkit.admin.v1.ApplyResponse
-	(*DeleteRequest)(nil),           // 4: meshkit.admin.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 5: meshkit.admin.v1.DeleteResponse
-	(*GetRequest)(nil),              // 6: meshkit.admin.v1.GetRequest
-	(*GetResponse)(nil),             // 7: meshkit.admin.v1.GetResponse
-	(*ListRequest)(nil),             // 8: meshkit.admin.v1.ListRequest
-	(*ListResponse)(nil),            // 9: meshkit.admin.v1.ListResponse
-	(*DiffRequest)(nil),             // 10: meshkit.admin.v1.DiffRequest
-	(*DiffResponse)(nil),            // 11: meshkit.admin.v1.DiffResponse
-	(*HistoryRequest)(nil),          // 12: meshkit.admin.v1.HistoryRequest
-	(*Publication)(nil),             // 13: meshkit.admin.v1.Publication
-	(*Variant)(nil),                 // 14: meshkit.admin.v1.Variant
-	(*HistoryResponse)(nil),         // 15: meshkit.admin.v1.HistoryResponse
-	(*StatusRequest)(nil),           // 16: meshkit.admin.v1.StatusRequest
-	(*StatusResponse)(nil),          // 17: meshkit.admin.v1.StatusResponse
-	(*ServingCount)(nil),            // 18: meshkit.admin.v1.ServingCount
-	(*ExtensionSummary)(nil),        // 19: meshkit.admin.v1.ExtensionSummary
-	(*AuditRequest)(nil),            // 20: meshkit.admin.v1.AuditRequest
-	(*AuditEntry)(nil),              // 21: meshkit.admin.v1.AuditEntry
-	(*AuditResponse)(nil),           // 22: meshkit.admin.v1.AuditResponse
-	(*VerifyAuditRequest)(nil),      // 23: meshkit.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),     // 24: meshkit.admin.v1.VerifyAuditResponse
-	(*GetBundleRequest)(nil),        // 25: meshkit.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),       // 26: meshkit.admin.v1.GetBundleResponse
-	(*CreateJoinTokenRequest)(nil),  // 27: meshkit.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 28: meshkit.admin.v1.CreateJoinTokenResponse
-	(*IdentityRecord)(nil),          // 29: meshkit.admin.v1.IdentityRecord
-	(*ControlVersion)(nil),          // 30: meshkit.admin.v1.ControlVersion
-	(*CAState)(nil),                 // 31: meshkit.admin.v1.CAState
-	(*RetiringCA)(nil),              // 32: meshkit.admin.v1.RetiringCA
-	(*RevokeRequest)(nil),           // 33: meshkit.admin.v1.RevokeRequest
-	(*RevokeResponse)(nil),          // 34: meshkit.admin.v1.RevokeResponse
-	(*PrepareSeedKeyRequest)(nil),   // 35: meshkit.admin.v1.PrepareSeedKeyRequest
-	(*PrepareSeedKeyResponse)(nil),  // 36: meshkit.admin.v1.PrepareSeedKeyResponse
-	(*RotateRootRequest)(nil),       // 37: meshkit.admin.v1.RotateRootRequest
-	(*RotateRootResponse)(nil),      // 38: meshkit.admin.v1.RotateRootResponse
-	(*RotateCARequest)(nil),         // 39: meshkit.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),        // 40: meshkit.admin.v1.RotateCAResponse
-	(*ControlStatusRequest)(nil),    // 41: meshkit.admin.v1.ControlStatusRequest
-	(*ControlStatusResponse)(nil),   // 42: meshkit.admin.v1.ControlStatusResponse
-	(*JoinToken)(nil),               // 43: meshkit.admin.v1.JoinToken
-	(*Enrolment)(nil),               // 44: meshkit.admin.v1.Enrolment
-	(*IssuedCertificate)(nil),       // 45: meshkit.admin.v1.IssuedCertificate
-	nil,                             // 46: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
-	(*v1.Metadata)(nil),             // 47: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),          // 48: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),            // 49: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),      // 50: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),      // 51: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),        // 52: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil), // 53: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),       // 54: meshkit.bundle.v1.KillSwitchSpec
-	(*v1.ReferenceGrantSpec)(nil),   // 55: meshkit.bundle.v1.ReferenceGrantSpec
-	(*timestamppb.Timestamp)(nil),   // 56: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),        // 57: meshkit.sync.v1.VersionNacks
-	(*v12.Revocation)(nil),          // 58: meshkit.identity.v1.Revocation
+	(*Resource)(nil),                       // 0: meshkit.admin.v1.Resource
+	(*Change)(nil),                         // 1: meshkit.admin.v1.Change
+	(*ApplyRequest)(nil),                   // 2: meshkit.admin.v1.ApplyRequest
+	(*ApplyResponse)(nil),                  // 3: meshkit.admin.v1.ApplyResponse
+	(*DeleteRequest)(nil),                  // 4: meshkit.admin.v1.DeleteRequest
+	(*DeleteResponse)(nil),                 // 5: meshkit.admin.v1.DeleteResponse
+	(*GetRequest)(nil),                     // 6: meshkit.admin.v1.GetRequest
+	(*GetResponse)(nil),                    // 7: meshkit.admin.v1.GetResponse
+	(*ListRequest)(nil),                    // 8: meshkit.admin.v1.ListRequest
+	(*ListResponse)(nil),                   // 9: meshkit.admin.v1.ListResponse
+	(*DiffRequest)(nil),                    // 10: meshkit.admin.v1.DiffRequest
+	(*DiffResponse)(nil),                   // 11: meshkit.admin.v1.DiffResponse
+	(*HistoryRequest)(nil),                 // 12: meshkit.admin.v1.HistoryRequest
+	(*Publication)(nil),                    // 13: meshkit.admin.v1.Publication
+	(*Variant)(nil),                        // 14: meshkit.admin.v1.Variant
+	(*HistoryResponse)(nil),                // 15: meshkit.admin.v1.HistoryResponse
+	(*StatusRequest)(nil),                  // 16: meshkit.admin.v1.StatusRequest
+	(*StatusResponse)(nil),                 // 17: meshkit.admin.v1.StatusResponse
+	(*ServingCount)(nil),                   // 18: meshkit.admin.v1.ServingCount
+	(*ExtensionSummary)(nil),               // 19: meshkit.admin.v1.ExtensionSummary
+	(*AuditRequest)(nil),                   // 20: meshkit.admin.v1.AuditRequest
+	(*AuditEntry)(nil),                     // 21: meshkit.admin.v1.AuditEntry
+	(*AuditResponse)(nil),                  // 22: meshkit.admin.v1.AuditResponse
+	(*VerifyAuditRequest)(nil),             // 23: meshkit.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),            // 24: meshkit.admin.v1.VerifyAuditResponse
+	(*GetBundleRequest)(nil),               // 25: meshkit.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),              // 26: meshkit.admin.v1.GetBundleResponse
+	(*CreateJoinTokenRequest)(nil),         // 27: meshkit.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 28: meshkit.admin.v1.CreateJoinTokenResponse
+	(*IdentityRecord)(nil),                 // 29: meshkit.admin.v1.IdentityRecord
+	(*ControlVersion)(nil),                 // 30: meshkit.admin.v1.ControlVersion
+	(*CAState)(nil),                        // 31: meshkit.admin.v1.CAState
+	(*RetiringCA)(nil),                     // 32: meshkit.admin.v1.RetiringCA
+	(*RevokeRequest)(nil),                  // 33: meshkit.admin.v1.RevokeRequest
+	(*RevokeResponse)(nil),                 // 34: meshkit.admin.v1.RevokeResponse
+	(*PrepareSeedKeyRequest)(nil),          // 35: meshkit.admin.v1.PrepareSeedKeyRequest
+	(*PrepareSeedKeyResponse)(nil),         // 36: meshkit.admin.v1.PrepareSeedKeyResponse
+	(*RotateRootRequest)(nil),              // 37: meshkit.admin.v1.RotateRootRequest
+	(*RotateRootResponse)(nil),             // 38: meshkit.admin.v1.RotateRootResponse
+	(*RotateCARequest)(nil),                // 39: meshkit.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),               // 40: meshkit.admin.v1.RotateCAResponse
+	(*ControlStatusRequest)(nil),           // 41: meshkit.admin.v1.ControlStatusRequest
+	(*ControlStatusResponse)(nil),          // 42: meshkit.admin.v1.ControlStatusResponse
+	(*JoinToken)(nil),                      // 43: meshkit.admin.v1.JoinToken
+	(*Enrolment)(nil),                      // 44: meshkit.admin.v1.Enrolment
+	(*IssuedCertificate)(nil),              // 45: meshkit.admin.v1.IssuedCertificate
+	(*IssueClientCertificateRequest)(nil),  // 46: meshkit.admin.v1.IssueClientCertificateRequest
+	(*IssueClientCertificateResponse)(nil), // 47: meshkit.admin.v1.IssueClientCertificateResponse
+	nil,                                    // 48: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	(*v1.Metadata)(nil),                    // 49: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),                 // 50: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),                   // 51: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),             // 52: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),             // 53: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),               // 54: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil),        // 55: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),              // 56: meshkit.bundle.v1.KillSwitchSpec
+	(*v1.ReferenceGrantSpec)(nil),          // 57: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),          // 58: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),               // 59: meshkit.sync.v1.VersionNacks
+	(*v12.Revocation)(nil),                 // 60: meshkit.identity.v1.Revocation
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	47, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	48, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	49, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	50, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	51, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	52, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	53, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	54, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	55, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	49, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	50, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	51, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	52, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	53, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	54, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	55, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	56, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	57, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
 	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -3402,71 +3546,74 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	56, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	58, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	56, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	57, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	58, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	59, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
 	19, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
 	18, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
-	56, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	58, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	21, // 24: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	56, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	43, // 26: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
 	44, // 27: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
 	45, // 28: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
-	58, // 29: meshkit.admin.v1.IdentityRecord.revocation:type_name -> meshkit.identity.v1.Revocation
+	60, // 29: meshkit.admin.v1.IdentityRecord.revocation:type_name -> meshkit.identity.v1.Revocation
 	30, // 30: meshkit.admin.v1.IdentityRecord.control:type_name -> meshkit.admin.v1.ControlVersion
 	31, // 31: meshkit.admin.v1.IdentityRecord.ca:type_name -> meshkit.admin.v1.CAState
 	32, // 32: meshkit.admin.v1.CAState.retiring:type_name -> meshkit.admin.v1.RetiringCA
-	56, // 33: meshkit.admin.v1.CAState.next_published_at:type_name -> google.protobuf.Timestamp
-	56, // 34: meshkit.admin.v1.RetiringCA.until:type_name -> google.protobuf.Timestamp
-	58, // 35: meshkit.admin.v1.RevokeResponse.revocation:type_name -> meshkit.identity.v1.Revocation
+	58, // 33: meshkit.admin.v1.CAState.next_published_at:type_name -> google.protobuf.Timestamp
+	58, // 34: meshkit.admin.v1.RetiringCA.until:type_name -> google.protobuf.Timestamp
+	60, // 35: meshkit.admin.v1.RevokeResponse.revocation:type_name -> meshkit.identity.v1.Revocation
 	31, // 36: meshkit.admin.v1.RotateCAResponse.state:type_name -> meshkit.admin.v1.CAState
 	31, // 37: meshkit.admin.v1.ControlStatusResponse.ca:type_name -> meshkit.admin.v1.CAState
-	58, // 38: meshkit.admin.v1.ControlStatusResponse.revocations:type_name -> meshkit.identity.v1.Revocation
-	46, // 39: meshkit.admin.v1.ControlStatusResponse.ca_expires:type_name -> meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
-	56, // 40: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 41: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
-	56, // 42: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	56, // 43: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry.value:type_name -> google.protobuf.Timestamp
-	2,  // 44: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 45: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 46: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 47: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 48: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 49: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 50: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	20, // 51: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	23, // 52: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	25, // 53: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	27, // 54: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
-	33, // 55: meshkit.admin.v1.AdminService.Revoke:input_type -> meshkit.admin.v1.RevokeRequest
-	35, // 56: meshkit.admin.v1.AdminService.PrepareSeedKey:input_type -> meshkit.admin.v1.PrepareSeedKeyRequest
-	37, // 57: meshkit.admin.v1.AdminService.RotateRoot:input_type -> meshkit.admin.v1.RotateRootRequest
-	39, // 58: meshkit.admin.v1.AdminService.RotateCA:input_type -> meshkit.admin.v1.RotateCARequest
-	41, // 59: meshkit.admin.v1.AdminService.ControlStatus:input_type -> meshkit.admin.v1.ControlStatusRequest
-	3,  // 60: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 61: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 62: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 63: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 64: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 65: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 66: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	22, // 67: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	24, // 68: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	26, // 69: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	28, // 70: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
-	34, // 71: meshkit.admin.v1.AdminService.Revoke:output_type -> meshkit.admin.v1.RevokeResponse
-	36, // 72: meshkit.admin.v1.AdminService.PrepareSeedKey:output_type -> meshkit.admin.v1.PrepareSeedKeyResponse
-	38, // 73: meshkit.admin.v1.AdminService.RotateRoot:output_type -> meshkit.admin.v1.RotateRootResponse
-	40, // 74: meshkit.admin.v1.AdminService.RotateCA:output_type -> meshkit.admin.v1.RotateCAResponse
-	42, // 75: meshkit.admin.v1.AdminService.ControlStatus:output_type -> meshkit.admin.v1.ControlStatusResponse
-	60, // [60:76] is the sub-list for method output_type
-	44, // [44:60] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	60, // 38: meshkit.admin.v1.ControlStatusResponse.revocations:type_name -> meshkit.identity.v1.Revocation
+	48, // 39: meshkit.admin.v1.ControlStatusResponse.ca_expires:type_name -> meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	58, // 40: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 41: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
+	58, // 42: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	58, // 43: meshkit.admin.v1.IssueClientCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 44: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 45: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 46: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 47: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 48: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 49: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 50: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 51: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	20, // 52: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	23, // 53: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	25, // 54: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	27, // 55: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
+	33, // 56: meshkit.admin.v1.AdminService.Revoke:input_type -> meshkit.admin.v1.RevokeRequest
+	35, // 57: meshkit.admin.v1.AdminService.PrepareSeedKey:input_type -> meshkit.admin.v1.PrepareSeedKeyRequest
+	37, // 58: meshkit.admin.v1.AdminService.RotateRoot:input_type -> meshkit.admin.v1.RotateRootRequest
+	39, // 59: meshkit.admin.v1.AdminService.RotateCA:input_type -> meshkit.admin.v1.RotateCARequest
+	46, // 60: meshkit.admin.v1.AdminService.IssueClientCertificate:input_type -> meshkit.admin.v1.IssueClientCertificateRequest
+	41, // 61: meshkit.admin.v1.AdminService.ControlStatus:input_type -> meshkit.admin.v1.ControlStatusRequest
+	3,  // 62: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 63: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 64: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 65: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 66: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 67: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 68: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	22, // 69: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	24, // 70: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	26, // 71: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	28, // 72: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
+	34, // 73: meshkit.admin.v1.AdminService.Revoke:output_type -> meshkit.admin.v1.RevokeResponse
+	36, // 74: meshkit.admin.v1.AdminService.PrepareSeedKey:output_type -> meshkit.admin.v1.PrepareSeedKeyResponse
+	38, // 75: meshkit.admin.v1.AdminService.RotateRoot:output_type -> meshkit.admin.v1.RotateRootResponse
+	40, // 76: meshkit.admin.v1.AdminService.RotateCA:output_type -> meshkit.admin.v1.RotateCAResponse
+	47, // 77: meshkit.admin.v1.AdminService.IssueClientCertificate:output_type -> meshkit.admin.v1.IssueClientCertificateResponse
+	42, // 78: meshkit.admin.v1.AdminService.ControlStatus:output_type -> meshkit.admin.v1.ControlStatusResponse
+	62, // [62:79] is the sub-list for method output_type
+	45, // [45:62] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -3499,7 +3646,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

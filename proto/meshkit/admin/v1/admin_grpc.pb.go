@@ -22,22 +22,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_Apply_FullMethodName           = "/meshkit.admin.v1.AdminService/Apply"
-	AdminService_Delete_FullMethodName          = "/meshkit.admin.v1.AdminService/Delete"
-	AdminService_Get_FullMethodName             = "/meshkit.admin.v1.AdminService/Get"
-	AdminService_List_FullMethodName            = "/meshkit.admin.v1.AdminService/List"
-	AdminService_Diff_FullMethodName            = "/meshkit.admin.v1.AdminService/Diff"
-	AdminService_History_FullMethodName         = "/meshkit.admin.v1.AdminService/History"
-	AdminService_Status_FullMethodName          = "/meshkit.admin.v1.AdminService/Status"
-	AdminService_Audit_FullMethodName           = "/meshkit.admin.v1.AdminService/Audit"
-	AdminService_VerifyAudit_FullMethodName     = "/meshkit.admin.v1.AdminService/VerifyAudit"
-	AdminService_GetBundle_FullMethodName       = "/meshkit.admin.v1.AdminService/GetBundle"
-	AdminService_CreateJoinToken_FullMethodName = "/meshkit.admin.v1.AdminService/CreateJoinToken"
-	AdminService_Revoke_FullMethodName          = "/meshkit.admin.v1.AdminService/Revoke"
-	AdminService_PrepareSeedKey_FullMethodName  = "/meshkit.admin.v1.AdminService/PrepareSeedKey"
-	AdminService_RotateRoot_FullMethodName      = "/meshkit.admin.v1.AdminService/RotateRoot"
-	AdminService_RotateCA_FullMethodName        = "/meshkit.admin.v1.AdminService/RotateCA"
-	AdminService_ControlStatus_FullMethodName   = "/meshkit.admin.v1.AdminService/ControlStatus"
+	AdminService_Apply_FullMethodName                  = "/meshkit.admin.v1.AdminService/Apply"
+	AdminService_Delete_FullMethodName                 = "/meshkit.admin.v1.AdminService/Delete"
+	AdminService_Get_FullMethodName                    = "/meshkit.admin.v1.AdminService/Get"
+	AdminService_List_FullMethodName                   = "/meshkit.admin.v1.AdminService/List"
+	AdminService_Diff_FullMethodName                   = "/meshkit.admin.v1.AdminService/Diff"
+	AdminService_History_FullMethodName                = "/meshkit.admin.v1.AdminService/History"
+	AdminService_Status_FullMethodName                 = "/meshkit.admin.v1.AdminService/Status"
+	AdminService_Audit_FullMethodName                  = "/meshkit.admin.v1.AdminService/Audit"
+	AdminService_VerifyAudit_FullMethodName            = "/meshkit.admin.v1.AdminService/VerifyAudit"
+	AdminService_GetBundle_FullMethodName              = "/meshkit.admin.v1.AdminService/GetBundle"
+	AdminService_CreateJoinToken_FullMethodName        = "/meshkit.admin.v1.AdminService/CreateJoinToken"
+	AdminService_Revoke_FullMethodName                 = "/meshkit.admin.v1.AdminService/Revoke"
+	AdminService_PrepareSeedKey_FullMethodName         = "/meshkit.admin.v1.AdminService/PrepareSeedKey"
+	AdminService_RotateRoot_FullMethodName             = "/meshkit.admin.v1.AdminService/RotateRoot"
+	AdminService_RotateCA_FullMethodName               = "/meshkit.admin.v1.AdminService/RotateCA"
+	AdminService_IssueClientCertificate_FullMethodName = "/meshkit.admin.v1.AdminService/IssueClientCertificate"
+	AdminService_ControlStatus_FullMethodName          = "/meshkit.admin.v1.AdminService/ControlStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -81,6 +82,10 @@ type AdminServiceClient interface {
 	// RotateCA moves the domain CA's rotation on by one step: prepare the next CA (published
 	// in the trust bundle before it signs), activate it, or retire the old one (admin only).
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// IssueClientCertificate issues an operator's client certificate for the admin API's
+	// mTLS (spiffe://TRUST-DOMAIN/operator/NAME) from a CSR made where its key stays
+	// (admin only).
+	IssueClientCertificate(ctx context.Context, in *IssueClientCertificateRequest, opts ...grpc.CallOption) (*IssueClientCertificateResponse, error)
 	// ControlStatus reports the control stream: root, CA generations and revocations.
 	ControlStatus(ctx context.Context, in *ControlStatusRequest, opts ...grpc.CallOption) (*ControlStatusResponse, error)
 }
@@ -243,6 +248,16 @@ func (c *adminServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) IssueClientCertificate(ctx context.Context, in *IssueClientCertificateRequest, opts ...grpc.CallOption) (*IssueClientCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueClientCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_IssueClientCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ControlStatus(ctx context.Context, in *ControlStatusRequest, opts ...grpc.CallOption) (*ControlStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ControlStatusResponse)
@@ -294,6 +309,10 @@ type AdminServiceServer interface {
 	// RotateCA moves the domain CA's rotation on by one step: prepare the next CA (published
 	// in the trust bundle before it signs), activate it, or retire the old one (admin only).
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// IssueClientCertificate issues an operator's client certificate for the admin API's
+	// mTLS (spiffe://TRUST-DOMAIN/operator/NAME) from a CSR made where its key stays
+	// (admin only).
+	IssueClientCertificate(context.Context, *IssueClientCertificateRequest) (*IssueClientCertificateResponse, error)
 	// ControlStatus reports the control stream: root, CA generations and revocations.
 	ControlStatus(context.Context, *ControlStatusRequest) (*ControlStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
@@ -350,6 +369,9 @@ func (UnimplementedAdminServiceServer) RotateRoot(context.Context, *RotateRootRe
 }
 func (UnimplementedAdminServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServiceServer) IssueClientCertificate(context.Context, *IssueClientCertificateRequest) (*IssueClientCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueClientCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) ControlStatus(context.Context, *ControlStatusRequest) (*ControlStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ControlStatus not implemented")
@@ -645,6 +667,24 @@ func _AdminService_RotateCA_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_IssueClientCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueClientCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).IssueClientCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_IssueClientCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).IssueClientCertificate(ctx, req.(*IssueClientCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ControlStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ControlStatusRequest)
 	if err := dec(in); err != nil {
@@ -729,6 +769,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _AdminService_RotateCA_Handler,
+		},
+		{
+			MethodName: "IssueClientCertificate",
+			Handler:    _AdminService_IssueClientCertificate_Handler,
 		},
 		{
 			MethodName: "ControlStatus",
