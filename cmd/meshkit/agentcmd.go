@@ -296,7 +296,7 @@ func serveSouthbound(ag *node.Agent, addr, certPath, keyPath, caPath string, don
 	var cfg node.SouthboundConfig
 	if tlsCfg != nil {
 		if tlsCfg.ClientCAs != nil {
-			tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert // the data plane's identity is its certificate
+			tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert        // the data plane's identity is its certificate
 			tlsCfg.VerifyPeerCertificate = ag.VerifyClientCertificate // and the domain may have revoked it
 		}
 		cfg.TLS = credentials.NewTLS(tlsCfg)
