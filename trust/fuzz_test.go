@@ -30,22 +30,32 @@ func fixedKey(t testing.TB, label string) *trust.PrivateKey {
 type fuzzFixture struct {
 	root      *trust.Root
 	rootBytes []byte
-	seed      *trust.PrivateKey
+	seed, ca  *trust.PrivateKey
+	// control is a control message signed by the CA role carrying root v2 (which
+	// replaces the seed key), and control2 the next one, carrying v2 and v3.
+	control, control2 []byte
 }
 
 func newFuzzFixture(t testing.TB) fuzzFixture {
-	rootKey, seed, bridge := fixedKey(t, "root"), fixedKey(t, "seed"), fixedKey(t, "bridge")
-	rb := signedRoot(t, trust.RootSpec{
-		Domain: "prod", Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
-		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1,
-		SeedKeys: []trust.PublicKey{seed.Public()}, SeedThreshold: 1,
-		Bridges: []trust.BridgeSpec{{Name: "eu", Keys: []trust.PublicKey{bridge.Public()}, Threshold: 1, Namespaces: []string{"shop"}}},
-	}, rootKey)
+	rootKey, seed, bridge, caKey := fixedKey(t, "root"), fixedKey(t, "seed"), fixedKey(t, "bridge"), fixedKey(t, "ca")
+	spec := func(v uint64, seed *trust.PrivateKey) trust.RootSpec {
+		return trust.RootSpec{
+			Domain: "prod", Version: v, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
+			RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1,
+			SeedKeys: []trust.PublicKey{seed.Public()}, SeedThreshold: 1,
+			CAKeys: []trust.PublicKey{caKey.Public()}, CAThreshold: 1,
+			Bridges: []trust.BridgeSpec{{Name: "eu", Keys: []trust.PublicKey{bridge.Public()}, Threshold: 1, Namespaces: []string{"shop"}}},
+		}
+	}
+	rb := signedRoot(t, spec(1, seed), rootKey)
 	root, err := trust.VerifyRoot(rb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fuzzFixture{root: root, rootBytes: rb, seed: seed}
+	v2, v3 := signedRoot(t, spec(2, fixedKey(t, "seed2")), rootKey), signedRoot(t, spec(3, fixedKey(t, "seed3")), rootKey)
+	return fuzzFixture{root: root, rootBytes: rb, seed: seed, ca: caKey,
+		control:  seal(t, trust.PayloadControl, encode(t, controlMsg(1, v2)), caKey),
+		control2: seal(t, trust.PayloadControl, encode(t, controlMsg(2, v2, v3)), caKey)}
 }
 
 // corpus returns the seed inputs of each fuzz target.
@@ -64,9 +74,10 @@ func corpus(t testing.TB) map[string][][]byte {
 			encode(t, &syncv1.HeldBundle{Proof: delta, Payload: p2}),
 			encode(t, &syncv1.HeldBundle{Proof: bundle}),
 			encode(t, &syncv1.HeldBundle{Proof: announce}),
+			encode(t, &syncv1.HeldBundle{Proof: f.control2}),
 		},
 		"FuzzDecodeEnvelope": {bundle, jsonEnv, f.rootBytes, {}},
-		"FuzzVerify":         {bundle, bridged, f.rootBytes, []byte("{}")},
+		"FuzzVerify":         {bundle, bridged, f.rootBytes, []byte("{}"), f.control, f.control2},
 		"FuzzVerifyRoot":     {f.rootBytes, bundle},
 		// No private key is committed, not even a test one: FuzzParseKeyPEM adds it at run time.
 		"FuzzParseKeyPEM": {pubPEM, []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")},
@@ -113,6 +124,21 @@ func FuzzVerify(f *testing.F) {
 		if sha256.Sum256(vb.Payload) != vb.Digest || vb.Header.GetDomain() != "prod" {
 			t.Fatalf("accepted inconsistent input: domain %q", vb.Header.GetDomain())
 		}
+		// Only the CA role signs control messages, and the fuzzer holds none of its keys:
+		// an accepted one is one of the fixture's, with the rotations they carry.
+		if vb.PayloadType == trust.PayloadControl {
+			known := false
+			for _, c := range [][]byte{fx.control, fx.control2} {
+				env, err := trust.DecodeEnvelope(c, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				known = known || bytes.Equal(env.GetPayload(), vb.Payload)
+			}
+			if !known || (vb.NextRoot != nil && vb.NextRoot.Version() > 3) {
+				t.Fatalf("accepted a control message the CA role never signed (next root %v)", vb.NextRoot)
+			}
+		}
 	})
 }
 
@@ -131,7 +157,7 @@ func FuzzVerifyHeld(f *testing.F) {
 			t.Fatal(err)
 		}
 		if vb, err := v.VerifyHeld(proof, payload); err == nil {
-			if sha256.Sum256(vb.Payload) != vb.Held || vb.PayloadType != trust.PayloadBundle {
+			if sha256.Sum256(vb.Payload) != vb.Held || (vb.PayloadType != trust.PayloadBundle && vb.PayloadType != trust.PayloadControl) {
 				t.Fatalf("held bundle accepted with payload hash %x, held %s", sha256.Sum256(vb.Payload), vb.Held)
 			}
 		} else if trust.Reason(err) == "other" {
