@@ -126,24 +126,35 @@ func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
 			}
 			add(fmt.Sprintf("domain root v%d", root.Version()), root.Domain(), root.ExpiresAt())
 		}
-		for _, f := range []struct{ file, what string }{{ca.RootsFile, "trust bundle root"}, {ca.ChainFile, "CA chain"}, {ca.CertFile, "issuing CA"}} {
-			b, err := os.ReadFile(filepath.Join(*caDir, f.file))
-			if errors.Is(err, os.ErrNotExist) && f.file == ca.ChainFile {
-				continue
+		// Every generation the seed made rotating its CA is in a gen-… directory of its own.
+		gens, err := filepath.Glob(filepath.Join(*caDir, "gen-*"))
+		if err != nil {
+			return err
+		}
+		for _, dir := range append([]string{*caDir}, gens...) {
+			label := ""
+			if dir != *caDir {
+				label = " (" + filepath.Base(dir) + ")"
 			}
-			if err != nil {
-				return err
-			}
-			for rest := b; ; {
-				var blk *pem.Block
-				if blk, rest = pem.Decode(rest); blk == nil {
-					break
+			for _, f := range []struct{ file, what string }{{ca.RootsFile, "trust bundle root"}, {ca.ChainFile, "CA chain"}, {ca.CertFile, "issuing CA"}} {
+				b, err := os.ReadFile(filepath.Join(dir, f.file))
+				if errors.Is(err, os.ErrNotExist) && f.file == ca.ChainFile {
+					continue
 				}
-				c, err := x509.ParseCertificate(blk.Bytes)
 				if err != nil {
-					return fmt.Errorf("%s: %w", f.file, err)
+					return err
 				}
-				add(f.what, c.Subject.String(), c.NotAfter)
+				for rest := b; ; {
+					var blk *pem.Block
+					if blk, rest = pem.Decode(rest); blk == nil {
+						break
+					}
+					c, err := x509.ParseCertificate(blk.Bytes)
+					if err != nil {
+						return fmt.Errorf("%s: %w", filepath.Join(dir, f.file), err)
+					}
+					add(f.what+label, c.Subject.String(), c.NotAfter)
+				}
 			}
 		}
 		warned := false

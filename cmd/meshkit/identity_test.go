@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"meshkit.dev/meshkit/ca"
 	"meshkit.dev/meshkit/internal/testcsr"
 	capb "meshkit.dev/meshkit/proto/omnirelay/ca"
 )
@@ -139,5 +141,12 @@ func TestCAStatusWarnsBeforeExpiry(t *testing.T) {
 	}
 	if code, _ := cli(t, "ca", "status", "--ca-dir", filepath.Join(t.TempDir(), "none")); code == exitOK {
 		t.Fatal("status of a missing CA directory succeeded")
+	}
+	// A generation the seed made rotating its CA is listed too.
+	if _, err := (ca.Dir{Path: dir, TrustDomain: spiffeid.RequireTrustDomainFromString("prod")}).Create("gen-2", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, "ca", "status", "--ca-dir", dir); !strings.Contains(out, "issuing CA (gen-2)") {
+		t.Fatalf("status without the second generation:\n%s", out)
 	}
 }
