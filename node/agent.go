@@ -109,9 +109,10 @@ type Agent struct {
 	registry *prometheus.Registry
 	started  time.Time
 
-	ext *extensions
-	id  *agentIdentity
-	ctl control // the newest control message: trust bundle and revocations
+	ext    *extensions
+	id     *agentIdentity
+	ctl    control       // the newest control message: trust bundle and revocations
+	idKick chan struct{} // wakes the identity loop (capacity 1)
 	// node is the replica's p2p node once it exists: the content server, which starts
 	// before it, asks it who is admitted.
 	node atomic.Pointer[p2p.Node]
@@ -160,7 +161,7 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("domain", cfg.Root.Domain()), clock: cfg.Clock, registry: cfg.Registry,
 		offered: map[string]*heldBundle{}, changed: make(chan struct{}), nacks: map[uint64]*syncv1.VersionNacks{},
-		reportKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
+		reportKick: make(chan struct{}, 1), idKick: make(chan struct{}, 1), started: cfg.Clock.Now(),
 	}
 	var err error
 	if a.metrics, err = newMetrics(cfg.Registry, a); err != nil {
@@ -180,7 +181,12 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	}
 	rcfg := replica.Config{
 		Root: cfg.Root, Dir: filepath.Join(cfg.DataDir, "lkg"), Host: cfg.Host, Role: p2p.RoleAgent, Bootstrap: cfg.Bootstrap,
-		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(peer.ID) { a.kickReport() }, OnAdmit: func(peer.ID) { a.kickReport() },
+		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(p peer.ID) {
+			a.kickReport()
+			if slices.Contains(a.seedPeers(), p) {
+				a.kickIdentity()
+			}
+		}, OnAdmit: func(peer.ID) { a.kickReport() },
 		Clock: cfg.Clock, Logger: a.log, Metrics: rm,
 	}
 	if cfg.RequirePeerCertificates {

@@ -115,3 +115,13 @@ func (a *Agent) ControlVersion() uint64 {
 
 // RootVersion is the domain root in force on the agent.
 func (a *Agent) RootVersion() uint64 { return a.rep.Root().Version() }
+
+// CertificateExpiry is when the agent's own certificate expires (zero before it has one).
+func (a *Agent) CertificateExpiry() time.Time {
+	a.id.mu.Lock()
+	defer a.id.mu.Unlock()
+	if a.id.leaf == nil {
+		return time.Time{}
+	}
+	return a.id.leaf.NotAfter
+}

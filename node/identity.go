@@ -12,9 +12,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -178,10 +180,14 @@ func (a *Agent) identityLoop(ctx context.Context) {
 			backoff = 0
 			continue
 		}
+		t := a.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-a.clock.After(wait):
+		case <-t.Chan():
+		case <-a.idKick:
+			t.Stop()
 		}
 	}
 }
@@ -214,7 +220,7 @@ func (a *Agent) certify(ctx context.Context) error {
 // returns why none did.
 func (a *Agent) askSeeds(ctx context.Context, req *identityv1.IdentityRequest, take func(peer.ID, *identityv1.IdentityResponse) error) error {
 	var errs []error
-	for _, p := range a.rep.Node().IdentityTargets() {
+	for _, p := range a.identityTargets() {
 		resp, err := a.rep.Node().Identity(ctx, p, req)
 		switch {
 		case err != nil:
@@ -232,6 +238,28 @@ func (a *Agent) askSeeds(ctx context.Context, req *identityv1.IdentityRequest, t
 		return errors.New("no seed connected")
 	}
 	return errors.Join(errs...)
+}
+
+// identityTargets are the connected peers known to serve the identity protocol, and the
+// connected bootstrap peers (seeds, usually) whose protocols identify has not told yet: a
+// seed that just came back is asked at once.
+func (a *Agent) identityTargets() []peer.ID {
+	out := a.rep.Node().IdentityTargets()
+	for _, p := range a.seedPeers() {
+		if !slices.Contains(out, p) && a.cfg.Host.Network().Connectedness(p) == network.Connected {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// kickIdentity wakes the identity loop: a bootstrap peer connected, so an enrolment or
+// renewal waiting out its backoff is tried now.
+func (a *Agent) kickIdentity() {
+	select {
+	case a.idKick <- struct{}{}:
+	default:
+	}
 }
 
 // keepLeaf checks an issued leaf (for this agent's key and peer ID, chaining to the trust
@@ -352,7 +380,7 @@ func (c *caServer) SubmitCsr(ctx context.Context, req *capb.CsrRequest) (*capb.C
 	if a.id.get() == nil {
 		return nil, caUnavailable("this agent is not enrolled with the domain CA yet")
 	}
-	targets := a.rep.Node().IdentityTargets()
+	targets := a.identityTargets()
 	var last error
 	for _, p := range targets {
 		resp, err := a.rep.Node().Identity(ctx, p, &identityv1.IdentityRequest{Call: &identityv1.IdentityRequest_Csr{Csr: req}})

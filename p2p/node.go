@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -482,10 +483,17 @@ func (n *Node) Close() error {
 }
 
 // redial is the backoff state of a lost peer.
+// maxRedialAddrs bounds the addresses kept per lost peer.
+const maxRedialAddrs = 8
+
 type redial struct {
 	next    time.Time
 	backoff time.Duration
 	since   time.Time
+	// addrs are where the peer was, kept here: libp2p forgets a disconnected peer's
+	// addresses after a minute (its peerstore's grace period), and a redial by ID alone
+	// could never reach a seed that was down for longer.
+	addrs []ma.Multiaddr
 }
 
 // Lost peers are redialled after 1 s, then with doubling waits up to 30 s, for a day: a
@@ -503,13 +511,21 @@ func (n *Node) onDisconnect(net network.Network, c network.Conn) {
 	if net.Connectedness(p) == network.Connected {
 		return // another connection to it remains
 	}
-	if ok, err := n.host.Peerstore().SupportsProtocols(p, SyncProtocol(n.cfg.Domain)); err != nil || len(ok) == 0 {
+	// A bootstrap peer is redialled whatever its protocols say: a connection to a seed that
+	// closes before identify completes (a restart) leaves them unknown, and a well
+	// connected node dials its bootstrap peers only through this.
+	bootstrap := slices.ContainsFunc(n.cfg.Bootstrap, func(b peer.AddrInfo) bool { return b.ID == p })
+	if ok, err := n.host.Peerstore().SupportsProtocols(p, SyncProtocol(n.cfg.Domain)); !bootstrap && (err != nil || len(ok) == 0) {
 		return
+	}
+	addrs := n.host.Peerstore().Addrs(p)
+	if a := c.RemoteMultiaddr(); a != nil && !slices.ContainsFunc(addrs, a.Equal) {
+		addrs = append(addrs, a)
 	}
 	now := time.Now()
 	n.lostMu.Lock()
 	if _, ok := n.lost[p]; !ok {
-		n.lost[p] = &redial{next: now.Add(n.cfg.RedialFirst), backoff: n.cfg.RedialFirst, since: now}
+		n.lost[p] = &redial{next: now.Add(n.cfg.RedialFirst), backoff: n.cfg.RedialFirst, since: now, addrs: addrs[:min(len(addrs), maxRedialAddrs)]}
 	}
 	n.lostMu.Unlock()
 }
@@ -577,7 +593,7 @@ func (n *Node) dueRedials() []peer.AddrInfo {
 		case now.Sub(r.since) > redialFor:
 			delete(n.lost, p)
 		case !now.Before(r.next):
-			out = append(out, peer.AddrInfo{ID: p})
+			out = append(out, peer.AddrInfo{ID: p, Addrs: r.addrs})
 			r.backoff = min(2*r.backoff, n.cfg.RedialMax)
 			// Jitter (50–100 % of the backoff) keeps the peers that lost each other at
 			// the same instant from redialling in lockstep for the rest of a partition.

@@ -280,9 +280,9 @@ func (s *Seed) Revoke(ctx context.Context, actor string, req *adminv1.RevokeRequ
 		return nil, refuse(ErrInvalid, "reason of %d bytes; at most 256", len(req.GetReason()))
 	}
 	now := s.cfg.Clock.Now()
-	// Every leaf the seed issues lives leafLifetime, and it issues none to what is revoked:
+	// Every leaf the seed issues lives Config.LeafLifetime, and it issues none to what is revoked:
 	// after that, nothing the entry refuses is valid any more.
-	rev := &identityv1.Revocation{Reason: req.GetReason(), Until: timestamppb.New(now.Add(leafLifetime))}
+	rev := &identityv1.Revocation{Reason: req.GetReason(), Until: timestamppb.New(now.Add(s.cfg.LeafLifetime))}
 	var subjects []string
 	switch {
 	case req.GetNode() != "":
@@ -516,10 +516,6 @@ func (s *Seed) publishControlLocked(ctx context.Context, now time.Time, force bo
 	return ver, s.cfg.BundleTTL / 2, nil
 }
 
-// leafLifetime is the lifetime of every leaf the seed issues: a CA generation that stops
-// signing at T has no leaf left after T + leafLifetime, and neither has a revoked node.
-const leafLifetime = ca.DefaultLifetime
-
 // RotateCA moves the CA's rotation on by one step, audited as actor:
 //   - "prepare" makes the next CA generation and publishes its root in the trust bundle;
 //   - "activate" makes it sign, once its root has been in the published trust bundle for
@@ -596,7 +592,7 @@ func (s *Seed) activateCA(ctx context.Context, actor string, now time.Time) (uin
 	}
 	ver, err := s.commitControl(ctx, actor, actionCARotate, []string{"activate " + next, "retire " + cmpOr(active, "first") + " after its leaves expire"},
 		func(c *ctlState) []*adminv1.IdentityRecord {
-			c.ca.Retiring = append(c.ca.Retiring, &adminv1.RetiringCA{Generation: active, Until: timestamppb.New(now.Add(leafLifetime))})
+			c.ca.Retiring = append(c.ca.Retiring, &adminv1.RetiringCA{Generation: active, Until: timestamppb.New(now.Add(s.cfg.LeafLifetime))})
 			c.ca.Active, c.ca.Next, c.ca.NextPublishedAt = next, "", nil
 			return []*adminv1.IdentityRecord{{Record: &adminv1.IdentityRecord_Ca{Ca: proto.Clone(c.ca).(*adminv1.CAState)}}}
 		})

@@ -394,7 +394,7 @@ func (s *Seed) issue(ctx context.Context, from peer.ID, req *capb.CsrRequest, ag
 	if agent {
 		checked.PeerID = from.String()
 	}
-	iss, err := id.authority().Issue(s.cfg.Clock.Now(), checked, leafLifetime)
+	iss, err := id.authority().Issue(s.cfg.Clock.Now(), checked, s.cfg.LeafLifetime)
 	if err != nil {
 		s.metrics.identity.WithLabelValues("csr", "failed").Inc()
 		return nil, refuse(ErrUnavailable, "%v", err)
@@ -448,7 +448,7 @@ func (s *Seed) PeerCertificate(p peer.ID) (chain [][]byte, trustBundle []byte, e
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	iss, err := id.authority().Issue(s.cfg.Clock.Now(), &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, PeerID: p.String()}, leafLifetime)
+	iss, err := id.authority().Issue(s.cfg.Clock.Now(), &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, PeerID: p.String()}, s.cfg.LeafLifetime)
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}

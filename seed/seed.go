@@ -49,6 +49,10 @@ type Config struct {
 	// generation at half the active one's life (or on RotateCA) and switches after
 	// CAOverlap. The store remembers which generation signs.
 	CAGenerations CAGenerations
+	// LeafLifetime is the lifetime of every leaf the seed issues (0 means
+	// ca.DefaultLifetime, 12 h): a CA generation that stops signing at T has no leaf left
+	// after T + LeafLifetime, and neither has a revoked node.
+	LeafLifetime time.Duration
 	// CAOverlap is how long a prepared CA's root is in the published trust bundle before
 	// the CA signs; 0 means DefaultCAOverlap.
 	CAOverlap time.Duration
@@ -106,6 +110,9 @@ func (c *Config) validate() error {
 	if c.CAOverlap == 0 {
 		c.CAOverlap = DefaultCAOverlap
 	}
+	if c.LeafLifetime == 0 {
+		c.LeafLifetime = ca.DefaultLifetime
+	}
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
 	}
@@ -127,6 +134,9 @@ func (c *Config) validate() error {
 	}
 	if c.Store == nil {
 		errs = append(errs, errors.New("seed: Config.Store is required"))
+	}
+	if c.LeafLifetime < 10*time.Second || c.LeafLifetime > ca.MaxLifetime {
+		errs = append(errs, fmt.Errorf("seed: Config.LeafLifetime %s; between 10s and %s", c.LeafLifetime, ca.MaxLifetime))
 	}
 	if c.Debounce < 0 || c.MaxDelay < c.Debounce || c.BundleTTL < time.Minute {
 		errs = append(errs, errors.New("seed: need 0 <= Debounce <= MaxDelay and BundleTTL >= 1m"))

@@ -118,7 +118,7 @@ func (c *servingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := id.authority().Issue(now, &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, DNSNames: c.dns, IPs: c.ips}, leafLifetime)
+	iss, err := id.authority().Issue(now, &ca.Checked{CSR: csr, Node: "seed", SPIFFEID: sid, DNSNames: c.dns, IPs: c.ips}, c.s.cfg.LeafLifetime)
 	if err != nil {
 		if c.cert != nil {
 			c.s.log.Error("the admin API's certificate was not renewed; serving the one held", "err", err)
@@ -144,7 +144,7 @@ func (s *Seed) IssueClientCertificate(ctx context.Context, actor, name string, d
 	if err := s.revokedNode(name, ""); err != nil {
 		return nil, err
 	}
-	iss, err := id.authority().Issue(s.cfg.Clock.Now(), checked, leafLifetime)
+	iss, err := id.authority().Issue(s.cfg.Clock.Now(), checked, s.cfg.LeafLifetime)
 	if err != nil {
 		return nil, refuse(ErrUnavailable, "%v", err)
 	}

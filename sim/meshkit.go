@@ -88,6 +88,10 @@ type meshkitRun struct {
 	seedStore  *boltstore.Store
 	seedGossip *seed.Gossip
 	seed       *seed.Seed
+	// With identity: the seed's PeerIdentity loop (stopped with the seed), and each
+	// agent's join token, made once.
+	stopPeerID func()
+	tokens     []string
 	pub        *timedPublisher
 	generation int
 	seedEgress uint64
@@ -126,7 +130,7 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 		}
 		r := &meshkitRun{d: d, sc: sc, log: d.log, w: d.w, dir: d.dir, root: root, signer: signer, t: d.t,
 			rootKey: rootKey, caRole: caRole, rootBytes: rb, newestRoot: root, seedKeys: []trust.PublicKey{signer.Public()},
-			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{},
+			agents: make([]*node.Agent, sc.Agents), rejected: map[string]uint64{}, tokens: make([]string, sc.Agents),
 			closeLKG: closeLKGFiles(sc.Agents, openFileLimit())}
 		r.ctx, r.stop = context.WithCancel(ctx)
 		return r, nil
@@ -268,6 +272,26 @@ func (r *meshkitRun) rotateCA(step string) error {
 	return nil
 }
 
+// certified counts the agents up and those holding a valid certificate of their own.
+func (r *meshkitRun) certified() (up, valid int) {
+	if !r.sc.Identity {
+		return 0, 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for _, a := range r.agents {
+		if a == nil {
+			continue
+		}
+		up++
+		if now.Before(a.CertificateExpiry()) {
+			valid++
+		}
+	}
+	return up, valid
+}
+
 // roots are the newest root version and how many agents up hold it.
 func (r *meshkitRun) roots() (uint64, int) {
 	r.mu.Lock()
@@ -299,7 +323,13 @@ func (r *meshkitRun) startSeedLabelled() error {
 		return err
 	}
 	r.d.opt.settle()
-	if r.seedGossip, err = seed.NewGossip(r.ctx, p2p.Config{Domain: "sim", Host: h, Logger: r.log}, r.d.sc.InlineMax); err != nil {
+	pcfg := p2p.Config{Domain: "sim", Host: h, Logger: r.log}
+	var pi *seed.PeerIdentity
+	if r.sc.Identity {
+		pi = &seed.PeerIdentity{}
+		pcfg.OnIdentity, pcfg.Admission = pi.HandleIdentity, pi
+	}
+	if r.seedGossip, err = seed.NewGossip(r.ctx, pcfg, r.d.sc.InlineMax); err != nil {
 		return err
 	}
 	r.d.opt.settle()
@@ -329,8 +359,16 @@ func (r *meshkitRun) startSeedLabelled() error {
 		}
 		cfg.StandbyKeys = append(cfg.StandbyKeys, kf.Private)
 	}
-	r.seed, err = seed.New(r.ctx, cfg)
-	return err
+	cfg.LeafLifetime = r.sc.LeafLifetime.D()
+	if r.seed, err = seed.New(r.ctx, cfg); err != nil || pi == nil {
+		return err
+	}
+	pi.Attach(r.seed)
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pi.Run(ctx, r.seedGossip.Node()) }()
+	r.stopPeerID = func() { cancel(); <-done }
+	return nil
 }
 
 func (r *meshkitRun) pubSize() int {
@@ -345,6 +383,10 @@ func (r *meshkitRun) pubSize() int {
 func (r *meshkitRun) stopSeed() {
 	if r.seed == nil {
 		return
+	}
+	if r.stopPeerID != nil {
+		r.stopPeerID()
+		r.stopPeerID = nil
 	}
 	_ = r.seed.Close()
 	r.seedEgress += r.seedGossip.Node().Traffic().BytesOut
@@ -380,10 +422,22 @@ func (r *meshkitRun) startAgent(i int) error {
 		return err
 	}
 	r.d.opt.settle()
-	a, err := node.New(r.ctx, node.Config{
+	cfg := node.Config{
 		Root: r.root, DataDir: filepath.Join(r.dir, fmt.Sprintf("agent%d", i)), Host: h,
 		Bootstrap: r.w.bootstrap(i + 1), Logger: r.log,
-	}, tuning.Replica{CostModel: r.d.opt.CostModel, CloseFiles: r.closeLKG})
+	}
+	if r.sc.Identity {
+		// Enrolled as an operator would: a join token each, made while the seed is up.
+		if r.tokens[i] == "" && r.seed != nil {
+			tok, err := r.seed.CreateJoinToken(r.ctx, "sim", fmt.Sprintf("agent%d", i), time.Hour)
+			if err != nil {
+				return err
+			}
+			r.tokens[i] = tok.GetToken()
+		}
+		cfg.NodeName, cfg.JoinToken, cfg.RequirePeerCertificates = fmt.Sprintf("agent%d", i), r.tokens[i], true
+	}
+	a, err := node.New(r.ctx, cfg, tuning.Replica{CostModel: r.d.opt.CostModel, CloseFiles: r.closeLKG})
 	if err != nil {
 		return err
 	}

@@ -63,9 +63,22 @@ type Result struct {
 	// rotations) during the run; nil when no control message was published in it.
 	Trust *TrustResult `json:"trust,omitempty"`
 
+	// Identity is the agents' certificates, with identity: true: sampled every second of
+	// the run, the lowest and the mean share of the agents up holding a valid one of
+	// their own (a peer without one is out of the mesh).
+	Identity *IdentityResult `json:"identity,omitempty"`
+
 	// For plots: every delivery latency (ms, sorted) and each agent's bytes received.
 	Latencies  []float64 `json:"-"`
 	AgentBytes []uint64  `json:"-"`
+}
+
+// IdentityResult is how many agents held a valid certificate of their own.
+type IdentityResult struct {
+	CertifiedMin float64 `json:"certified_min_ratio"`
+	CertifiedAvg float64 `json:"certified_avg_ratio"`
+	// CertifiedEnd is the share at the end of the run.
+	CertifiedEnd float64 `json:"certified_end_ratio"`
 }
 
 // TrustResult is how control messages reached the agents: the time from the seed

@@ -581,11 +581,23 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	end := sc.Duration.D()
 	next := time.Second
 	servMin, servSum, servN := 1.0, 0.0, 0
+	certifier, _ := sys.(interface{ certified() (up, valid int) })
+	certMin, certSum, certN, certLast := 1.0, 0.0, 0, 0.0
+	sampleCert := func() {
+		if certifier == nil {
+			return
+		}
+		if up, valid := certifier.certified(); up > 0 {
+			certLast = float64(valid) / float64(up)
+			certMin, certSum, certN = min(certMin, certLast), certSum+certLast, certN+1
+		}
+	}
 	sample := func() {
 		if up, serving := sys.serving(); up > 0 {
 			r := float64(serving) / float64(up)
 			servMin, servSum, servN = min(servMin, r), servSum+r, servN+1
 		}
+		sampleCert()
 	}
 	progress := func(upTo time.Duration) {
 		for ; next <= upTo && next < end; next += time.Second {
@@ -635,6 +647,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	progress(end)
 	_ = sleepUntil(ctx, d.t.start, end)
+	sampleCert()
 	if opt.Progress != nil {
 		opt.Progress(end, end)
 	}
@@ -656,6 +669,9 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	res.ServingMin, res.ServingAvg = servMin, -1
 	if servN > 0 {
 		res.ServingAvg = servSum / float64(servN)
+	}
+	if certN > 0 {
+		res.Identity = &IdentityResult{CertifiedMin: certMin, CertifiedAvg: certSum / float64(certN), CertifiedEnd: certLast}
 	}
 	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
 	res.ServerCPUSeconds = -1

@@ -36,6 +36,12 @@ type Scenario struct {
 	// InterRegionLatency is the latency of links between regions (Link.Latency within).
 	InterRegionLatency Duration `yaml:"inter_region_latency"`
 	Events             []Event  `yaml:"events"`
+	// Identity enrols every agent with the seed's CA (a join token each) and keeps the
+	// mesh to peers showing a valid certificate of the domain (--require-peer-certificates):
+	// a seed outage longer than LeafLifetime lets the agents' certificates expire.
+	Identity bool `yaml:"identity"`
+	// LeafLifetime is the lifetime of the leaves the seed issues (default 12h).
+	LeafLifetime Duration `yaml:"leaf_lifetime"`
 	// InlineMax is the largest message the seed floods (0: seed.DefaultInlineMax); larger
 	// bundles are announced and fetched by hash hop by hop.
 	InlineMax int `yaml:"inline_max"`
@@ -215,6 +221,9 @@ func (sc *Scenario) check() error {
 	}
 	if sc.Link.Latency < 0 || sc.Link.Bandwidth < 0 || sc.InterRegionLatency < 0 {
 		bad("link: latency and bandwidth must not be negative")
+	}
+	if sc.LeafLifetime != 0 && (!sc.Identity || sc.LeafLifetime.D() < 10*time.Second) {
+		bad("leaf_lifetime: %s; at least 10s, and only with identity: true", sc.LeafLifetime.D())
 	}
 	if sc.InlineMax < 0 || sc.InlineMax > 60<<10 {
 		bad("inline_max: %d; between 0 (the default) and 61440 (a gossip message is at most 64 KiB)", sc.InlineMax)

@@ -95,14 +95,13 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer sh.Close()
-		var idHook identityHook
 		caAuth, err := openCA(filepath.Join(seedDir, "ca"), root.Domain())
 		if err != nil {
 			return err
 		}
 		// dev runs the mesh as production should: only enrolled peers in it.
-		peerAdm := &seedAdmission{}
-		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: idHook.handle, Admission: peerAdm}, 0)
+		peerID := &seed.PeerIdentity{}
+		g, err := seed.NewGossip(ctx, p2p.Config{Domain: root.Domain(), Host: sh, Logger: log, OnIdentity: peerID.HandleIdentity, Admission: peerID}, 0)
 		if err != nil {
 			return err
 		}
@@ -126,10 +125,9 @@ func (a *app) dev(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer s.Close()
-		idHook.s.Store(s)
-		peerAdm.sd.Store(s)
+		peerID.Attach(s)
 		admitted := make(chan struct{})
-		go func() { defer close(admitted); peerAdm.run(ctx, s, g.Node(), log) }()
+		go func() { defer close(admitted); peerID.Run(ctx, g.Node()) }()
 		defer func() { stop(); <-admitted }()
 		srv, err := s.Serve(seed.ServeConfig{GRPCAddr: freeIfTaken(*grpcAddr), HTTPAddr: freeIfTaken(*httpAddr), Policy: &seed.Policy{AllowAnonymous: true}, Registry: reg})
 		if err != nil {

@@ -1,51 +1,28 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"text/tabwriter"
 
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"meshkit.dev/meshkit/p2p"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc/codes"
 
 	"meshkit.dev/meshkit/ca"
-	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	"meshkit.dev/meshkit/seed"
 )
-
-// identityHook serves the identity protocol on the seed's p2p node, which starts before
-// the seed itself: calls that arrive first are told to retry.
-type identityHook struct{ s atomic.Pointer[seed.Seed] }
-
-func (h *identityHook) handle(from peer.ID, req *identityv1.IdentityRequest) *identityv1.IdentityResponse {
-	s := h.s.Load()
-	if s == nil {
-		return &identityv1.IdentityResponse{Result: &identityv1.IdentityResponse_Error{Error: &identityv1.IdentityError{
-			Code: uint32(codes.Unavailable), Message: "the seed is starting", RetryAfterMillis: 1000,
-		}}}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return s.HandleIdentity(ctx, from, req)
-}
 
 // openCA opens the domain CA kept in dir, creating a self-managed root for the trust
 // domain on first use.
@@ -186,31 +163,6 @@ func (a *app) caStatus(fs *pflag.FlagSet) func(args []string) error {
 	}
 }
 
-// seedAdmission is the seed's p2p.Admission: its own certificate, issued by itself once
-// the seed runs and again at half its life, and peers' checked against its CA.
-type seedAdmission struct {
-	sd    atomic.Pointer[seed.Seed] // set once the seed runs; peers wait until then
-	chain atomic.Pointer[[][]byte]
-}
-
-func (s *seedAdmission) Certificate() [][]byte {
-	if c := s.chain.Load(); c != nil {
-		return *c
-	}
-	return nil
-}
-
-func (s *seedAdmission) Verify(p peer.ID, chain [][]byte) (time.Time, error) {
-	sd := s.sd.Load()
-	if sd == nil {
-		return time.Time{}, p2p.ErrNotReady
-	}
-	if err := sd.CheckRevoked(p.String(), chain); err != nil {
-		return time.Time{}, err
-	}
-	return ca.VerifyPeer(sd.TrustBundle(), p.String(), chain, time.Now())
-}
-
 // caRoleKeyFile is the CA role's key beside the seed key in generated dev trust material.
 const caRoleKeyFile = "ca-role.key"
 
@@ -254,26 +206,6 @@ func seedControl(cfg *seed.Config, keyPath, rootPath, caRoleKey, caDir string) e
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// run keeps the seed's own certificate fresh until ctx ends, showing each to its peers.
-func (s *seedAdmission) run(ctx context.Context, sd *seed.Seed, n *p2p.Node, log *slog.Logger) {
-	for {
-		chain, _, expires, err := sd.PeerCertificate(n.ID())
-		wait := time.Minute
-		if err != nil {
-			log.Error("the seed's own certificate was not issued; retrying", "err", err)
-		} else {
-			s.chain.Store(&chain)
-			n.PresentCertificate()
-			wait = time.Until(expires) / 2
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
 }
 
 // adminTLSFromCA is the admin API's TLS with the domain's own certificates for names (DNS

@@ -119,9 +119,8 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		if err := seedControl(&cfg, *keyPath, *rootPath, *caRoleKey, cmpOr(*caDir, filepath.Join(*data, "ca"))); err != nil {
 			return err
 		}
-		var idHook identityHook
-		var peerAdm *seedAdmission
-		var allow func(peer.ID) bool // content served to admitted peers only, with peerAdm
+		peerID := &seed.PeerIdentity{}
+		var allow func(peer.ID) bool // content served to admitted peers only, with --require-peer-certificates
 		ctx, stop := signal.NotifyContext(a.ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if *policyPath != "" {
@@ -147,10 +146,9 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			if *inlineMax < 1024 || *inlineMax > 60<<10 {
 				return usagef("--inline-max must be between 1024 and 61440 bytes")
 			}
-			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: idHook.handle}
+			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: peerID.HandleIdentity}
 			if *requireCerts {
-				peerAdm = &seedAdmission{}
-				pcfg.Admission = peerAdm
+				pcfg.Admission = peerID
 			}
 			g, err := seed.NewGossip(ctx, pcfg, *inlineMax)
 			if err != nil {
@@ -176,11 +174,10 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			return err
 		}
 		defer s.Close()
-		idHook.s.Store(s)
-		if peerAdm != nil {
-			peerAdm.sd.Store(s)
+		peerID.Attach(s)
+		if *requireCerts && cfg.Publisher != nil {
 			admitted := make(chan struct{})
-			go func() { defer close(admitted); peerAdm.run(ctx, s, cfg.Publisher.(*seed.Gossip).Node(), log) }()
+			go func() { defer close(admitted); peerID.Run(ctx, cfg.Publisher.(*seed.Gossip).Node()) }()
 			defer func() { stop(); <-admitted }()
 		}
 		switch {
