@@ -63,6 +63,8 @@ func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 				}
 				return s.Identity.Expires.Sub(a.clock.Now()).Seconds()
 			}),
+		counter("meshkit_agent_peer_certificates_refused_total", "Peer certificates refused: expired, revoked, of another CA or naming another peer (the peer stays out of the mesh).",
+			func(s Status) float64 { return float64(s.CertificatesRefused) }),
 		counter("meshkit_agent_bytes_received_total", "Bytes received over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesIn) }),
 		counter("meshkit_agent_bytes_sent_total", "Bytes sent over gossip and sync (message layer).", func(s Status) float64 { return float64(s.BytesOut) }),
 	}

@@ -20,6 +20,9 @@ type Status struct {
 	// AdmittedPeers are the connected peers whose certificates of the domain verified
 	// (with Config.RequirePeerCertificates): the only ones in its mesh.
 	AdmittedPeers []string `json:"admitted_peers,omitempty"`
+	// CertificatesRefused counts the peer certificates the agent refused (expired,
+	// revoked, of another CA, naming another peer): peers kept out of its mesh.
+	CertificatesRefused uint64 `json:"certificates_refused,omitempty"`
 	// RootVersion is the domain root in force: the configured one, or the newest the
 	// control stream's rotations led to.
 	RootVersion uint64 `json:"root_version"`
@@ -111,6 +114,7 @@ func (a *Agent) Status() Status {
 			slices.Sort(s.AdmittedPeers)
 		}
 		s.RootVersion, s.ControlVersion = a.RootVersion(), a.ControlVersion()
+		s.CertificatesRefused = n.CertificatesRefused()
 		t := n.Traffic()
 		s.BytesIn, s.BytesOut = t.BytesIn, t.BytesOut
 	}

@@ -87,6 +87,7 @@ func (n *Node) Recheck() []peer.ID {
 	for p, chain := range n.admitted.all() {
 		if _, err := n.cfg.Admission.Verify(p, chain); err != nil {
 			n.admitted.drop(p)
+			n.certRefused.Add(1)
 			n.log.Warn("peer's certificate no longer verifies: dropped from the mesh", "peer", p, "err", err)
 			_ = n.host.Network().ClosePeer(p)
 			out = append(out, p)
@@ -94,6 +95,10 @@ func (n *Node) Recheck() []peer.ID {
 	}
 	return out
 }
+
+// CertificatesRefused counts the peer certificates refused (at admission, or when checked
+// again after a revocation): expired, revoked, of another CA, naming another peer.
+func (n *Node) CertificatesRefused() uint64 { return n.certRefused.Load() }
 
 // Admitted reports whether p may use the domain's mesh: always when the node does not
 // check certificates.
@@ -179,6 +184,7 @@ func (n *Node) admit(p peer.ID, r *bufio.Reader) {
 		return
 	case err != nil:
 		n.admitted.drop(p)
+		n.certRefused.Add(1)
 		n.log.Warn("peer's certificate refused: kept out of the mesh", "peer", p, "err", err)
 		return
 	}

@@ -185,6 +185,7 @@ type Node struct {
 	admitted            *admitted    // peers whose certificates verified (with Config.Admission)
 	presentTo           chan peer.ID // peers to show this node's certificate
 	gossipIn, gossipOut atomic.Uint64
+	certRefused         atomic.Uint64 // peer certificates refused (with Config.Admission)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

@@ -35,6 +35,7 @@ type devAgentView struct {
 	AdmittedPeers  []string          `json:"admitted_peers"`
 	RootVersion    uint64            `json:"root_version"`
 	ControlVersion uint64            `json:"control_version"`
+	CertRefused    uint64            `json:"certificates_refused"`
 	Rejected       map[string]uint64 `json:"rejected"`
 	Held           []struct {
 		Variant string `json:"variant"`
@@ -279,7 +280,7 @@ func TestDevRotatesEveryKeyAndRevokes(t *testing.T) {
 		t.Fatalf("a CSR of the revoked agent2: %v, want PERMISSION_DENIED naming the revocation", err)
 	}
 	time.Sleep(time.Second) // agent2 reconnects: it must stay out
-	if slices.Contains(views()[0].AdmittedPeers, agent2) {
-		t.Fatal("the revoked agent2 was admitted again")
+	if v := views()[0]; slices.Contains(v.AdmittedPeers, agent2) || v.CertRefused == 0 {
+		t.Fatalf("the revoked agent2 was admitted again, or its refusal not counted (%d)", v.CertRefused)
 	}
 }
