@@ -401,8 +401,28 @@ func (c *Core) adopt(commit *trust.Verified, h *Held) error {
 	if err := c.verifier.Commit(commit); err != nil {
 		return err
 	}
+	if commit.NextRoot != nil {
+		c.reaffirm()
+	}
 	c.install(h)
 	return nil
+}
+
+// reaffirm restores, after a root rotation reset the marks (it removed a key that could
+// sign), the mark of every held bundle whose proof still verifies under the new root: a
+// bundle signed during the overlap by the old key and the new one stays the base of the
+// next delta. What only a removed key signed keeps no mark (TUF's fast-forward rule).
+func (c *Core) reaffirm() {
+	marks := c.verifier.State().Marks
+	for _, k := range slices.Sorted(maps.Keys(c.held)) {
+		if _, ok := marks[k]; ok || k == trust.ControlVariant {
+			continue
+		}
+		vb, err := c.verifier.VerifyHeld(c.held[k].Wire().GetProof(), c.held[k].Wire().GetPayload())
+		if err == nil && vb.Variant == k {
+			_ = c.verifier.Commit(vb) // it cannot be older than nothing
+		}
+	}
 }
 
 func (c *Core) install(h *Held) {

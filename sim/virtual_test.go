@@ -138,6 +138,11 @@ events:
 	if res.DeliveredRatio != 1 || res.Regressions != 0 {
 		t.Fatalf("bundles through the rotations: delivered %.3f, regressions %d", res.DeliveredRatio, res.Regressions)
 	}
+	// A rotation that removes a seed key resets the marks, but the held bundle, signed by
+	// the old key and the new one during the overlap, stays the base of the next delta.
+	if n := res.Rejected["base_mismatch"]; n != 0 {
+		t.Fatalf("%d deltas found no base after a rotation", n)
+	}
 }
 
 // TestVirtualCertificatesExpireAndRecover: 30 enrolled agents in a closed mesh with
