@@ -18,6 +18,7 @@ import (
 	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/p2p"
 	bundlev1 "meshkit.dev/meshkit/proto/meshkit/bundle/v1"
+	identityv1 "meshkit.dev/meshkit/proto/meshkit/identity/v1"
 	syncv1 "meshkit.dev/meshkit/proto/meshkit/sync/v1"
 	"meshkit.dev/meshkit/trust"
 )
@@ -32,8 +33,12 @@ type script struct {
 	t                     *testing.T
 	root                  *trust.Root
 	seed, bridge, strange *trust.PrivateKey
-	now                   time.Time
-	core                  *Core
+	// The root key signs rotations, the CA key control messages; seed2 is the key a
+	// rotation hands the seed role to.
+	rootKey, ca, seed2 *trust.PrivateKey
+	roots              map[string][]byte // rotation name → signed root
+	now                time.Time
+	core               *Core
 
 	msgs     map[string][]byte             // name → signed envelope
 	payloads map[string][]byte             // snapshot name → encoded bundle
@@ -52,30 +57,11 @@ func key(t *testing.T, seed byte) *trust.PrivateKey {
 }
 
 func newScript(t *testing.T) *script {
-	s := &script{t: t, seed: key(t, 1), bridge: key(t, 2), strange: key(t, 3), now: t0,
-		msgs: map[string][]byte{}, payloads: map[string][]byte{}, names: map[trust.Digest]string{}, disk: map[string]*syncv1.HeldBundle{}, sources: map[string]string{}}
-	rootKey := key(t, 4)
-	msg, err := trust.BuildRoot(trust.RootSpec{
-		Domain: "prod", Version: 1, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
-		RootKeys: []trust.PublicKey{rootKey.Public()}, RootThreshold: 1,
-		SeedKeys: []trust.PublicKey{s.seed.Public()}, SeedThreshold: 1,
-		Bridges: []trust.BridgeSpec{{Name: "edge", Keys: []trust.PublicKey{s.bridge.Public()}, Threshold: 1, Namespaces: []string{"edge"}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := trust.RootEnvelope(msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := trust.Sign(env, rootKey); err != nil {
-		t.Fatal(err)
-	}
-	b, err := trust.MarshalEnvelope(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.root, err = trust.VerifyRoot(b); err != nil {
+	s := &script{t: t, seed: key(t, 1), bridge: key(t, 2), strange: key(t, 3), rootKey: key(t, 4), ca: key(t, 5), seed2: key(t, 6), now: t0,
+		msgs: map[string][]byte{}, payloads: map[string][]byte{}, names: map[trust.Digest]string{}, disk: map[string]*syncv1.HeldBundle{}, sources: map[string]string{},
+		roots: map[string][]byte{}}
+	var err error
+	if s.root, err = trust.VerifyRoot(s.signedRoot(1, s.seed.Public())); err != nil {
 		t.Fatal(err)
 	}
 	s.restart()
@@ -90,9 +76,28 @@ func (s *script) restart() {
 	s.core = c
 }
 
-func (s *script) seal(payloadType string, payload []byte, signer trust.Signer) []byte {
+// signedRoot is version v of the domain's root, its seed role held by seedKeys.
+func (s *script) signedRoot(v uint64, seedKeys ...trust.PublicKey) []byte {
+	msg, err := trust.BuildRoot(trust.RootSpec{
+		Domain: "prod", Version: v, IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(365 * 24 * time.Hour),
+		RootKeys: []trust.PublicKey{s.rootKey.Public()}, RootThreshold: 1,
+		SeedKeys: seedKeys, SeedThreshold: 1,
+		CAKeys: []trust.PublicKey{s.ca.Public()}, CAThreshold: 1,
+		Bridges: []trust.BridgeSpec{{Name: "edge", Keys: []trust.PublicKey{s.bridge.Public()}, Threshold: 1, Namespaces: []string{"edge"}}},
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	env, err := trust.RootEnvelope(msg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return s.seal(trust.PayloadRoot, env.GetPayload(), s.rootKey)
+}
+
+func (s *script) seal(payloadType string, payload []byte, signers ...trust.Signer) []byte {
 	env := trust.NewEnvelope(payloadType, payload)
-	if err := trust.Sign(env, signer); err != nil {
+	if err := trust.Sign(env, signers...); err != nil {
 		s.t.Fatal(err)
 	}
 	b, err := trust.MarshalEnvelope(env)
@@ -102,18 +107,22 @@ func (s *script) seal(payloadType string, payload []byte, signer trust.Signer) [
 	return b
 }
 
-func (s *script) signer(td *datadriven.TestData, def string) trust.Signer {
+func (s *script) signer(td *datadriven.TestData, def string) []trust.Signer {
 	name := def
 	if td.HasArg("signer") {
 		td.ScanArgs(s.t, "signer", &name)
 	}
 	switch name {
 	case "seed":
-		return s.seed
+		return []trust.Signer{s.seed}
+	case "seed2":
+		return []trust.Signer{s.seed2}
+	case "both":
+		return []trust.Signer{s.seed, s.seed2}
 	case "bridge":
-		return s.bridge
+		return []trust.Signer{s.bridge}
 	case "strange":
-		return s.strange
+		return []trust.Signer{s.strange}
 	}
 	s.t.Fatalf("%s: unknown signer %q", td.Pos, name)
 	return nil
@@ -284,7 +293,7 @@ func (s *script) run(t *testing.T, td *datadriven.TestData) string {
 			t.Fatal(err)
 		}
 		s.payloads[name], s.names[bundle.Hash(p)] = p, name
-		s.msgs[name] = s.seal(trust.PayloadBundle, p, s.signer(td, "seed"))
+		s.msgs[name] = s.seal(trust.PayloadBundle, p, s.signer(td, "seed")...)
 		if arg(td, "signer", "") == "bridge" {
 			s.sources[name] = "bridge/edge"
 		}
@@ -306,7 +315,7 @@ func (s *script) run(t *testing.T, td *datadriven.TestData) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.msgs[name] = s.seal(trust.PayloadDelta, p, s.signer(td, "seed"))
+		s.msgs[name] = s.seal(trust.PayloadDelta, p, s.signer(td, "seed")...)
 		return ""
 	case "announce":
 		// announce NAME of=SNAPSHOT
@@ -321,7 +330,41 @@ func (s *script) run(t *testing.T, td *datadriven.TestData) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.msgs[name] = s.seal(trust.PayloadAnnounce, a, s.signer(td, "seed"))
+		s.msgs[name] = s.seal(trust.PayloadAnnounce, a, s.signer(td, "seed")...)
+		return ""
+	case "rotate":
+		// rotate NAME version=N seeds=seed|seed2|both: root version N, signed by the root key
+		var keys []trust.PublicKey
+		for _, k := range s.signer(td, "seed") {
+			keys = append(keys, k.(*trust.PrivateKey).Public())
+		}
+		if arg(td, "seeds", "") != "" {
+			keys = nil
+			for _, n := range strings.Split(arg(td, "seeds", ""), ",") {
+				keys = append(keys, map[string]*trust.PrivateKey{"seed": s.seed, "seed2": s.seed2}[n].Public())
+			}
+		}
+		s.roots[td.CmdArgs[0].Key] = s.signedRoot(uintArg(t, td, "version", 2), keys...)
+		return ""
+	case "control":
+		// control NAME version=N [roots=R1,R2]: a control message signed by the CA role
+		var roots [][]byte
+		if r := arg(td, "roots", ""); r != "" {
+			for _, n := range strings.Split(r, ",") {
+				roots = append(roots, s.roots[n])
+			}
+		}
+		p, err := proto.Marshal(&identityv1.Control{
+			Header: &bundlev1.BundleHeader{SchemaVersion: 1, Domain: "prod", Epoch: 1, Version: uintArg(t, td, "version", 1),
+				IssuedAt: timestamppb.New(t0.Add(-time.Minute)), ExpiresAt: timestamppb.New(t0.Add(24 * time.Hour))},
+			Roots: roots,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := td.CmdArgs[0].Key
+		s.payloads[name], s.names[bundle.Hash(p)] = p, name
+		s.msgs[name] = s.seal(trust.PayloadControl, p, s.ca)
 		return ""
 	case "raw":
 		// raw NAME: the input's bytes as a message
