@@ -138,7 +138,15 @@ func newTracker(agents int) *tracker {
 	return t
 }
 
+// now is the time since the start; the caller holds t.mu.
 func (t *tracker) now() time.Duration { return time.Since(t.start) }
+
+// begin sets the start: agents' watchers record into the tracker meanwhile.
+func (t *tracker) begin(at time.Time) {
+	t.mu.Lock()
+	t.start = at
+	t.mu.Unlock()
+}
 
 func (t *tracker) hold(agent int, version uint64) {
 	t.mu.Lock()
@@ -207,10 +215,11 @@ func (t *tracker) heldAt(agent int, v uint64) (time.Duration, bool) {
 	return best, ok
 }
 
-func (t *tracker) reset() {
+// reset starts the measured window at at, forgetting what was recorded before.
+func (t *tracker) reset(at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.start = time.Now()
+	t.start = at
 	t.pubAt, t.pubOrder = map[uint64]time.Duration{}, nil
 	for i := range t.held {
 		t.held[i] = map[uint64]time.Duration{}

@@ -528,8 +528,9 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	wallStart := time.Now()
 	m0 := heapInUse()
-	d.t.start = time.Now()
-	d.ctl.start = d.t.start
+	start := time.Now()
+	d.t.begin(start)
+	d.ctl.begin(start)
 	if err := sys.start(); err != nil {
 		sys.shutdown()
 		return nil, err
@@ -553,13 +554,14 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		defer shaper.Wait()
 		defer stopShaping()
 	}
-	d.t.start = time.Now()
-	d.ctl.start = d.t.start
+	start = time.Now()
+	d.t.begin(start)
+	d.ctl.begin(start)
 	// The initial state (version 1) is published during warm-up; measuring starts after.
 	if err := sys.do(Event{Publish: 1}); err != nil {
 		return nil, err
 	}
-	if err := sleepUntil(ctx, d.t.start, sc.Warmup.D()); err != nil {
+	if err := sleepUntil(ctx, start, sc.Warmup.D()); err != nil {
 		return nil, err
 	}
 	heap := heapInUse() - m0
@@ -574,8 +576,9 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		}()
 	}
 	cpu0 := cpuTime()
-	d.t.reset()
-	d.ctl.reset()
+	start = time.Now()
+	d.t.reset(start)
+	d.ctl.reset(start)
 	egress0, in0 := sys.seedEgressNow(), sys.agentBytesNow()
 	lastHeal, healTarget := time.Duration(-1), uint64(0)
 	end := sc.Duration.D()
@@ -601,7 +604,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	progress := func(upTo time.Duration) {
 		for ; next <= upTo && next < end; next += time.Second {
-			if sleepUntil(ctx, d.t.start, next) != nil {
+			if sleepUntil(ctx, start, next) != nil {
 				return
 			}
 			sample()
@@ -612,7 +615,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 	}
 	for _, st := range timeline(sc) {
 		progress(st.at)
-		if err := sleepUntil(ctx, d.t.start, st.at); err != nil {
+		if err := sleepUntil(ctx, start, st.at); err != nil {
 			break
 		}
 		var err error
@@ -635,7 +638,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		case st.ev.Heal:
 			d.t.healed()
 			err = w.heal()
-			lastHeal, healTarget = d.t.now(), d.t.newest()
+			lastHeal, healTarget = time.Since(start), d.t.newest()
 		case st.ev.Publish > 0, st.ev.Revoke > 0, st.ev.RotateRoot, st.ev.RotateCA != "":
 			asServer(func() { err = sys.do(st.ev) }) // publishing is the server's work
 		default:
@@ -646,7 +649,7 @@ func drive(ctx context.Context, sc *Scenario, opt Options, mk func(*driver) (sys
 		}
 	}
 	progress(end)
-	_ = sleepUntil(ctx, d.t.start, end)
+	_ = sleepUntil(ctx, start, end)
 	sampleCert()
 	if opt.Progress != nil {
 		opt.Progress(end, end)

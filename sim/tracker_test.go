@@ -1,6 +1,9 @@
 package sim
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestTrackerCountsCrossingsOfTheCut: while a partition holds, an agent cut off from the
 // seed that comes to hold a version published after the cut is counted as reached across
@@ -9,7 +12,7 @@ import "testing"
 func TestTrackerCountsCrossingsOfTheCut(t *testing.T) {
 	tr := newTracker(4)
 	tr.published(1) // during warm-up
-	tr.reset()
+	tr.reset(time.Now())
 	tr.published(2)
 	for a := range 4 {
 		tr.hold(a, 2)
@@ -46,7 +49,7 @@ func TestTrackerCutAfterResetUsesWarmupVersions(t *testing.T) {
 	tr := newTracker(2)
 	tr.published(1)
 	tr.published(2)
-	tr.reset()
+	tr.reset(time.Now())
 	tr.cutOff([]int{1})
 	tr.hold(1, 2)
 	if got := tr.result([]int{0, 1}, -1, 0).CrossedPartition; got != 0 {
