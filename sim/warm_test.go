@@ -21,7 +21,10 @@ func TestWarmHeapLeavesTheGoalResident(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(live)
 	resident := func(m runtime.MemStats) int64 { return int64(m.HeapSys - m.HeapReleased) }
-	if got, want := resident(after), int64(before.NextGC)*3/4; got < want {
+	// warmHeap stops two 32 MiB chunks under the goal; a third is slack for what other
+	// tests of the package left on the heap (a fixed share of the goal failed when they
+	// raised it).
+	if got, want := resident(after), int64(before.NextGC)-3*(32<<20); got < want {
 		t.Fatalf("resident heap after warming: %d MiB, want at least %d MiB (goal %d MiB, before %d MiB)",
 			got>>20, want>>20, before.NextGC>>20, resident(before)>>20)
 	}
