@@ -181,6 +181,7 @@ func New(ctx context.Context, cfg Config, tune ...tuning.Replica) (*Agent, error
 	}
 	rcfg := replica.Config{
 		Root: cfg.Root, Dir: filepath.Join(cfg.DataDir, "lkg"), Host: cfg.Host, Role: p2p.RoleAgent, Bootstrap: cfg.Bootstrap,
+		PeersFile:    filepath.Join(cfg.DataDir, "peers.json"),
 		SyncInterval: cfg.SyncInterval, Offer: a.ext, OnConnect: func(p peer.ID) {
 			a.kickReport()
 			if slices.Contains(a.seedPeers(), p) {

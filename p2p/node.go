@@ -137,6 +137,11 @@ type Config struct {
 	MaxFetchBytes int
 	// TargetPeers is the number of connections the maintenance loop keeps. 0 means DefaultTargetPeers.
 	TargetPeers int
+	// PeersFile, when set, keeps the peers of the domain this node was connected to: written
+	// every minute and on Close, read at start, when each is dialled at once. A seed
+	// restarted on its data reaches its agents without waiting for their redial backoff,
+	// and an agent whose bootstrap peers are down finds its old peers.
+	PeersFile string
 	// MaintainInterval is how often connectivity is checked and lost peers are redialled.
 	// 0 means 1 s.
 	MaintainInterval time.Duration
@@ -322,6 +327,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		go n.presentLoop(runCtx)
 	}
 
+	n.loadPeers()
 	n.wg.Add(1)
 	go n.maintain(runCtx)
 	if n.sub != nil {
@@ -474,6 +480,7 @@ func (n *Node) Close() error {
 	if n.sub != nil {
 		n.sub.Cancel()
 	}
+	n.savePeers()
 	err := n.topic.Close()
 	n.cancel()
 	n.wg.Wait()
@@ -483,10 +490,10 @@ func (n *Node) Close() error {
 	return nil
 }
 
-// redial is the backoff state of a lost peer.
 // maxRedialAddrs bounds the addresses kept per lost peer.
 const maxRedialAddrs = 8
 
+// redial is the backoff state of a lost peer.
 type redial struct {
 	next    time.Time
 	backoff time.Duration
@@ -616,6 +623,7 @@ func (n *Node) maintain(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	saved := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -630,6 +638,10 @@ func (n *Node) maintain(ctx context.Context) {
 			}
 		}
 		n.connect(ctx)
+		if time.Since(saved) >= peersSaveEvery {
+			n.savePeers()
+			saved = time.Now()
+		}
 		wait := n.cfg.MaintainInterval
 		t.Reset(wait + time.Duration(rand.Int64N(int64(wait/4)+1)))
 	}

@@ -49,6 +49,9 @@ type Config struct {
 	Role p2p.Role
 	// Bootstrap peers (seeds, or any agents) to join through; asked last in anti-entropy.
 	Bootstrap []peer.AddrInfo
+	// PeersFile keeps the peers the replica was connected to across restarts
+	// (p2p.Config.PeersFile).
+	PeersFile string
 	// SyncInterval is the period of anti-entropy rounds. 0 means DefaultSyncInterval.
 	SyncInterval time.Duration
 	// Offer receives every newly held bundle. Required.
@@ -144,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	pcfg := p2p.Config{
 		Domain: cfg.Root.Domain(), Host: cfg.Host, Role: cfg.Role, Validator: r, Source: r,
-		Bootstrap: cfg.Bootstrap, Logger: cfg.Logger, Admission: cfg.Admission,
+		Bootstrap: cfg.Bootstrap, Logger: cfg.Logger, Admission: cfg.Admission, PeersFile: cfg.PeersFile,
 		OnAdmit: func(p peer.ID) { // admitted after connecting: what a new connection would have done
 			select {
 			case r.syncWith <- p:

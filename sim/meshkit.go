@@ -323,7 +323,8 @@ func (r *meshkitRun) startSeedLabelled() error {
 		return err
 	}
 	r.d.opt.settle()
-	pcfg := p2p.Config{Domain: "sim", Host: h, Logger: r.log}
+	// The seed keeps the peers it knew across restarts, as meshkit seed does (DATA/peers.json).
+	pcfg := p2p.Config{Domain: "sim", Host: h, Logger: r.log, PeersFile: filepath.Join(dir, "peers.json")}
 	var pi *seed.PeerIdentity
 	if r.sc.Identity {
 		pi = &seed.PeerIdentity{}

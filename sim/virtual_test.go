@@ -185,3 +185,36 @@ events:
 		t.Fatalf("after the seed came back: %.2f certified, %.3f delivered", id.CertifiedEnd, res.DeliveredRatio)
 	}
 }
+
+// TestVirtualRestartedSeedReachesItsAgents: a seed restarted after a long outage dials
+// the peers it was connected to (its peers file), so the change applied a second after
+// it is back reaches its three agents at once, rather than when one of them happens to
+// redial it (their backoff had reached 30 s: 9 to 20 s in virtual time without the file).
+func TestVirtualRestartedSeedReachesItsAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a virtual-time simulation")
+	}
+	sc, err := sim.ParseScenario("virtual-restart", []byte(`
+name: virtual-restart
+agents: 3
+duration: 110s
+link: {latency: 20ms}
+events:
+  - {at: 5s, publish: 1}
+  - {at: 10s, kill_seed: true}
+  - {at: 100s, restart_seed: true}
+  - {at: 101s, publish: 1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sim.RunVirtual(t, sc, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := res.PerPublish[len(res.PerPublish)-1]
+	t.Logf("the publish after the restart: %+v", after)
+	if after.MaxMs < 0 || after.MaxMs > 1000 {
+		t.Fatalf("the publish a second after the seed's restart reached every agent in %.0f ms (-1: not all)", after.MaxMs)
+	}
+}

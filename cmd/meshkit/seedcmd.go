@@ -146,7 +146,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			if *inlineMax < 1024 || *inlineMax > 60<<10 {
 				return usagef("--inline-max must be between 1024 and 61440 bytes")
 			}
-			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: peerID.HandleIdentity}
+			pcfg := p2p.Config{Domain: root.Domain(), Host: h, Logger: log, OnIdentity: peerID.HandleIdentity, PeersFile: filepath.Join(*data, "peers.json")}
 			if *requireCerts {
 				pcfg.Admission = peerID
 			}
