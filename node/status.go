@@ -31,7 +31,8 @@ type Status struct {
 	ControlVersion uint64 `json:"control_version,omitempty"`
 	// Serving is the bundle handed to the data plane (zero when none is held).
 	Serving HeadStatus `json:"serving"`
-	// Held lists the newest bundle of every variant the agent keeps and relays.
+	// Held lists the newest bundle of every variant the agent keeps and relays, and the
+	// control message it holds (variant "control|").
 	Held        []HeadStatus `json:"held"`
 	Stale       bool         `json:"stale"`
 	StaleReason string       `json:"stale_reason,omitempty"`

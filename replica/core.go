@@ -633,6 +633,18 @@ func (c *Core) HeldByHash(d trust.Digest) *Held {
 	return nil
 }
 
+// HoldsBundle reports whether the core holds a bundle of any stream but the control
+// stream: until it does, anti-entropy runs every second or so, not every interval (the
+// control message, published at the seed's start, often arrives before the first bundle).
+func (c *Core) HoldsBundle() bool {
+	for k := range c.held {
+		if k != trust.ControlVariant {
+			return true
+		}
+	}
+	return false
+}
+
 // Current returns the held bundle of a stream, or nil.
 func (c *Core) Current(key string) *Held { return c.held[key] }
 

@@ -438,7 +438,7 @@ func (r *Replica) syncLoop(ctx context.Context) {
 	var empty time.Duration
 	next := func() time.Duration {
 		r.mu.Lock()
-		none := len(r.core.held) == 0
+		none := !r.core.HoldsBundle()
 		r.mu.Unlock()
 		if none && empty < interval {
 			empty = min(max(2*empty, time.Second), interval)
