@@ -93,3 +93,7 @@ func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Published
 	}
 	return nil
 }
+
+// Chain links e after head (nil for the first entry) and seals it, as the seed does
+// before every Commit; store implementations and their tests use it.
+func Chain(head, e *adminv1.AuditEntry) *adminv1.AuditEntry { return chain(head, e) }
