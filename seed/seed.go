@@ -87,6 +87,8 @@ type Config struct {
 	// BundleTTL is how long a bundle is valid (default 24h); the seed republishes after
 	// half of it so agents never hold an expired bundle while the seed is up.
 	BundleTTL time.Duration
+	// Leadership, when set, reports the domain's election in Status (seeds on etcd).
+	Leadership func() *adminv1.Leadership
 	// Registry receives the seed's metrics and is served on /metrics; nil means a new one.
 	Registry *prometheus.Registry
 }
@@ -263,6 +265,11 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	if (s.meta.Version == 0 && len(recs) > 0) || (s.meta.Version > 0 && s.pubHash != s.stateHash) {
 		s.pending = cfg.Clock.Now() // unpublished changes survived a restart
+	}
+	if s.meta.Version > 0 && s.meta.Epoch < cfg.Epoch {
+		// A new term (a failover, or --epoch raised): publish at once, so every agent moves
+		// to this epoch and the old leader's bundles can no longer be replayed over it.
+		s.pending, s.resign = cfg.Clock.Now(), true
 	}
 	s.metrics.resources.Set(float64(len(recs)))
 	s.metrics.version.Set(float64(s.meta.Version))

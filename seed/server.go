@@ -45,6 +45,9 @@ type ServeConfig struct {
 	// TLS, when set, serves both listeners over TLS; set ClientCAs and
 	// ClientAuth = tls.VerifyClientCertIfGiven (or RequireAndVerifyClientCert) for mTLS.
 	TLS *tls.Config
+	// Services, when set, registers further gRPC services (the leadership service) on the
+	// admin server, behind the same authentication; they need mesh.read.
+	Services func(*grpc.Server)
 	// Registry, when set, is served on /v2/ (the OCI distribution API): pulls need
 	// mesh.read, pushes mesh.operate, with the same credentials as the admin API.
 	Registry http.Handler
@@ -197,13 +200,16 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 			}
 		}
 	}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.UnaryInterceptor(authInterceptor(cfg.Policy))}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.UnaryInterceptor(authInterceptor(cfg.Policy)), grpc.StreamInterceptor(StreamAuth(cfg.Policy))}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 		hl = tls.NewListener(hl, cfg.TLS)
 	}
 	srv := &Servers{GRPCAddr: gl.Addr(), HTTPAddr: hl.Addr(), grpc: grpc.NewServer(opts...)}
 	adminv1.RegisterAdminServiceServer(srv.grpc, s.AdminServer())
+	if cfg.Services != nil {
+		cfg.Services(srv.grpc)
+	}
 	srv.http = &http.Server{
 		Handler:           s.httpHandler(cfg.Policy, cfg.Registry),
 		ReadHeaderTimeout: cmpOrDuration(cfg.ReadHeaderTimeout, 10*time.Second),
@@ -245,25 +251,45 @@ func bearer(v string) string {
 // authInterceptor authenticates every gRPC call; the methods authorize by scope.
 func authInterceptor(pol *Policy) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		var token string
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if v := md.Get("authorization"); len(v) > 0 {
-				if token = bearer(v[0]); token == "" {
-					return nil, status.Error(codes.Unauthenticated, "authorization metadata must be 'Bearer TOKEN'")
-				}
-			}
-		}
-		var cert *x509.Certificate
-		if p, ok := peer.FromContext(ctx); ok {
-			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
-				cert = ti.State.VerifiedChains[0][0]
-			}
-		}
-		principal, err := pol.Authenticate(token, cert)
+		principal, err := AuthenticateGRPC(ctx, pol)
 		if err != nil {
 			return nil, err
 		}
 		return handler(WithPrincipal(ctx, principal), req)
+	}
+}
+
+// AuthenticateGRPC authenticates a gRPC caller by its bearer token or client certificate.
+func AuthenticateGRPC(ctx context.Context, pol *Policy) (*Principal, error) {
+	var token string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) > 0 {
+			if token = bearer(v[0]); token == "" {
+				return nil, status.Error(codes.Unauthenticated, "authorization metadata must be 'Bearer TOKEN'")
+			}
+		}
+	}
+	var cert *x509.Certificate
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			cert = ti.State.VerifiedChains[0][0]
+		}
+	}
+	return pol.Authenticate(token, cert)
+}
+
+// StreamAuth authenticates every streaming call and requires mesh.read: the streams a
+// seed serves (leadership) carry no tenant's data.
+func StreamAuth(pol *Policy) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		p, err := AuthenticateGRPC(ss.Context(), pol)
+		if err != nil {
+			return err
+		}
+		if p.Scope < ScopeRead {
+			return status.Errorf(codes.PermissionDenied, "%s has %s; %s needs %s", p.Name, p.Scope, info.FullMethod, ScopeRead)
+		}
+		return handler(srv, ss)
 	}
 }
 

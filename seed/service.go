@@ -458,6 +458,9 @@ func (s *Seed) Status() *adminv1.StatusResponse {
 	for _, cv := range s.compiled {
 		resp.PublishedAuditSeq = max(resp.PublishedAuditSeq, cv.Bundle.GetHeader().GetAuditSeq())
 	}
+	if s.cfg.Leadership != nil {
+		resp.Leadership = s.cfg.Leadership()
+	}
 	return resp
 }
 

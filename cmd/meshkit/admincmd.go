@@ -62,10 +62,13 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(seed.MaxRequestBytes), grpc.MaxCallSendMsgSize(seed.MaxRequestBytes)))
+	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(seed.MaxRequestBytes), grpc.MaxCallSendMsgSize(seed.MaxRequestBytes))}
+	r := &redirect{c: c, opts: dialOpts}
+	conn, err := grpc.NewClient(c.addr, append(dialOpts, grpc.WithUnaryInterceptor(r.intercept))...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	r.conns = append(r.conns, conn)
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	token, err := c.token()
 	if err == nil {
@@ -79,7 +82,41 @@ func (c *clientFlags) dial() (adminv1.AdminServiceClient, context.Context, func(
 	if token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
-	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); r.close() }, nil
+}
+
+// redirect follows a follower seed's answer to its domain's leader: a call refused with
+// the meshkit-leader trailer is made again, once, at the address it names, with the same
+// credentials (and the same refusal to send a token in clear off loopback).
+type redirect struct {
+	c     *clientFlags
+	opts  []grpc.DialOption
+	conns []*grpc.ClientConn
+}
+
+func (r *redirect) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var trailer metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+	leader := trailer.Get(seed.LeaderHeader)
+	if status.Code(err) != codes.Unavailable || len(leader) == 0 || leader[0] == cc.Target() {
+		return err
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if err := r.c.checkPlaintext(leader[0], strings.Join(md.Get("authorization"), ""), r.c.ca != "" || r.c.cert != ""); err != nil {
+		return err
+	}
+	conn, derr := grpc.NewClient(leader[0], r.opts...)
+	if derr != nil {
+		return err
+	}
+	r.conns = append(r.conns, conn)
+	return conn.Invoke(ctx, method, req, reply, opts...)
+}
+
+func (r *redirect) close() {
+	for _, c := range r.conns {
+		c.Close()
+	}
 }
 
 // checkPlaintext refuses to send a bearer token in clear to an address other machines
@@ -627,6 +664,14 @@ func (a *app) status(fs *pflag.FlagSet) func(args []string) error {
 		fmt.Fprintf(a.stdout, "domain %s epoch %d version %d resources %d pending %t\nstate %s\n", st.GetDomain(), st.GetEpoch(), st.GetVersion(), st.GetResources(), st.GetPending(), st.GetStateHash())
 		if st.GetLastError() != "" {
 			fmt.Fprintf(a.stdout, "last publish error: %s\n", st.GetLastError())
+		}
+		if l := st.GetLeadership(); l != nil {
+			var fs []string
+			for _, f := range l.GetFollowers() {
+				fs = append(fs, fmt.Sprintf("%s (%s)", printable(f.GetId()), printable(f.GetAdmin())))
+			}
+			fmt.Fprintf(a.stdout, "leader %s (%s) term %d; answered by %s\nfollowers: %s\n", printable(l.GetLeaderId()), printable(l.GetLeaderAdmin()), l.GetTerm(),
+				printable(l.GetThisSeed()), cmpOr(strings.Join(fs, ", "), "none"))
 		}
 		fmt.Fprintf(a.stdout, "agents reporting (last 10 min): %d\n", st.GetReportingNodes())
 		for _, n := range st.GetNacks() {

@@ -22,12 +22,15 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"meshkit.dev/meshkit/internal/atomicfile"
 	"meshkit.dev/meshkit/p2p"
 	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/boltstore"
+	"meshkit.dev/meshkit/seed/election"
+	"meshkit.dev/meshkit/seed/etcdstore"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -56,6 +59,15 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 	caDir := fs.String("ca-dir", "", "the domain CA's key and certificates (default DATA/ca; a self-managed root is created there on first start, or place an operator's intermediate there: docs/identity.md)")
 	trustDomain := fs.String("trust-domain", "", "SPIFFE trust domain of issued certificates (default: the domain)")
 	requireCerts := fs.Bool("require-peer-certificates", false, "keep the gossip mesh, sync and reports to peers that show a certificate of the domain (agents enrolled with join tokens)")
+	storeKind := fs.String("store", "bolt", "where the domain's state lives: bolt (embedded, DATA/seed.db, one seed) or etcd (several seeds per domain, one leader: docs/ha.md)")
+	var etcdEndpoints listFlag
+	fs.Var(&etcdEndpoints, "etcd-endpoints", "etcd client URLs for --store etcd (repeatable or comma-separated)")
+	etcdCA := fs.String("etcd-ca", "", "verify etcd's TLS certificate against this CA (enables TLS to etcd)")
+	etcdCert := fs.String("etcd-cert", "", "client certificate for etcd (mTLS)")
+	etcdKey := fs.String("etcd-key", "", "private key of --etcd-cert")
+	seedID := fs.String("seed-id", "", "this seed's name in the domain's election (default: the host name)")
+	advertise := fs.String("advertise-admin", "", "the admin gRPC address other seeds send clients to when this seed leads (default --grpc-addr)")
+	leaseTTL := fs.Duration("lease-ttl", election.DefaultTTL, "the leader's etcd lease: a leader that stops renewing it is replaced this long after (whole seconds)")
 	inlineMax := fs.Int("inline-max", seed.DefaultInlineMax, "largest signed message flooded on gossip (bytes, at most 61440); larger bundles are announced and fetched by hash hop by hop: fewer bytes per agent, one more round trip per hop (docs/p2p.md)")
 	return func(args []string) error {
 		if err := noArgs(args); err != nil {
@@ -103,11 +115,34 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		if *tlsFromCA && tlsCfg != nil {
 			return usagef("--tls-from-ca serves the domain CA's certificate: give it, or --tls-cert and --tls-key, not both")
 		}
-		st, err := boltstore.Open(*data, 2*time.Second)
-		if err != nil {
-			return err
+		var st seed.Store
+		var es *etcdstore.Store
+		var etcdCli *clientv3.Client
+		switch *storeKind {
+		case "bolt":
+			bs, err := boltstore.Open(*data, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer bs.Close()
+			st = bs
+		case "etcd":
+			if fs.Changed("epoch") {
+				return usagef("--epoch is for --store bolt: with etcd the epoch is the leader's election revision, higher for every new leader")
+			}
+			if *tlsFromCA {
+				return usagef("--tls-from-ca needs the CA, which only the leader runs: give --tls-cert and --tls-key with --store etcd")
+			}
+			if etcdCli, err = etcdClient(etcdEndpoints, *etcdCA, *etcdCert, *etcdKey); err != nil {
+				return err
+			}
+			defer etcdCli.Close()
+			if es, err = etcdstore.New(etcdCli, root.Domain()); err != nil {
+				return err
+			}
+		default:
+			return usagef("--store is bolt or etcd, not %q", *storeKind)
 		}
-		defer st.Close()
 		cfg := seed.DefaultConfig()
 		cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store, cfg.Logger = root.Domain(), *epoch, signer, st, log
 		cfg.CheckpointKeys = root.RoleKeys(trustv1.RoleType_ROLE_TYPE_SEED) // a rotated seed still checks what its predecessor signed
@@ -169,6 +204,23 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 		}
 		defer closeArtifacts()
 		cfg.Artifacts = admission
+		if es != nil {
+			name := *seedID
+			if name == "" {
+				if name, err = os.Hostname(); err != nil {
+					return err
+				}
+			}
+			var node *p2p.Node
+			if g, ok := cfg.Publisher.(*seed.Gossip); ok {
+				node = g.Node()
+			}
+			return a.runHA(ctx, haConfig{
+				seed: cfg, store: es, client: etcdCli, id: name, advertise: cmpOr(*advertise, *grpcAddr), ttl: *leaseTTL,
+				serve: seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg},
+				peerID: peerID, requireCerts: *requireCerts, node: node, log: log,
+			})
+		}
 		s, err := seed.New(ctx, cfg)
 		if err != nil {
 			return err

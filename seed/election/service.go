@@ -18,6 +18,9 @@ const ScopeKind = "domain"
 type Service struct {
 	leadershipv1.UnimplementedLeadershipControlServiceServer
 	E *Elector
+	// Stop, when closed, ends every subscription (Unavailable), so that a server stopping
+	// gracefully does not wait for streams that never end.
+	Stop <-chan struct{}
 }
 
 // Register adds the service to srv.
@@ -40,6 +43,8 @@ func (s *Service) Subscribe(req *leadershipv1.LeadershipSubscribeRequest, stream
 		select {
 		case <-stream.Context().Done():
 			return stream.Context().Err()
+		case <-s.Stop:
+			return status.Error(codes.Unavailable, "this seed's admin server is restarting (its role changed); subscribe again")
 		case ev, ok := <-events:
 			if !ok {
 				return status.Error(codes.Unavailable, "the subscription ended (the seed is stopping, or this subscriber fell 64 events behind); subscribe again")

@@ -1149,7 +1149,9 @@ type StatusResponse struct {
 	// from: every change whose audit_seq is at most this is in it (apply --wait).
 	PublishedAuditSeq uint64 `protobuf:"varint,12,opt,name=published_audit_seq,json=publishedAuditSeq,proto3" json:"published_audit_seq,omitempty"`
 	// serving counts, per (epoch, version), the reporting agents that serve it.
-	Serving       []*ServingCount `protobuf:"bytes,13,rep,name=serving,proto3" json:"serving,omitempty"`
+	Serving []*ServingCount `protobuf:"bytes,13,rep,name=serving,proto3" json:"serving,omitempty"`
+	// leadership is the domain's election, when its seeds run on etcd; unset for a lone seed.
+	Leadership    *Leadership `protobuf:"bytes,14,opt,name=leadership,proto3" json:"leadership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1277,154 @@ func (x *StatusResponse) GetServing() []*ServingCount {
 	return nil
 }
 
+func (x *StatusResponse) GetLeadership() *Leadership {
+	if x != nil {
+		return x.Leadership
+	}
+	return nil
+}
+
+// Leadership is who leads a domain's seeds and who follows, as the answering seed sees it.
+type Leadership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// this_seed is the id of the seed that answered.
+	ThisSeed string `protobuf:"bytes,1,opt,name=this_seed,json=thisSeed,proto3" json:"this_seed,omitempty"`
+	LeaderId string `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// leader_admin is the leader's admin API address.
+	LeaderAdmin string `protobuf:"bytes,3,opt,name=leader_admin,json=leaderAdmin,proto3" json:"leader_admin,omitempty"`
+	// term is the leader key's etcd creation revision: the epoch of the leader's bundles.
+	Term          int64                  `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Followers     []*SeedPeer            `protobuf:"bytes,5,rep,name=followers,proto3" json:"followers,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leadership) Reset() {
+	*x = Leadership{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leadership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leadership) ProtoMessage() {}
+
+func (x *Leadership) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leadership.ProtoReflect.Descriptor instead.
+func (*Leadership) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Leadership) GetThisSeed() string {
+	if x != nil {
+		return x.ThisSeed
+	}
+	return ""
+}
+
+func (x *Leadership) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *Leadership) GetLeaderAdmin() string {
+	if x != nil {
+		return x.LeaderAdmin
+	}
+	return ""
+}
+
+func (x *Leadership) GetTerm() int64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Leadership) GetFollowers() []*SeedPeer {
+	if x != nil {
+		return x.Followers
+	}
+	return nil
+}
+
+func (x *Leadership) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// SeedPeer is one seed of the domain.
+type SeedPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Admin         string                 `protobuf:"bytes,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedPeer) Reset() {
+	*x = SeedPeer{}
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedPeer) ProtoMessage() {}
+
+func (x *SeedPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedPeer.ProtoReflect.Descriptor instead.
+func (*SeedPeer) Descriptor() ([]byte, []int) {
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SeedPeer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SeedPeer) GetAdmin() string {
+	if x != nil {
+		return x.Admin
+	}
+	return ""
+}
+
 // ServingCount is how many reporting agents serve one version.
 type ServingCount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1287,7 +1437,7 @@ type ServingCount struct {
 
 func (x *ServingCount) Reset() {
 	*x = ServingCount{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1449,7 @@ func (x *ServingCount) String() string {
 func (*ServingCount) ProtoMessage() {}
 
 func (x *ServingCount) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1462,7 @@ func (x *ServingCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServingCount.ProtoReflect.Descriptor instead.
 func (*ServingCount) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ServingCount) GetEpoch() uint64 {
@@ -1352,7 +1502,7 @@ type ExtensionSummary struct {
 
 func (x *ExtensionSummary) Reset() {
 	*x = ExtensionSummary{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1514,7 @@ func (x *ExtensionSummary) String() string {
 func (*ExtensionSummary) ProtoMessage() {}
 
 func (x *ExtensionSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1527,7 @@ func (x *ExtensionSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtensionSummary.ProtoReflect.Descriptor instead.
 func (*ExtensionSummary) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExtensionSummary) GetArtifact() string {
@@ -1433,7 +1583,7 @@ type AuditRequest struct {
 
 func (x *AuditRequest) Reset() {
 	*x = AuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1595,7 @@ func (x *AuditRequest) String() string {
 func (*AuditRequest) ProtoMessage() {}
 
 func (x *AuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1608,7 @@ func (x *AuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
 func (*AuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AuditRequest) GetAfterSeq() uint64 {
@@ -1502,7 +1652,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1664,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1677,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -1617,7 +1767,7 @@ type AuditResponse struct {
 
 func (x *AuditResponse) Reset() {
 	*x = AuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1779,7 @@ func (x *AuditResponse) String() string {
 func (*AuditResponse) ProtoMessage() {}
 
 func (x *AuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1792,7 @@ func (x *AuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
 func (*AuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AuditResponse) GetEntries() []*AuditEntry {
@@ -1661,7 +1811,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1823,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1836,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 // VerifyAuditResponse reports a verified chain.
@@ -1701,7 +1851,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1863,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1876,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VerifyAuditResponse) GetEntries() uint64 {
@@ -1763,7 +1913,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1925,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1938,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetBundleRequest) GetCapabilities() []string {
@@ -1819,7 +1969,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +1981,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +1994,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetBundleResponse) GetEnvelope() []byte {
@@ -1888,7 +2038,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2050,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2063,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateJoinTokenRequest) GetNode() string {
@@ -1942,7 +2092,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2104,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2117,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2011,7 +2161,7 @@ type IdentityRecord struct {
 
 func (x *IdentityRecord) Reset() {
 	*x = IdentityRecord{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2173,7 @@ func (x *IdentityRecord) String() string {
 func (*IdentityRecord) ProtoMessage() {}
 
 func (x *IdentityRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2186,7 @@ func (x *IdentityRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityRecord.ProtoReflect.Descriptor instead.
 func (*IdentityRecord) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IdentityRecord) GetRecord() isIdentityRecord_Record {
@@ -2166,7 +2316,7 @@ type ControlVersion struct {
 
 func (x *ControlVersion) Reset() {
 	*x = ControlVersion{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2328,7 @@ func (x *ControlVersion) String() string {
 func (*ControlVersion) ProtoMessage() {}
 
 func (x *ControlVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2341,7 @@ func (x *ControlVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlVersion.ProtoReflect.Descriptor instead.
 func (*ControlVersion) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ControlVersion) GetVersion() uint64 {
@@ -2217,7 +2367,7 @@ type CAState struct {
 
 func (x *CAState) Reset() {
 	*x = CAState{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2379,7 @@ func (x *CAState) String() string {
 func (*CAState) ProtoMessage() {}
 
 func (x *CAState) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2392,7 @@ func (x *CAState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAState.ProtoReflect.Descriptor instead.
 func (*CAState) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CAState) GetActive() string {
@@ -2285,7 +2435,7 @@ type RetiringCA struct {
 
 func (x *RetiringCA) Reset() {
 	*x = RetiringCA{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2447,7 @@ func (x *RetiringCA) String() string {
 func (*RetiringCA) ProtoMessage() {}
 
 func (x *RetiringCA) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2460,7 @@ func (x *RetiringCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetiringCA.ProtoReflect.Descriptor instead.
 func (*RetiringCA) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RetiringCA) GetGeneration() string {
@@ -2340,7 +2490,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2502,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2515,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeRequest) GetNode() string {
@@ -2406,7 +2556,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2568,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2581,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeResponse) GetRevocation() *v12.Revocation {
@@ -2456,7 +2606,7 @@ type PrepareSeedKeyRequest struct {
 
 func (x *PrepareSeedKeyRequest) Reset() {
 	*x = PrepareSeedKeyRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2618,7 @@ func (x *PrepareSeedKeyRequest) String() string {
 func (*PrepareSeedKeyRequest) ProtoMessage() {}
 
 func (x *PrepareSeedKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2631,7 @@ func (x *PrepareSeedKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareSeedKeyRequest.ProtoReflect.Descriptor instead.
 func (*PrepareSeedKeyRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 type PrepareSeedKeyResponse struct {
@@ -2495,7 +2645,7 @@ type PrepareSeedKeyResponse struct {
 
 func (x *PrepareSeedKeyResponse) Reset() {
 	*x = PrepareSeedKeyResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2657,7 @@ func (x *PrepareSeedKeyResponse) String() string {
 func (*PrepareSeedKeyResponse) ProtoMessage() {}
 
 func (x *PrepareSeedKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2670,7 @@ func (x *PrepareSeedKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareSeedKeyResponse.ProtoReflect.Descriptor instead.
 func (*PrepareSeedKeyResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PrepareSeedKeyResponse) GetKeyId() string {
@@ -2547,7 +2697,7 @@ type RotateRootRequest struct {
 
 func (x *RotateRootRequest) Reset() {
 	*x = RotateRootRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2709,7 @@ func (x *RotateRootRequest) String() string {
 func (*RotateRootRequest) ProtoMessage() {}
 
 func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2722,7 @@ func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
 func (*RotateRootRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RotateRootRequest) GetRoot() []byte {
@@ -2594,7 +2744,7 @@ type RotateRootResponse struct {
 
 func (x *RotateRootResponse) Reset() {
 	*x = RotateRootResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2756,7 @@ func (x *RotateRootResponse) String() string {
 func (*RotateRootResponse) ProtoMessage() {}
 
 func (x *RotateRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2769,7 @@ func (x *RotateRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootResponse.ProtoReflect.Descriptor instead.
 func (*RotateRootResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RotateRootResponse) GetVersion() uint64 {
@@ -2653,7 +2803,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2815,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2828,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RotateCARequest) GetStep() string {
@@ -2698,7 +2848,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2860,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2873,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RotateCAResponse) GetState() *CAState {
@@ -2748,7 +2898,7 @@ type ControlStatusRequest struct {
 
 func (x *ControlStatusRequest) Reset() {
 	*x = ControlStatusRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +2910,7 @@ func (x *ControlStatusRequest) String() string {
 func (*ControlStatusRequest) ProtoMessage() {}
 
 func (x *ControlStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +2923,7 @@ func (x *ControlStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlStatusRequest.ProtoReflect.Descriptor instead.
 func (*ControlStatusRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type ControlStatusResponse struct {
@@ -2791,7 +2941,7 @@ type ControlStatusResponse struct {
 
 func (x *ControlStatusResponse) Reset() {
 	*x = ControlStatusResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2953,7 @@ func (x *ControlStatusResponse) String() string {
 func (*ControlStatusResponse) ProtoMessage() {}
 
 func (x *ControlStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2966,7 @@ func (x *ControlStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlStatusResponse.ProtoReflect.Descriptor instead.
 func (*ControlStatusResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ControlStatusResponse) GetRootVersion() uint64 {
@@ -2875,7 +3025,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3037,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3050,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinToken) GetSha256() string {
@@ -2943,7 +3093,7 @@ type Enrolment struct {
 
 func (x *Enrolment) Reset() {
 	*x = Enrolment{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3105,7 @@ func (x *Enrolment) String() string {
 func (*Enrolment) ProtoMessage() {}
 
 func (x *Enrolment) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3118,7 @@ func (x *Enrolment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrolment.ProtoReflect.Descriptor instead.
 func (*Enrolment) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Enrolment) GetNode() string {
@@ -3005,7 +3155,7 @@ type IssuedCertificate struct {
 
 func (x *IssuedCertificate) Reset() {
 	*x = IssuedCertificate{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3017,7 +3167,7 @@ func (x *IssuedCertificate) String() string {
 func (*IssuedCertificate) ProtoMessage() {}
 
 func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3030,7 +3180,7 @@ func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
 func (*IssuedCertificate) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *IssuedCertificate) GetSerial() string {
@@ -3073,7 +3223,7 @@ type IssueClientCertificateRequest struct {
 
 func (x *IssueClientCertificateRequest) Reset() {
 	*x = IssueClientCertificateRequest{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3085,7 +3235,7 @@ func (x *IssueClientCertificateRequest) String() string {
 func (*IssueClientCertificateRequest) ProtoMessage() {}
 
 func (x *IssueClientCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3098,7 +3248,7 @@ func (x *IssueClientCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueClientCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueClientCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IssueClientCertificateRequest) GetName() string {
@@ -3130,7 +3280,7 @@ type IssueClientCertificateResponse struct {
 
 func (x *IssueClientCertificateResponse) Reset() {
 	*x = IssueClientCertificateResponse{}
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3292,7 @@ func (x *IssueClientCertificateResponse) String() string {
 func (*IssueClientCertificateResponse) ProtoMessage() {}
 
 func (x *IssueClientCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_meshkit_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3305,7 @@ func (x *IssueClientCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueClientCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueClientCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_meshkit_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IssueClientCertificateResponse) GetCertificate() []byte {
@@ -3268,7 +3418,7 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"deltaBytes\"T\n" +
 	"\x0fHistoryResponse\x12A\n" +
 	"\fpublications\x18\x01 \x03(\v2\x1d.meshkit.admin.v1.PublicationR\fpublications\"\x0f\n" +
-	"\rStatusRequest\"\xa2\x04\n" +
+	"\rStatusRequest\"\xe0\x04\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
@@ -3287,7 +3437,22 @@ const file_meshkit_admin_v1_admin_proto_rawDesc = "" +
 	"extensions\x18\v \x03(\v2\".meshkit.admin.v1.ExtensionSummaryR\n" +
 	"extensions\x12.\n" +
 	"\x13published_audit_seq\x18\f \x01(\x04R\x11publishedAuditSeq\x128\n" +
-	"\aserving\x18\r \x03(\v2\x1e.meshkit.admin.v1.ServingCountR\aserving\"V\n" +
+	"\aserving\x18\r \x03(\v2\x1e.meshkit.admin.v1.ServingCountR\aserving\x12<\n" +
+	"\n" +
+	"leadership\x18\x0e \x01(\v2\x1c.meshkit.admin.v1.LeadershipR\n" +
+	"leadership\"\xf2\x01\n" +
+	"\n" +
+	"Leadership\x12\x1b\n" +
+	"\tthis_seed\x18\x01 \x01(\tR\bthisSeed\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12!\n" +
+	"\fleader_admin\x18\x03 \x01(\tR\vleaderAdmin\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x03R\x04term\x128\n" +
+	"\tfollowers\x18\x05 \x03(\v2\x1a.meshkit.admin.v1.SeedPeerR\tfollowers\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"0\n" +
+	"\bSeedPeer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05admin\x18\x02 \x01(\tR\x05admin\"V\n" +
 	"\fServingCount\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
@@ -3465,7 +3630,7 @@ func file_meshkit_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshkit_admin_v1_admin_proto_rawDescData
 }
 
-var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_meshkit_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*Resource)(nil),                       // 0: meshkit.admin.v1.Resource
 	(*Change)(nil),                         // 1: meshkit.admin.v1.Change
@@ -3485,60 +3650,62 @@ var file_meshkit_admin_v1_admin_proto_goTypes = []any{
 	(*HistoryResponse)(nil),                // 15: meshkit.admin.v1.HistoryResponse
 	(*StatusRequest)(nil),                  // 16: meshkit.admin.v1.StatusRequest
 	(*StatusResponse)(nil),                 // 17: meshkit.admin.v1.StatusResponse
-	(*ServingCount)(nil),                   // 18: meshkit.admin.v1.ServingCount
-	(*ExtensionSummary)(nil),               // 19: meshkit.admin.v1.ExtensionSummary
-	(*AuditRequest)(nil),                   // 20: meshkit.admin.v1.AuditRequest
-	(*AuditEntry)(nil),                     // 21: meshkit.admin.v1.AuditEntry
-	(*AuditResponse)(nil),                  // 22: meshkit.admin.v1.AuditResponse
-	(*VerifyAuditRequest)(nil),             // 23: meshkit.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),            // 24: meshkit.admin.v1.VerifyAuditResponse
-	(*GetBundleRequest)(nil),               // 25: meshkit.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),              // 26: meshkit.admin.v1.GetBundleResponse
-	(*CreateJoinTokenRequest)(nil),         // 27: meshkit.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 28: meshkit.admin.v1.CreateJoinTokenResponse
-	(*IdentityRecord)(nil),                 // 29: meshkit.admin.v1.IdentityRecord
-	(*ControlVersion)(nil),                 // 30: meshkit.admin.v1.ControlVersion
-	(*CAState)(nil),                        // 31: meshkit.admin.v1.CAState
-	(*RetiringCA)(nil),                     // 32: meshkit.admin.v1.RetiringCA
-	(*RevokeRequest)(nil),                  // 33: meshkit.admin.v1.RevokeRequest
-	(*RevokeResponse)(nil),                 // 34: meshkit.admin.v1.RevokeResponse
-	(*PrepareSeedKeyRequest)(nil),          // 35: meshkit.admin.v1.PrepareSeedKeyRequest
-	(*PrepareSeedKeyResponse)(nil),         // 36: meshkit.admin.v1.PrepareSeedKeyResponse
-	(*RotateRootRequest)(nil),              // 37: meshkit.admin.v1.RotateRootRequest
-	(*RotateRootResponse)(nil),             // 38: meshkit.admin.v1.RotateRootResponse
-	(*RotateCARequest)(nil),                // 39: meshkit.admin.v1.RotateCARequest
-	(*RotateCAResponse)(nil),               // 40: meshkit.admin.v1.RotateCAResponse
-	(*ControlStatusRequest)(nil),           // 41: meshkit.admin.v1.ControlStatusRequest
-	(*ControlStatusResponse)(nil),          // 42: meshkit.admin.v1.ControlStatusResponse
-	(*JoinToken)(nil),                      // 43: meshkit.admin.v1.JoinToken
-	(*Enrolment)(nil),                      // 44: meshkit.admin.v1.Enrolment
-	(*IssuedCertificate)(nil),              // 45: meshkit.admin.v1.IssuedCertificate
-	(*IssueClientCertificateRequest)(nil),  // 46: meshkit.admin.v1.IssueClientCertificateRequest
-	(*IssueClientCertificateResponse)(nil), // 47: meshkit.admin.v1.IssueClientCertificateResponse
-	nil,                                    // 48: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
-	(*v1.Metadata)(nil),                    // 49: meshkit.bundle.v1.Metadata
-	(*v1.ClusterSpec)(nil),                 // 50: meshkit.bundle.v1.ClusterSpec
-	(*v1.RouteSpec)(nil),                   // 51: meshkit.bundle.v1.RouteSpec
-	(*v1.AuthzPolicySpec)(nil),             // 52: meshkit.bundle.v1.AuthzPolicySpec
-	(*v1.RetryPolicySpec)(nil),             // 53: meshkit.bundle.v1.RetryPolicySpec
-	(*v1.ExtensionSpec)(nil),               // 54: meshkit.bundle.v1.ExtensionSpec
-	(*v1.ExtensionBindingSpec)(nil),        // 55: meshkit.bundle.v1.ExtensionBindingSpec
-	(*v1.KillSwitchSpec)(nil),              // 56: meshkit.bundle.v1.KillSwitchSpec
-	(*v1.ReferenceGrantSpec)(nil),          // 57: meshkit.bundle.v1.ReferenceGrantSpec
-	(*timestamppb.Timestamp)(nil),          // 58: google.protobuf.Timestamp
-	(*v11.VersionNacks)(nil),               // 59: meshkit.sync.v1.VersionNacks
-	(*v12.Revocation)(nil),                 // 60: meshkit.identity.v1.Revocation
+	(*Leadership)(nil),                     // 18: meshkit.admin.v1.Leadership
+	(*SeedPeer)(nil),                       // 19: meshkit.admin.v1.SeedPeer
+	(*ServingCount)(nil),                   // 20: meshkit.admin.v1.ServingCount
+	(*ExtensionSummary)(nil),               // 21: meshkit.admin.v1.ExtensionSummary
+	(*AuditRequest)(nil),                   // 22: meshkit.admin.v1.AuditRequest
+	(*AuditEntry)(nil),                     // 23: meshkit.admin.v1.AuditEntry
+	(*AuditResponse)(nil),                  // 24: meshkit.admin.v1.AuditResponse
+	(*VerifyAuditRequest)(nil),             // 25: meshkit.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),            // 26: meshkit.admin.v1.VerifyAuditResponse
+	(*GetBundleRequest)(nil),               // 27: meshkit.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),              // 28: meshkit.admin.v1.GetBundleResponse
+	(*CreateJoinTokenRequest)(nil),         // 29: meshkit.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 30: meshkit.admin.v1.CreateJoinTokenResponse
+	(*IdentityRecord)(nil),                 // 31: meshkit.admin.v1.IdentityRecord
+	(*ControlVersion)(nil),                 // 32: meshkit.admin.v1.ControlVersion
+	(*CAState)(nil),                        // 33: meshkit.admin.v1.CAState
+	(*RetiringCA)(nil),                     // 34: meshkit.admin.v1.RetiringCA
+	(*RevokeRequest)(nil),                  // 35: meshkit.admin.v1.RevokeRequest
+	(*RevokeResponse)(nil),                 // 36: meshkit.admin.v1.RevokeResponse
+	(*PrepareSeedKeyRequest)(nil),          // 37: meshkit.admin.v1.PrepareSeedKeyRequest
+	(*PrepareSeedKeyResponse)(nil),         // 38: meshkit.admin.v1.PrepareSeedKeyResponse
+	(*RotateRootRequest)(nil),              // 39: meshkit.admin.v1.RotateRootRequest
+	(*RotateRootResponse)(nil),             // 40: meshkit.admin.v1.RotateRootResponse
+	(*RotateCARequest)(nil),                // 41: meshkit.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),               // 42: meshkit.admin.v1.RotateCAResponse
+	(*ControlStatusRequest)(nil),           // 43: meshkit.admin.v1.ControlStatusRequest
+	(*ControlStatusResponse)(nil),          // 44: meshkit.admin.v1.ControlStatusResponse
+	(*JoinToken)(nil),                      // 45: meshkit.admin.v1.JoinToken
+	(*Enrolment)(nil),                      // 46: meshkit.admin.v1.Enrolment
+	(*IssuedCertificate)(nil),              // 47: meshkit.admin.v1.IssuedCertificate
+	(*IssueClientCertificateRequest)(nil),  // 48: meshkit.admin.v1.IssueClientCertificateRequest
+	(*IssueClientCertificateResponse)(nil), // 49: meshkit.admin.v1.IssueClientCertificateResponse
+	nil,                                    // 50: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	(*v1.Metadata)(nil),                    // 51: meshkit.bundle.v1.Metadata
+	(*v1.ClusterSpec)(nil),                 // 52: meshkit.bundle.v1.ClusterSpec
+	(*v1.RouteSpec)(nil),                   // 53: meshkit.bundle.v1.RouteSpec
+	(*v1.AuthzPolicySpec)(nil),             // 54: meshkit.bundle.v1.AuthzPolicySpec
+	(*v1.RetryPolicySpec)(nil),             // 55: meshkit.bundle.v1.RetryPolicySpec
+	(*v1.ExtensionSpec)(nil),               // 56: meshkit.bundle.v1.ExtensionSpec
+	(*v1.ExtensionBindingSpec)(nil),        // 57: meshkit.bundle.v1.ExtensionBindingSpec
+	(*v1.KillSwitchSpec)(nil),              // 58: meshkit.bundle.v1.KillSwitchSpec
+	(*v1.ReferenceGrantSpec)(nil),          // 59: meshkit.bundle.v1.ReferenceGrantSpec
+	(*timestamppb.Timestamp)(nil),          // 60: google.protobuf.Timestamp
+	(*v11.VersionNacks)(nil),               // 61: meshkit.sync.v1.VersionNacks
+	(*v12.Revocation)(nil),                 // 62: meshkit.identity.v1.Revocation
 }
 var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
-	49, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
-	50, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
-	51, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
-	52, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
-	53, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
-	54, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
-	55, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
-	56, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
-	57, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
+	51, // 0: meshkit.admin.v1.Resource.metadata:type_name -> meshkit.bundle.v1.Metadata
+	52, // 1: meshkit.admin.v1.Resource.cluster:type_name -> meshkit.bundle.v1.ClusterSpec
+	53, // 2: meshkit.admin.v1.Resource.route:type_name -> meshkit.bundle.v1.RouteSpec
+	54, // 3: meshkit.admin.v1.Resource.authz_policy:type_name -> meshkit.bundle.v1.AuthzPolicySpec
+	55, // 4: meshkit.admin.v1.Resource.retry_policy:type_name -> meshkit.bundle.v1.RetryPolicySpec
+	56, // 5: meshkit.admin.v1.Resource.extension:type_name -> meshkit.bundle.v1.ExtensionSpec
+	57, // 6: meshkit.admin.v1.Resource.extension_binding:type_name -> meshkit.bundle.v1.ExtensionBindingSpec
+	58, // 7: meshkit.admin.v1.Resource.kill_switch:type_name -> meshkit.bundle.v1.KillSwitchSpec
+	59, // 8: meshkit.admin.v1.Resource.reference_grant:type_name -> meshkit.bundle.v1.ReferenceGrantSpec
 	0,  // 9: meshkit.admin.v1.ApplyRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 10: meshkit.admin.v1.ApplyResponse.changes:type_name -> meshkit.admin.v1.Change
 	1,  // 11: meshkit.admin.v1.DeleteResponse.changes:type_name -> meshkit.admin.v1.Change
@@ -3546,74 +3713,77 @@ var file_meshkit_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: meshkit.admin.v1.ListResponse.resources:type_name -> meshkit.admin.v1.Resource
 	0,  // 14: meshkit.admin.v1.DiffRequest.resources:type_name -> meshkit.admin.v1.Resource
 	1,  // 15: meshkit.admin.v1.DiffResponse.changes:type_name -> meshkit.admin.v1.Change
-	58, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
+	60, // 16: meshkit.admin.v1.Publication.published_at:type_name -> google.protobuf.Timestamp
 	14, // 17: meshkit.admin.v1.Publication.variants:type_name -> meshkit.admin.v1.Variant
 	13, // 18: meshkit.admin.v1.HistoryResponse.publications:type_name -> meshkit.admin.v1.Publication
-	58, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
-	59, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
-	19, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
-	18, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
-	58, // 23: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	21, // 24: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
-	58, // 25: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	43, // 26: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
-	44, // 27: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
-	45, // 28: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
-	60, // 29: meshkit.admin.v1.IdentityRecord.revocation:type_name -> meshkit.identity.v1.Revocation
-	30, // 30: meshkit.admin.v1.IdentityRecord.control:type_name -> meshkit.admin.v1.ControlVersion
-	31, // 31: meshkit.admin.v1.IdentityRecord.ca:type_name -> meshkit.admin.v1.CAState
-	32, // 32: meshkit.admin.v1.CAState.retiring:type_name -> meshkit.admin.v1.RetiringCA
-	58, // 33: meshkit.admin.v1.CAState.next_published_at:type_name -> google.protobuf.Timestamp
-	58, // 34: meshkit.admin.v1.RetiringCA.until:type_name -> google.protobuf.Timestamp
-	60, // 35: meshkit.admin.v1.RevokeResponse.revocation:type_name -> meshkit.identity.v1.Revocation
-	31, // 36: meshkit.admin.v1.RotateCAResponse.state:type_name -> meshkit.admin.v1.CAState
-	31, // 37: meshkit.admin.v1.ControlStatusResponse.ca:type_name -> meshkit.admin.v1.CAState
-	60, // 38: meshkit.admin.v1.ControlStatusResponse.revocations:type_name -> meshkit.identity.v1.Revocation
-	48, // 39: meshkit.admin.v1.ControlStatusResponse.ca_expires:type_name -> meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
-	58, // 40: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	58, // 41: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
-	58, // 42: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	58, // 43: meshkit.admin.v1.IssueClientCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	58, // 44: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry.value:type_name -> google.protobuf.Timestamp
-	2,  // 45: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
-	4,  // 46: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
-	6,  // 47: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
-	8,  // 48: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
-	10, // 49: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
-	12, // 50: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
-	16, // 51: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
-	20, // 52: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
-	23, // 53: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
-	25, // 54: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
-	27, // 55: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
-	33, // 56: meshkit.admin.v1.AdminService.Revoke:input_type -> meshkit.admin.v1.RevokeRequest
-	35, // 57: meshkit.admin.v1.AdminService.PrepareSeedKey:input_type -> meshkit.admin.v1.PrepareSeedKeyRequest
-	37, // 58: meshkit.admin.v1.AdminService.RotateRoot:input_type -> meshkit.admin.v1.RotateRootRequest
-	39, // 59: meshkit.admin.v1.AdminService.RotateCA:input_type -> meshkit.admin.v1.RotateCARequest
-	46, // 60: meshkit.admin.v1.AdminService.IssueClientCertificate:input_type -> meshkit.admin.v1.IssueClientCertificateRequest
-	41, // 61: meshkit.admin.v1.AdminService.ControlStatus:input_type -> meshkit.admin.v1.ControlStatusRequest
-	3,  // 62: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
-	5,  // 63: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
-	7,  // 64: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
-	9,  // 65: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
-	11, // 66: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
-	15, // 67: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
-	17, // 68: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
-	22, // 69: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
-	24, // 70: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
-	26, // 71: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
-	28, // 72: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
-	34, // 73: meshkit.admin.v1.AdminService.Revoke:output_type -> meshkit.admin.v1.RevokeResponse
-	36, // 74: meshkit.admin.v1.AdminService.PrepareSeedKey:output_type -> meshkit.admin.v1.PrepareSeedKeyResponse
-	38, // 75: meshkit.admin.v1.AdminService.RotateRoot:output_type -> meshkit.admin.v1.RotateRootResponse
-	40, // 76: meshkit.admin.v1.AdminService.RotateCA:output_type -> meshkit.admin.v1.RotateCAResponse
-	47, // 77: meshkit.admin.v1.AdminService.IssueClientCertificate:output_type -> meshkit.admin.v1.IssueClientCertificateResponse
-	42, // 78: meshkit.admin.v1.AdminService.ControlStatus:output_type -> meshkit.admin.v1.ControlStatusResponse
-	62, // [62:79] is the sub-list for method output_type
-	45, // [45:62] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	60, // 19: meshkit.admin.v1.StatusResponse.last_published_at:type_name -> google.protobuf.Timestamp
+	61, // 20: meshkit.admin.v1.StatusResponse.nacks:type_name -> meshkit.sync.v1.VersionNacks
+	21, // 21: meshkit.admin.v1.StatusResponse.extensions:type_name -> meshkit.admin.v1.ExtensionSummary
+	20, // 22: meshkit.admin.v1.StatusResponse.serving:type_name -> meshkit.admin.v1.ServingCount
+	18, // 23: meshkit.admin.v1.StatusResponse.leadership:type_name -> meshkit.admin.v1.Leadership
+	19, // 24: meshkit.admin.v1.Leadership.followers:type_name -> meshkit.admin.v1.SeedPeer
+	60, // 25: meshkit.admin.v1.Leadership.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 26: meshkit.admin.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	23, // 27: meshkit.admin.v1.AuditResponse.entries:type_name -> meshkit.admin.v1.AuditEntry
+	60, // 28: meshkit.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 29: meshkit.admin.v1.IdentityRecord.join_token:type_name -> meshkit.admin.v1.JoinToken
+	46, // 30: meshkit.admin.v1.IdentityRecord.enrolment:type_name -> meshkit.admin.v1.Enrolment
+	47, // 31: meshkit.admin.v1.IdentityRecord.issued:type_name -> meshkit.admin.v1.IssuedCertificate
+	62, // 32: meshkit.admin.v1.IdentityRecord.revocation:type_name -> meshkit.identity.v1.Revocation
+	32, // 33: meshkit.admin.v1.IdentityRecord.control:type_name -> meshkit.admin.v1.ControlVersion
+	33, // 34: meshkit.admin.v1.IdentityRecord.ca:type_name -> meshkit.admin.v1.CAState
+	34, // 35: meshkit.admin.v1.CAState.retiring:type_name -> meshkit.admin.v1.RetiringCA
+	60, // 36: meshkit.admin.v1.CAState.next_published_at:type_name -> google.protobuf.Timestamp
+	60, // 37: meshkit.admin.v1.RetiringCA.until:type_name -> google.protobuf.Timestamp
+	62, // 38: meshkit.admin.v1.RevokeResponse.revocation:type_name -> meshkit.identity.v1.Revocation
+	33, // 39: meshkit.admin.v1.RotateCAResponse.state:type_name -> meshkit.admin.v1.CAState
+	33, // 40: meshkit.admin.v1.ControlStatusResponse.ca:type_name -> meshkit.admin.v1.CAState
+	62, // 41: meshkit.admin.v1.ControlStatusResponse.revocations:type_name -> meshkit.identity.v1.Revocation
+	50, // 42: meshkit.admin.v1.ControlStatusResponse.ca_expires:type_name -> meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry
+	60, // 43: meshkit.admin.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 44: meshkit.admin.v1.Enrolment.enrolled_at:type_name -> google.protobuf.Timestamp
+	60, // 45: meshkit.admin.v1.IssuedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	60, // 46: meshkit.admin.v1.IssueClientCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 47: meshkit.admin.v1.ControlStatusResponse.CaExpiresEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 48: meshkit.admin.v1.AdminService.Apply:input_type -> meshkit.admin.v1.ApplyRequest
+	4,  // 49: meshkit.admin.v1.AdminService.Delete:input_type -> meshkit.admin.v1.DeleteRequest
+	6,  // 50: meshkit.admin.v1.AdminService.Get:input_type -> meshkit.admin.v1.GetRequest
+	8,  // 51: meshkit.admin.v1.AdminService.List:input_type -> meshkit.admin.v1.ListRequest
+	10, // 52: meshkit.admin.v1.AdminService.Diff:input_type -> meshkit.admin.v1.DiffRequest
+	12, // 53: meshkit.admin.v1.AdminService.History:input_type -> meshkit.admin.v1.HistoryRequest
+	16, // 54: meshkit.admin.v1.AdminService.Status:input_type -> meshkit.admin.v1.StatusRequest
+	22, // 55: meshkit.admin.v1.AdminService.Audit:input_type -> meshkit.admin.v1.AuditRequest
+	25, // 56: meshkit.admin.v1.AdminService.VerifyAudit:input_type -> meshkit.admin.v1.VerifyAuditRequest
+	27, // 57: meshkit.admin.v1.AdminService.GetBundle:input_type -> meshkit.admin.v1.GetBundleRequest
+	29, // 58: meshkit.admin.v1.AdminService.CreateJoinToken:input_type -> meshkit.admin.v1.CreateJoinTokenRequest
+	35, // 59: meshkit.admin.v1.AdminService.Revoke:input_type -> meshkit.admin.v1.RevokeRequest
+	37, // 60: meshkit.admin.v1.AdminService.PrepareSeedKey:input_type -> meshkit.admin.v1.PrepareSeedKeyRequest
+	39, // 61: meshkit.admin.v1.AdminService.RotateRoot:input_type -> meshkit.admin.v1.RotateRootRequest
+	41, // 62: meshkit.admin.v1.AdminService.RotateCA:input_type -> meshkit.admin.v1.RotateCARequest
+	48, // 63: meshkit.admin.v1.AdminService.IssueClientCertificate:input_type -> meshkit.admin.v1.IssueClientCertificateRequest
+	43, // 64: meshkit.admin.v1.AdminService.ControlStatus:input_type -> meshkit.admin.v1.ControlStatusRequest
+	3,  // 65: meshkit.admin.v1.AdminService.Apply:output_type -> meshkit.admin.v1.ApplyResponse
+	5,  // 66: meshkit.admin.v1.AdminService.Delete:output_type -> meshkit.admin.v1.DeleteResponse
+	7,  // 67: meshkit.admin.v1.AdminService.Get:output_type -> meshkit.admin.v1.GetResponse
+	9,  // 68: meshkit.admin.v1.AdminService.List:output_type -> meshkit.admin.v1.ListResponse
+	11, // 69: meshkit.admin.v1.AdminService.Diff:output_type -> meshkit.admin.v1.DiffResponse
+	15, // 70: meshkit.admin.v1.AdminService.History:output_type -> meshkit.admin.v1.HistoryResponse
+	17, // 71: meshkit.admin.v1.AdminService.Status:output_type -> meshkit.admin.v1.StatusResponse
+	24, // 72: meshkit.admin.v1.AdminService.Audit:output_type -> meshkit.admin.v1.AuditResponse
+	26, // 73: meshkit.admin.v1.AdminService.VerifyAudit:output_type -> meshkit.admin.v1.VerifyAuditResponse
+	28, // 74: meshkit.admin.v1.AdminService.GetBundle:output_type -> meshkit.admin.v1.GetBundleResponse
+	30, // 75: meshkit.admin.v1.AdminService.CreateJoinToken:output_type -> meshkit.admin.v1.CreateJoinTokenResponse
+	36, // 76: meshkit.admin.v1.AdminService.Revoke:output_type -> meshkit.admin.v1.RevokeResponse
+	38, // 77: meshkit.admin.v1.AdminService.PrepareSeedKey:output_type -> meshkit.admin.v1.PrepareSeedKeyResponse
+	40, // 78: meshkit.admin.v1.AdminService.RotateRoot:output_type -> meshkit.admin.v1.RotateRootResponse
+	42, // 79: meshkit.admin.v1.AdminService.RotateCA:output_type -> meshkit.admin.v1.RotateCAResponse
+	49, // 80: meshkit.admin.v1.AdminService.IssueClientCertificate:output_type -> meshkit.admin.v1.IssueClientCertificateResponse
+	44, // 81: meshkit.admin.v1.AdminService.ControlStatus:output_type -> meshkit.admin.v1.ControlStatusResponse
+	65, // [65:82] is the sub-list for method output_type
+	48, // [48:65] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_meshkit_admin_v1_admin_proto_init() }
@@ -3631,7 +3801,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 		(*Resource_KillSwitch)(nil),
 		(*Resource_ReferenceGrant)(nil),
 	}
-	file_meshkit_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{
+	file_meshkit_admin_v1_admin_proto_msgTypes[31].OneofWrappers = []any{
 		(*IdentityRecord_JoinToken)(nil),
 		(*IdentityRecord_Enrolment)(nil),
 		(*IdentityRecord_Issued)(nil),
@@ -3646,7 +3816,7 @@ func file_meshkit_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshkit_admin_v1_admin_proto_rawDesc), len(file_meshkit_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

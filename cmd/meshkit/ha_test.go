@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"meshkit.dev/meshkit/internal/etcdtest"
+	"meshkit.dev/meshkit/node"
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	leadershipv1 "meshkit.dev/meshkit/proto/omnirelay/mesh/control/v1"
+	"meshkit.dev/meshkit/seed/etcdstore"
+)
+
+// haSeed is one seed process of an haDomain; its addresses survive restarts.
+type haSeed struct {
+	id, data, grpc, http, p2p string
+	p                         *proc
+	runs                      int
+	stopped                   bool // SIGSTOPped
+}
+
+// haDomain is a domain of seed processes on one real etcd, in production mode (an admin
+// token, no --dev), with agents following it.
+type haDomain struct {
+	t        *testing.T
+	bin      string
+	etcd     *etcdtest.Server
+	cli      *clientv3.Client
+	key      string // the seeds' shared signing key and root
+	root     string
+	caDir    string
+	token    string
+	leaseTTL string
+	seeds    []*haSeed
+}
+
+func newHADomain(t *testing.T, n int, leaseTTL string) *haDomain {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "meshkit")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	d := &haDomain{t: t, bin: bin, etcd: etcdtest.Start(t, t.TempDir(), etcdtest.Options{}), token: "0123456789abcdef0123456789abcdef", leaseTTL: leaseTTL}
+	d.cli = d.etcd.Client(t)
+	shared := t.TempDir()
+	a := &app{ctx: context.Background(), stdout: io.Discard, stderr: io.Discard, now: time.Now}
+	var err error
+	if d.key, d.root, err = a.devTrust(shared, "prod"); err != nil {
+		t.Fatal(err)
+	}
+	d.caDir = filepath.Join(shared, "ca") // one CA, as operators copy it to every seed host
+	if _, err := openCA(d.caDir, "prod"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		s := &haSeed{id: fmt.Sprintf("seed%d", i+1), data: t.TempDir(), grpc: freeAddr(t), http: freeAddr(t)}
+		s.p2p = "/ip4/127.0.0.1/tcp/" + strings.Split(freeAddr(t), ":")[1]
+		if err := os.WriteFile(filepath.Join(s.data, "admin.token"), []byte(d.token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.seeds = append(d.seeds, s)
+		d.start(s)
+	}
+	return d
+}
+
+func (d *haDomain) start(s *haSeed) {
+	d.t.Helper()
+	s.runs++
+	since := time.Now()
+	s.p = startProc(d.t, d.bin, fmt.Sprintf("%s-run%d", s.id, s.runs), "seed", "--store", "etcd", "--etcd-endpoints", d.etcd.Endpoint,
+		"--key", d.key, "--root", d.root, "--ca-dir", d.caDir, "--data", s.data, "--seed-id", s.id,
+		"--grpc-addr", s.grpc, "--http-addr", s.http, "--p2p-listen", s.p2p, "--debounce", "10ms", "--lease-ttl", d.leaseTTL)
+	s.stopped = false
+	waitEndpoint(d.t, s.data, since)
+}
+
+func (d *haDomain) signal(s *haSeed, sig syscall.Signal) {
+	d.t.Helper()
+	if err := s.p.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatalf("%s %s: %v", sig, s.id, err)
+	}
+	switch sig {
+	case syscall.SIGKILL:
+		_ = s.p.cmd.Wait()
+	case syscall.SIGSTOP:
+		s.stopped = true
+	case syscall.SIGCONT:
+		s.stopped = false
+	}
+}
+
+func (d *haDomain) ctx() context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+d.token)
+}
+
+// admin returns an admin client of one seed, without following redirects.
+func (d *haDomain) admin(s *haSeed) adminv1.AdminServiceClient {
+	d.t.Helper()
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { conn.Close() })
+	return adminv1.NewAdminServiceClient(conn)
+}
+
+// meta is the domain's publish position as etcd holds it.
+func (d *haDomain) meta() (epoch, version uint64) {
+	d.t.Helper()
+	r, err := d.cli.Get(context.Background(), etcdstore.Prefix("prod")+"meta")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if len(r.Kvs) == 0 {
+		return 0, 0
+	}
+	var m struct{ Epoch, Version uint64 }
+	if err := json.Unmarshal(r.Kvs[0].Value, &m); err != nil {
+		d.t.Fatal(err)
+	}
+	return m.Epoch, m.Version
+}
+
+// waitEpochAbove waits for a publish at an epoch above old and returns when it was seen.
+func (d *haDomain) waitEpochAbove(old uint64, within time.Duration) (uint64, time.Time) {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if e, _ := d.meta(); e > old {
+			return e, time.Now()
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no publish above epoch %d in %s", old, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// leader finds the seed whose Status answers (followers refuse with Unavailable).
+func (d *haDomain) leader(within time.Duration) (*haSeed, *adminv1.StatusResponse) {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, s := range d.seeds {
+			if s.stopped || s.p.cmd.ProcessState != nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(d.ctx(), time.Second)
+			st, err := d.admin(s).Status(ctx, &adminv1.StatusRequest{})
+			cancel()
+			if err == nil && st.GetLeadership().GetLeaderId() == s.id && st.GetVersion() > 0 {
+				return s, st
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no seed leads after %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *haDomain) run(args ...string) (string, error) {
+	cmd := exec.Command(d.bin, args...)
+	cmd.Env = append(os.Environ(), "MESHKIT_TOKEN="+d.token)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func startHAAgent(t *testing.T, d *haDomain, name string) string {
+	t.Helper()
+	data := t.TempDir()
+	args := []string{"agent", "--data", data, "--root", d.root, "--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", "127.0.0.1:0", "--southbound-addr", "off", "--sync-interval", "1s"}
+	for _, s := range d.seeds {
+		b, err := os.ReadFile(filepath.Join(s.data, "p2p.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ep endpoint
+		if err := json.Unmarshal(b, &ep); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--bootstrap", ep.Addrs[0])
+	}
+	since := time.Now()
+	startProc(t, d.bin, name, args...)
+	return waitEndpoint(t, data, since).HTTPAddr
+}
+
+func headOf(addr string) (node.HeadStatus, error) {
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return node.HeadStatus{}, err
+	}
+	defer resp.Body.Close()
+	var st node.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return node.HeadStatus{}, err
+	}
+	return st.Serving, nil
+}
+
+func clusterYAML(name string) string {
+	return fmt.Sprintf("apiVersion: meshkit.dev/v1alpha1\nkind: Cluster\nmetadata: {name: %s, namespace: shop}\nspec: {endpoints: [{address: a, port: 1}]}\n", name)
+}
+
+// TestThreeSeedsOnEtcd runs three seed processes of one domain on a real etcd, in
+// production mode: one leads; the CLI pointed at a follower is sent to the leader (status
+// shows leader, term and followers; an apply lands); OmniRelay's leadership stream on a
+// follower names the leader; the leader killed with SIGKILL is replaced by a seed that
+// publishes at a higher epoch with the applied change, and the agents follow it.
+func TestThreeSeedsOnEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three seeds, an agent and etcd")
+	}
+	d := newHADomain(t, 3, "2s")
+	if out, err := d.run("apply", "-f", "../../examples/shop", "--seed", d.seeds[0].grpc); err != nil {
+		t.Fatalf("apply through seed1: %v\n%s", err, out)
+	}
+	lead, st := d.leader(30 * time.Second)
+	var follower *haSeed
+	for _, s := range d.seeds {
+		if s != lead {
+			follower = s
+		}
+	}
+	// A follower refuses an admin call itself, naming the leader.
+	_, err := d.admin(follower).Status(d.ctx(), &adminv1.StatusRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), lead.grpc) {
+		t.Fatalf("a follower's own answer: %v; want Unavailable naming %s", err, lead.grpc)
+	}
+	// Without credentials a follower says nothing about the leader.
+	if _, err := adminv1.NewAdminServiceClient(mustConn(t, follower.grpc)).Status(context.Background(), &adminv1.StatusRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("an anonymous call to a follower: %v", err)
+	}
+	out, err := d.run("status", "--seed", follower.grpc)
+	if err != nil {
+		t.Fatalf("status through a follower: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("leader %s (%s) term %d; answered by %s", lead.id, lead.grpc, st.GetLeadership().GetTerm(), lead.id)
+	if !strings.Contains(out, want) || strings.Count(out, "(127.0.0.1:") != 3 || st.GetEpoch() != uint64(st.GetLeadership().GetTerm()) {
+		t.Fatalf("status through a follower:\n%s\nwant %q, two followers, epoch = term", out, want)
+	}
+	doc := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(doc, []byte(clusterYAML("through-a-follower")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d.run("apply", "-f", doc, "--seed", follower.grpc); err != nil {
+		t.Fatalf("apply through a follower: %v\n%s", err, out)
+	}
+
+	// OmniRelay's leadership stream, from a follower: a SNAPSHOT naming the leader.
+	sub, err := leadershipv1.NewLeadershipControlServiceClient(mustConn(t, follower.grpc)).Subscribe(d.ctx(), &leadershipv1.LeadershipSubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := sub.Recv()
+	if err != nil || ev.GetKind() != leadershipv1.LeadershipEventKind_LEADERSHIP_EVENT_KIND_SNAPSHOT || ev.GetLeaderId() != lead.id || ev.GetToken().GetTerm() != st.GetLeadership().GetTerm() {
+		t.Fatalf("leadership snapshot from a follower: %v, %v", ev, err)
+	}
+
+	agent := startHAAgent(t, d, "agent1")
+	waitHead := func(epoch uint64) node.HeadStatus {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			h, err := headOf(agent)
+			if err == nil && h.Epoch >= epoch {
+				return h
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent serves %+v (%v), want epoch %d", h, err, epoch)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	before := waitHead(st.GetEpoch())
+
+	oldEpoch, _ := d.meta()
+	killed := time.Now()
+	d.signal(lead, syscall.SIGKILL)
+	newEpoch, at := d.waitEpochAbove(oldEpoch, 30*time.Second)
+	t.Logf("leader killed → publish at epoch %d by the next leader: %s (lease 2 s)", newEpoch, at.Sub(killed).Round(time.Millisecond))
+	next, st2 := d.leader(30 * time.Second)
+	if next == lead || st2.GetEpoch() != newEpoch || st2.GetVersion() <= st.GetVersion() {
+		t.Fatalf("after the kill: %s leads at epoch %d v%d (before: %s at %d v%d)", next.id, st2.GetEpoch(), st2.GetVersion(), lead.id, st.GetEpoch(), st.GetVersion())
+	}
+	got, err := d.admin(next).Get(d.ctx(), &adminv1.GetRequest{Kind: "Cluster", Namespace: "shop", Name: "through-a-follower"})
+	if err != nil || got.GetResource() == nil {
+		t.Fatalf("the change applied through a follower is gone after the failover: %v", err)
+	}
+	after := waitHead(newEpoch)
+	if after.Version <= before.Version {
+		t.Fatalf("the agent went from %+v to %+v", before, after)
+	}
+}
+
+func mustConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
