@@ -12,7 +12,7 @@ TOOL      := $(GO) tool -modfile=internal/tools/go.mod
 FUZZTIME  ?= 10s
 BENCHCOUNT?= 6
 
-.PHONY: all build cross test test-arm64 race check fmt-check vet staticcheck buf-lint buf-breaking tidy-check fixtures-check wasm-fixtures proto fuzz bench dev demo clean
+.PHONY: chaos all build cross test test-arm64 race check fmt-check vet staticcheck buf-lint buf-breaking tidy-check fixtures-check wasm-fixtures proto fuzz bench dev demo clean
 
 all: build
 
@@ -110,6 +110,13 @@ bench:
 	$(GO) test ./content -run '^$$' -bench ArtifactSpread -benchtime 1x -count 3
 	$(GO) test ./p2p -run '^$$' -bench Fetch64KiB -benchmem -count $(BENCHCOUNT)
 	$(GO) test ./bundle -run '^$$' -bench ApplyDelta -benchmem -count $(BENCHCOUNT)
+
+## chaos: the long chaos run of seeds on etcd (leaders killed and paused 100 times); its
+## report, for the README, in chaos-report.json (the CI variant runs 6 iterations in make test)
+CHAOS_ITERATIONS ?= 100
+chaos:
+	MESHKIT_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) MESHKIT_CHAOS_REPORT=$(CURDIR)/chaos-report.json \
+		$(GO) test ./cmd/meshkit -run '^TestChaosSeedsOnEtcd$$' -count 1 -v -timeout 90m
 
 ## dev: the README's run command
 dev:

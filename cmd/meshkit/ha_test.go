@@ -33,6 +33,7 @@ type haSeed struct {
 	id, data, grpc, http, p2p string
 	p                         *proc
 	runs                      int
+	logs                      []string // each run's log
 	stopped                   bool // SIGSTOPped
 }
 
@@ -89,6 +90,7 @@ func (d *haDomain) start(s *haSeed) {
 		"--key", d.key, "--root", d.root, "--ca-dir", d.caDir, "--data", s.data, "--seed-id", s.id,
 		"--grpc-addr", s.grpc, "--http-addr", s.http, "--p2p-listen", s.p2p, "--debounce", "10ms", "--lease-ttl", d.leaseTTL)
 	s.stopped = false
+	s.logs = append(s.logs, s.p.log)
 	waitEndpoint(d.t, s.data, since)
 }
 
