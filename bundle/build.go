@@ -21,7 +21,7 @@ const (
 	CapExtWasm   = "feature:ext-wasm"
 	CapExtNative = "feature:ext-native"
 	CapHTTP3     = "feature:http3:conditional"
-	maxResources = 100_000
+	maxResources = MaxResources
 	maxRetries   = 10
 )
 
@@ -139,47 +139,31 @@ func RequiredCapabilities(b *bundlev1.Bundle) []string {
 	return slices.Compact(caps)
 }
 
+// MaxResources is the most resources one desired state may hold.
+const MaxResources = 100_000
+
 // Validate checks every object and the references between them, returning all problems.
 func Validate(objs []Object) error {
-	v := &validator{seen: map[Key]Object{}, grants: map[grantScope][]*bundlev1.ReferenceGrantSpec{}}
 	if len(objs) > maxResources {
 		return ValidationErrors{{Msg: fmt.Sprintf("%d resources, the limit is %d", len(objs), maxResources)}}
 	}
+	w := &mapWorld{seen: make(map[Key]Object, len(objs)), grants: map[grantScope][]*bundlev1.ReferenceGrantSpec{}, byMatch: map[string]Object{}}
+	v := &validator{w: w}
+	unique := make([]Object, 0, len(objs))
 	for _, o := range objs {
-		if prev, dup := v.seen[o.Key()]; dup {
+		if prev, dup := w.seen[o.Key()]; dup {
 			v.add(o, "metadata.name", "duplicate: also declared at %s", prev.Source)
 			continue
 		}
-		v.seen[o.Key()] = o
+		w.seen[o.Key()] = o
+		unique = append(unique, o)
 		if g, ok := o.Spec.(*bundlev1.ReferenceGrantSpec); ok {
 			scope := grantScope{namespace: o.Metadata.GetNamespace(), tenant: o.Metadata.GetTenant()}
-			v.grants[scope] = append(v.grants[scope], g)
+			w.grants[scope] = append(w.grants[scope], g)
 		}
 	}
-	routesByMatch := map[string]Object{}
-	for _, o := range objs {
-		switch spec := o.Spec.(type) {
-		case *bundlev1.ClusterSpec:
-			v.cluster(o, spec)
-		case *bundlev1.RouteSpec:
-			v.route(o, spec, routesByMatch)
-		case *bundlev1.AuthzPolicySpec:
-			v.authz(o, spec)
-		case *bundlev1.RetryPolicySpec:
-			if spec.GetAttempts() > maxRetries {
-				v.add(o, "spec.attempts", "%d is more than the limit of %d", spec.GetAttempts(), maxRetries)
-			}
-		case *bundlev1.ExtensionSpec:
-			v.extension(o, spec)
-		case *bundlev1.ExtensionBindingSpec:
-			v.binding(o, spec)
-		case *bundlev1.KillSwitchSpec:
-			v.killSwitch(o, spec)
-		case *bundlev1.ReferenceGrantSpec:
-			v.referenceGrant(o, spec)
-		default:
-			v.add(o, "kind", "kind %s has no validation in this build", o.Kind) // fail closed
-		}
+	for _, o := range unique {
+		v.object(o)
 	}
 	if len(v.errs) > 0 {
 		return v.errs
@@ -187,10 +171,86 @@ func Validate(objs []Object) error {
 	return nil
 }
 
+// World is the rest of a desired state, as validating some of its objects needs it.
+type World interface {
+	// Object returns the object with key k.
+	Object(k Key) (Object, bool)
+	// Grants returns the ReferenceGrants of tenant in namespace.
+	Grants(namespace, tenant string) []*bundlev1.ReferenceGrantSpec
+	// RouteByMatch returns a route other than self that claims match (RouteMatches).
+	RouteByMatch(match string, self Key) (Object, bool)
+}
+
+// ValidateIn checks objs, which w already holds, against the rest of w: what a change
+// needs checked when everything else in w was valid before it. The caller passes the
+// objects the change puts and every object that refers to one it puts or deletes; a change
+// to a ReferenceGrant can affect any cross-tenant reference of its namespace, so a caller
+// validates such a change with Validate. Problems are the ones Validate reports for these
+// objects, except that a match two routes claim is reported on each of them.
+func ValidateIn(w World, objs []Object) error {
+	v := &validator{w: w, claimed: true}
+	for _, o := range objs {
+		v.object(o)
+	}
+	if len(v.errs) > 0 {
+		return v.errs
+	}
+	return nil
+}
+
+// mapWorld is the World of a whole state being validated at once; routes claim their
+// matches in validation order, so the second claimer of a match is the one refused.
+type mapWorld struct {
+	seen    map[Key]Object
+	grants  map[grantScope][]*bundlev1.ReferenceGrantSpec
+	byMatch map[string]Object
+}
+
+func (w *mapWorld) Object(k Key) (Object, bool) { o, ok := w.seen[k]; return o, ok }
+
+func (w *mapWorld) Grants(namespace, tenant string) []*bundlev1.ReferenceGrantSpec {
+	return w.grants[grantScope{namespace: namespace, tenant: tenant}]
+}
+
+func (w *mapWorld) RouteByMatch(match string, self Key) (Object, bool) {
+	o, ok := w.byMatch[match]
+	if ok && o.Key() == self {
+		return Object{}, false
+	}
+	return o, ok
+}
+
+func (v *validator) object(o Object) {
+	switch spec := o.Spec.(type) {
+	case *bundlev1.ClusterSpec:
+		v.cluster(o, spec)
+	case *bundlev1.RouteSpec:
+		v.route(o, spec)
+	case *bundlev1.AuthzPolicySpec:
+		v.authz(o, spec)
+	case *bundlev1.RetryPolicySpec:
+		if spec.GetAttempts() > maxRetries {
+			v.add(o, "spec.attempts", "%d is more than the limit of %d", spec.GetAttempts(), maxRetries)
+		}
+	case *bundlev1.ExtensionSpec:
+		v.extension(o, spec)
+	case *bundlev1.ExtensionBindingSpec:
+		v.binding(o, spec)
+	case *bundlev1.KillSwitchSpec:
+		v.killSwitch(o, spec)
+	case *bundlev1.ReferenceGrantSpec:
+		v.referenceGrant(o, spec)
+	default:
+		v.add(o, "kind", "kind %s has no validation in this build", o.Kind) // fail closed
+	}
+}
+
 type validator struct {
-	seen   map[Key]Object
-	grants map[grantScope][]*bundlev1.ReferenceGrantSpec // by the namespace and tenant that grant
-	errs   ValidationErrors
+	w World
+	// claimed: the World already holds every route's matches (ValidateIn); otherwise
+	// routes claim theirs in a mapWorld as they are validated.
+	claimed bool
+	errs    ValidationErrors
 }
 
 type grantScope struct{ namespace, tenant string }
@@ -207,7 +267,7 @@ func (v *validator) ref(o Object, field, kind, name string) {
 		return
 	}
 	ns := o.Metadata.GetNamespace()
-	target, ok := v.seen[Key{Kind: kind, Namespace: ns, Name: name}]
+	target, ok := v.w.Object(Key{Kind: kind, Namespace: ns, Name: name})
 	if !ok {
 		v.add(o, field, "%s %q does not exist in namespace %q", kind, name, ns)
 		return
@@ -222,7 +282,7 @@ func (v *validator) ref(o Object, field, kind, name string) {
 // granted reports whether a ReferenceGrant of target's tenant in its namespace lets o's
 // tenant and kind refer to target.
 func (v *validator) granted(o, target Object) bool {
-	for _, g := range v.grants[grantScope{namespace: target.Metadata.GetNamespace(), tenant: target.Metadata.GetTenant()}] {
+	for _, g := range v.w.Grants(target.Metadata.GetNamespace(), target.Metadata.GetTenant()) {
 		from := slices.ContainsFunc(g.GetFrom(), func(f *bundlev1.ReferenceGrantFrom) bool {
 			return f.GetTenant() == o.Metadata.GetTenant() && f.GetKind() == o.Kind
 		})
@@ -276,7 +336,7 @@ func (v *validator) cluster(o Object, s *bundlev1.ClusterSpec) {
 	}
 }
 
-func (v *validator) route(o Object, s *bundlev1.RouteSpec, byMatch map[string]Object) {
+func (v *validator) route(o Object, s *bundlev1.RouteSpec) {
 	m := s.GetMatch()
 	if len(m.GetHosts()) == 0 {
 		v.add(o, "spec.match.hosts", "at least one host is required")
@@ -308,22 +368,40 @@ func (v *validator) route(o Object, s *bundlev1.RouteSpec, byMatch map[string]Ob
 		v.add(o, "spec.weightedClusters", "weights sum to zero")
 	}
 	v.ref(o, "spec.retryPolicy", KindRetryPolicy, s.GetRetryPolicy())
-	path := m.GetPathExact()
-	if path == "" {
-		path = "prefix:" + m.GetPathPrefix()
-	}
 	for i, host := range m.GetHosts() {
 		if host == "" {
 			v.add(o, fmt.Sprintf("spec.match.hosts[%d]", i), "empty host")
 			continue
 		}
-		key := strings.ToLower(host) + " " + path + " " + m.GetMethod() + " " + headerKey(m.GetHeaders())
-		if prev, clash := byMatch[key]; clash {
+		key := matchKey(host, m)
+		if prev, clash := v.w.RouteByMatch(key, o.Key()); clash {
 			v.add(o, fmt.Sprintf("spec.match.hosts[%d]", i), "conflicts with %s (%s): same host, path and method", prev.Key(), prev.Source)
 			continue
 		}
-		byMatch[key] = o
+		if !v.claimed {
+			v.w.(*mapWorld).byMatch[key] = o
+		}
 	}
+}
+
+func matchKey(host string, m *bundlev1.RouteMatch) string {
+	path := m.GetPathExact()
+	if path == "" {
+		path = "prefix:" + m.GetPathPrefix()
+	}
+	return strings.ToLower(host) + " " + path + " " + m.GetMethod() + " " + headerKey(m.GetHeaders())
+}
+
+// RouteMatches returns the matches a route claims, one per non-empty host: no two routes
+// of a state may claim the same.
+func RouteMatches(s *bundlev1.RouteSpec) []string {
+	var out []string
+	for _, host := range s.GetMatch().GetHosts() {
+		if host != "" {
+			out = append(out, matchKey(host, s.GetMatch()))
+		}
+	}
+	return out
 }
 
 var httpMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace}
@@ -395,4 +473,42 @@ func (v *validator) killSwitch(o Object, s *bundlev1.KillSwitchSpec) {
 		v.add(o, "spec.name", "required")
 	}
 	v.ref(o, "spec.name", kind, s.GetName())
+}
+
+// References returns the keys of the resources o's spec names (in o's namespace).
+func References(o Object) []Key {
+	ns := o.Metadata.GetNamespace()
+	ref := func(kind, name string) Key { return Key{Kind: kind, Namespace: ns, Name: name} }
+	var out []Key
+	switch s := o.Spec.(type) {
+	case *bundlev1.RouteSpec:
+		if s.GetCluster() != "" {
+			out = append(out, ref(KindCluster, s.GetCluster()))
+		}
+		for _, wc := range s.GetWeightedClusters() {
+			out = append(out, ref(KindCluster, wc.GetCluster()))
+		}
+		if s.GetRetryPolicy() != "" {
+			out = append(out, ref(KindRetryPolicy, s.GetRetryPolicy()))
+		}
+	case *bundlev1.AuthzPolicySpec:
+		for _, r := range s.GetRoutes() {
+			out = append(out, ref(KindRoute, r))
+		}
+	case *bundlev1.ExtensionBindingSpec:
+		out = append(out, ref(KindExtension, s.GetExtension()))
+		for _, r := range s.GetRoutes() {
+			out = append(out, ref(KindRoute, r))
+		}
+	case *bundlev1.KillSwitchSpec:
+		kind := map[bundlev1.KillSwitchTarget]string{
+			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_EXTENSION:    KindExtension,
+			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_AUTHZ_POLICY: KindAuthzPolicy,
+			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY: KindRetryPolicy,
+		}[s.GetTarget()]
+		if kind != "" {
+			out = append(out, ref(kind, s.GetName()))
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
 	"meshkit.dev/meshkit/trust"
 
 	"google.golang.org/protobuf/proto"
@@ -48,12 +49,18 @@ func DecodeBundle(payload []byte) (*bundlev1.Bundle, error) {
 // Canonicalize sorts every resource list by (namespace, name), every label list by key,
 // and the required capabilities, removing duplicate capabilities.
 func Canonicalize(b *bundlev1.Bundle) {
+	CanonicalizeHeader(b)
+	for _, l := range resourceLists(b, true) {
+		sortList(l.list)
+	}
+}
+
+// CanonicalizeHeader puts b's header in canonical form (its capabilities sorted, once
+// each): all Canonicalize does to a bundle whose resource lists are known to be in order.
+func CanonicalizeHeader(b *bundlev1.Bundle) {
 	if h := b.GetHeader(); h != nil {
 		slices.Sort(h.RequiredCapabilities)
 		h.RequiredCapabilities = slices.Compact(h.RequiredCapabilities)
-	}
-	for _, l := range resourceLists(b, true) {
-		sortList(l.list)
 	}
 }
 

@@ -54,10 +54,17 @@ func keyOf(m protoreflect.Message) (partsKey, bool) {
 
 // Encode canonicalises b (in place) and encodes it.
 func (e *Encoder) Encode(b *bundlev1.Bundle) ([]byte, error) {
+	out, _, err := e.EncodeLayout(b)
+	return out, err
+}
+
+// EncodeLayout is Encode, also returning where each resource lies (for Patch).
+func (e *Encoder) EncodeLayout(b *bundlev1.Bundle) ([]byte, *Layout, error) {
 	Canonicalize(b)
 	det := proto.MarshalOptions{Deterministic: true}
 	next := make(map[partsKey][]byte, len(e.prev))
 	out := make([]byte, 0, e.last+e.last/16+1024)
+	lay := &Layout{lists: map[protowire.Number][]span{}}
 	m := b.ProtoReflect()
 	fields := m.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ { // field-number order, as deterministic Marshal writes
@@ -68,13 +75,14 @@ func (e *Encoder) Encode(b *bundlev1.Bundle) ([]byte, error) {
 		if !fd.IsList() {
 			enc, err := det.Marshal(m.Get(fd).Message().Interface())
 			if err != nil {
-				return nil, fmt.Errorf("bundle: encode %s: %w", fd.Name(), err)
+				return nil, nil, fmt.Errorf("bundle: encode %s: %w", fd.Name(), err)
 			}
 			out = protowire.AppendTag(out, fd.Number(), protowire.BytesType)
 			out = protowire.AppendBytes(out, enc)
 			continue
 		}
 		list := m.Get(fd).List()
+		spans := make([]span, list.Len())
 		for j := 0; j < list.Len(); j++ {
 			item := list.Get(j).Message()
 			key, cacheable := keyOf(item)
@@ -82,17 +90,23 @@ func (e *Encoder) Encode(b *bundlev1.Bundle) ([]byte, error) {
 			if !cacheable || !hit {
 				var err error
 				if enc, err = det.Marshal(item.Interface()); err != nil {
-					return nil, fmt.Errorf("bundle: encode %s: %w", fd.Name(), err)
+					return nil, nil, fmt.Errorf("bundle: encode %s: %w", fd.Name(), err)
 				}
 			}
 			if cacheable {
 				next[key] = enc
 			}
+			md := metadataOf(item)
+			start := len(out)
 			out = protowire.AppendTag(out, fd.Number(), protowire.BytesType)
 			out = protowire.AppendBytes(out, enc)
+			spans[j] = span{namespace: md.GetNamespace(), name: md.GetName(), start: start, end: len(out)}
+		}
+		if len(spans) > 0 {
+			lay.lists[fd.Number()] = spans
 		}
 	}
 	e.prev = next
 	e.last = len(out)
-	return out, nil
+	return out, lay, nil
 }

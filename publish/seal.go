@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"errors"
 	"slices"
 	"sync"
 
@@ -32,6 +33,18 @@ type Variant struct {
 type Compiled struct {
 	Bundle  *bundlev1.Bundle
 	Payload []byte
+	// Hash is bundle.Hash(Payload); zero means not computed yet.
+	Hash bundle.Digest
+	// Layout locates Payload's resources, so the next version can be patched from it;
+	// nil (a bundle loaded from a store) means the next one is encoded whole.
+	Layout *bundle.Layout
+}
+
+func (c *Compiled) hash() bundle.Digest {
+	if c.Hash == (bundle.Digest{}) {
+		c.Hash = bundle.Hash(c.Payload)
+	}
+	return c.Hash
 }
 
 // Sealer signs the versions of one stream. It keeps an encoder per variant, whose cache
@@ -60,25 +73,47 @@ func (s *Sealer) SetSigners(signers ...trust.Signer) {
 	s.mu.Unlock()
 }
 
-// Seal encodes and signs v as a snapshot and an announce and, when prev (the variant's
-// previous version) is given, the delta from it.
-func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled) (Variant, *Compiled, error) {
+// Seal encodes v, signs it, and signs the delta from prev when there is one. With changed
+// (the keys whose resources may differ from prev's; nil when unknown) and prev's layout,
+// v is patched from prev: only the changed resources are encoded and the delta comes from
+// them, byte for byte what encoding and diffing the whole bundle give (bundle.Patch).
+func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled, changed map[bundle.Key]bool) (Variant, *Compiled, error) {
 	key := trust.VariantKey("", v.GetHeader().GetRequiredCapabilities())
-	enc := s.encoders[key]
-	if enc == nil {
-		enc = &bundle.Encoder{}
-		s.encoders[key] = enc
+	var payload []byte
+	var layout *bundle.Layout
+	var ph bundle.Digest
+	var d *bundlev1.BundleDelta
+	if prev != nil && prev.Layout != nil && changed != nil {
+		p, err := bundle.Patch(prev.Bundle, prev.Payload, prev.hash(), prev.Layout, v, changed)
+		switch {
+		case err == nil:
+			payload, layout, ph, d = p.Payload, p.Layout, p.Hash, p.Delta
+		case !errors.Is(err, bundle.ErrPatchMismatch):
+			return Variant{}, nil, err
+		}
 	}
-	payload, err := enc.Encode(v)
-	if err != nil {
-		return Variant{}, nil, err
+	if payload == nil {
+		enc := s.encoders[key]
+		if enc == nil {
+			enc = &bundle.Encoder{}
+			s.encoders[key] = enc
+		}
+		var err error
+		if payload, layout, err = enc.EncodeLayout(v); err != nil {
+			return Variant{}, nil, err
+		}
+		ph = bundle.Hash(payload)
+		if prev != nil {
+			if d, err = bundle.DeltaBetween(prev.Bundle, prev.hash(), v, ph); err != nil {
+				return Variant{}, nil, err
+			}
+		}
 	}
 	snap, err := s.seal(trust.PayloadBundle, payload)
 	if err != nil {
 		return Variant{}, nil, err
 	}
 	pv := Variant{RequiredCapabilities: v.GetHeader().GetRequiredCapabilities(), Snapshot: snap}
-	ph := bundle.Hash(payload)
 	ap, err := proto.MarshalOptions{Deterministic: true}.Marshal(&bundlev1.Announce{Header: v.GetHeader(), SnapshotHash: ph[:], SnapshotSize: uint64(len(payload))})
 	if err != nil {
 		return Variant{}, nil, err
@@ -86,11 +121,7 @@ func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled) (Variant, *Compiled, e
 	if pv.Announce, err = s.seal(trust.PayloadAnnounce, ap); err != nil {
 		return Variant{}, nil, err
 	}
-	if prev != nil {
-		d, err := bundle.DeltaBetween(prev.Bundle, bundle.Hash(prev.Payload), v, ph)
-		if err != nil {
-			return Variant{}, nil, err
-		}
+	if d != nil {
 		dp, err := bundle.EncodeDelta(d)
 		if err != nil {
 			return Variant{}, nil, err
@@ -99,7 +130,7 @@ func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled) (Variant, *Compiled, e
 			return Variant{}, nil, err
 		}
 	}
-	return pv, &Compiled{Bundle: v, Payload: payload}, nil
+	return pv, &Compiled{Bundle: v, Payload: payload, Hash: ph, Layout: layout}, nil
 }
 
 func (s *Sealer) seal(payloadType string, payload []byte) ([]byte, error) {

@@ -51,7 +51,13 @@ func Compile(h bundle.Header, objs []bundle.Object) []*bundlev1.Bundle {
 		v := shallowCopy(full)
 		downLevel(v, missing)
 		v.Header.RequiredCapabilities = append(slices.Clone(h.RequiredCapabilities), bundle.RequiredCapabilities(v)...)
-		bundle.Canonicalize(v)
+		if len(missing) > 0 {
+			bundle.Canonicalize(v)
+		} else {
+			// Assemble made full canonical, and kill switches only drop or replace
+			// resources in place: the lists are in order, only the header needs sorting.
+			bundle.CanonicalizeHeader(v)
+		}
 		out = append(out, v)
 	}
 	return out

@@ -172,22 +172,33 @@ func (s *Seed) debounce(ctx context.Context) bool {
 // API is never blocked by a publish; only the durable record takes the lock.
 func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	s.mu.Lock() // the snapshot, its hash and the audit head must match: writers update them under mu
-	snap, hash := s.snapshot(), s.stateHash
+	recs, hash := s.order, s.stateHash
 	auditSeq, auditHead := s.auditHead.GetSeq(), s.auditHead.GetHash()
 	meta, prev, pendingSince := s.meta, s.compiled, s.pending
 	unchanged := hash == s.pubHash && meta.Version > 0
 	force = force || s.resign
 	s.resign = false // set again below if this publish fails
+	changed, changedAll := s.changed, s.changedAll
+	s.changed, s.changedAll = map[bundle.Key]bool{}, false
 	s.mu.Unlock()
 	resign := force
+	committed := false
 	defer func() {
+		s.mu.Lock()
 		if resign {
-			s.mu.Lock()
 			s.resign = true
-			s.mu.Unlock()
 		}
+		if !committed { // the next publication is patched from the newest committed one
+			for k := range changed {
+				s.changed[k] = true
+			}
+			s.changedAll = s.changedAll || changedAll
+		}
+		s.mu.Unlock()
 	}()
-	recs := snap.records()
+	if changedAll {
+		changed = nil
+	}
 	if unchanged && !force {
 		s.mu.Lock()
 		if s.stateHash == hash {
@@ -207,7 +218,7 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	compiled := map[string]*publish.Compiled{}
 	var subjects []string
 	for _, v := range variants {
-		pv, cv, err := s.sealer.Seal(v, prev[variantKey(v)])
+		pv, cv, err := s.sealer.Seal(v, prev[variantKey(v)], changed)
 		if err != nil {
 			return err
 		}
@@ -234,6 +245,7 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 		s.mu.Unlock()
 		return err
 	}
+	committed = true
 	s.auditHead, s.meta, s.latest, s.compiled = entry, newMeta, latest, compiled
 	s.pubHash, s.pubAt, s.lastErr = hash, now, nil
 	s.history = append(s.history, pub.Info)

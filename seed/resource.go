@@ -80,40 +80,12 @@ func resourceHash(r *adminv1.Resource) (string, []byte, error) {
 	return fmt.Sprintf("%x", sum[:]), b, nil
 }
 
-// references lists the ids of the resources o refers to (for the memdb "refs" index).
+// references are the ids of the resources o names.
 func references(o bundle.Object) []string {
-	ns := o.Metadata.GetNamespace()
-	ref := func(kind, name string) string { return keyString(bundle.Key{Kind: kind, Namespace: ns, Name: name}) }
-	var out []string
-	switch s := o.Spec.(type) {
-	case *bundlev1.RouteSpec:
-		if s.GetCluster() != "" {
-			out = append(out, ref(bundle.KindCluster, s.GetCluster()))
-		}
-		for _, wc := range s.GetWeightedClusters() {
-			out = append(out, ref(bundle.KindCluster, wc.GetCluster()))
-		}
-		if s.GetRetryPolicy() != "" {
-			out = append(out, ref(bundle.KindRetryPolicy, s.GetRetryPolicy()))
-		}
-	case *bundlev1.AuthzPolicySpec:
-		for _, r := range s.GetRoutes() {
-			out = append(out, ref(bundle.KindRoute, r))
-		}
-	case *bundlev1.ExtensionBindingSpec:
-		out = append(out, ref(bundle.KindExtension, s.GetExtension()))
-		for _, r := range s.GetRoutes() {
-			out = append(out, ref(bundle.KindRoute, r))
-		}
-	case *bundlev1.KillSwitchSpec:
-		kind := map[bundlev1.KillSwitchTarget]string{
-			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_EXTENSION:    bundle.KindExtension,
-			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_AUTHZ_POLICY: bundle.KindAuthzPolicy,
-			bundlev1.KillSwitchTarget_KILL_SWITCH_TARGET_RETRY_POLICY: bundle.KindRetryPolicy,
-		}[s.GetTarget()]
-		if kind != "" {
-			out = append(out, ref(kind, s.GetName()))
-		}
+	keys := bundle.References(o)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = keyString(k)
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/ca"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/publish"
@@ -163,15 +164,24 @@ type Seed struct {
 	auditHead *adminv1.AuditEntry
 	stateHash string
 	count     int // resources in the desired state
-	meta      Meta
-	latest    map[string]Published
-	compiled  map[string]*publish.Compiled // newest published bundles by variant, for deltas
-	pending   time.Time                    // when the oldest unpublished change was made; zero when none
-	pubHash   string                       // state hash of the newest publication
-	pubAt     time.Time
-	resign    bool // the signing keys changed: the next publish happens even if nothing else did
-	lastErr   error
-	history   []*adminv1.Publication // oldest first
+	// order is the desired state's records in id order, as memdb holds them; a write
+	// replaces it (never modifies it), so a publish may hold it without the lock.
+	order    []*record
+	meta     Meta
+	latest   map[string]Published
+	compiled map[string]*publish.Compiled // newest published bundles by variant, for deltas
+	pending  time.Time                    // when the oldest unpublished change was made; zero when none
+	pubHash  string                       // state hash of the newest publication
+	pubAt    time.Time
+	resign   bool // the signing keys changed: the next publish happens even if nothing else did
+	// changed holds the keys written since the newest publication, so the next one is
+	// patched from it (publish.Sealer.Seal); changedAll means a change can alter how other
+	// resources compile (an Extension, ExtensionBinding or KillSwitch), or nothing was
+	// published by this process yet: the next publication is encoded whole.
+	changed    map[bundle.Key]bool
+	changedAll bool
+	lastErr    error
+	history    []*adminv1.Publication // oldest first
 
 	sealer *publish.Sealer // owned by the publish loop goroutine
 
@@ -203,6 +213,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}), ctlKick: make(chan struct{}, 1),
 		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
 		compiled: map[string]*publish.Compiled{}, sealer: publish.NewSealer(cfg.Signer),
+		changed: map[bundle.Key]bool{}, changedAll: true,
 	}
 	s.meta.Domain = cfg.Domain
 	if s.metrics, err = newMetrics(cfg.Registry); err != nil {
@@ -235,7 +246,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	txn.Commit()
 	recs := s.snapshot().records()
-	s.stateHash, s.count = stateHash(recs), len(recs)
+	s.stateHash, s.count, s.order = stateHash(recs), len(recs), recs
 	// The whole log is verified, link by link, before anything is served from the store:
 	// its head against the stored state, and its entries against the checkpoints that the
 	// newest published bundles (signed with this seed's key) carry.

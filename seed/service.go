@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -169,40 +170,45 @@ type writeResult struct {
 	auditSeq  uint64
 }
 
-// write is the one path that changes desired state: candidate = current ± change, whole-
-// state validation, then (unless dry run) one store transaction with the audit entry,
-// then memdb, then a signal to the publish loop. Writers are serialized by s.mu.
+// write is the one path that changes desired state: candidate = current ± change,
+// validation, then (unless dry run) one store transaction with the audit entry, then
+// memdb, then a signal to the publish loop. Writers are serialized by s.mu.
+//
+// A small change (at most incrementalMax resources, no ReferenceGrant) is validated in
+// place: the resources it puts and those referring to anything it touches, against the
+// rest of the state through the memdb indexes (bundle.ValidateIn, which a property test
+// holds to Validate's verdicts). Anything else validates the whole candidate state.
 func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*record, deletes []bundle.Key, dryRun bool) (*writeResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := s.snapshot()
-	current := snap.records()
-	byID := make(map[string]*record, len(current)+len(puts))
-	for _, r := range current {
-		byID[r.ID] = r
-	}
+	ov := overlay{snap: snap, puts: map[string]*record{}, deleted: map[string]bool{}}
 	var changedPuts []*record
 	var subjects []string
+	grants := false
 	for _, r := range puts {
-		old, ok := byID[r.ID]
+		old := ov.get(r.ID)
 		// The incoming tenant was checked against p when the request was decoded; the
 		// record it replaces belongs to its own tenant, which p must also hold, or any
 		// operator could take over another tenant's resource by naming it.
-		if ok && !p.allows(old.Tenant) {
+		if old != nil && !p.allows(old.Tenant) {
 			s.metrics.writes.WithLabelValues(op, "denied").Inc()
 			return nil, refuse(ErrForbidden, "%s may not replace %s: it belongs to tenant %q, which is not among %v",
 				p.Name, r.Obj.Key(), old.Tenant, p.Tenants)
 		}
-		if ok && old.Hash == r.Hash {
+		if old != nil && old.Hash == r.Hash {
 			continue // unchanged
 		}
 		changedPuts = append(changedPuts, r)
-		byID[r.ID] = r
+		ov.puts[r.ID] = r
+		delete(ov.deleted, r.ID)
 		subjects = append(subjects, r.Obj.Key().String())
+		grants = grants || r.Kind == bundle.KindReferenceGrant || (old != nil && old.Kind == bundle.KindReferenceGrant)
 	}
 	for _, k := range deletes {
 		id := keyString(k)
-		if _, ok := byID[id]; !ok {
+		old := ov.get(id)
+		if old == nil {
 			return nil, refuse(ErrNotFound, "%s does not exist", k)
 		}
 		if refs := slices.DeleteFunc(snap.referrers(id), func(ref string) bool {
@@ -211,22 +217,44 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 			s.metrics.writes.WithLabelValues(op, "invalid").Inc()
 			return nil, refuse(ErrConflict, "%s is still referenced by %s; change or delete those first", k, strings.Join(refs, ", "))
 		}
-		delete(byID, id)
+		delete(ov.puts, id)
+		ov.deleted[id] = true
 		subjects = append(subjects, k.String())
+		grants = grants || old.Kind == bundle.KindReferenceGrant
 	}
 	if len(subjects) == 0 {
 		return &writeResult{stateHash: s.stateHash}, nil
 	}
-	ids := make([]string, 0, len(byID))
-	for id := range byID {
-		ids = append(ids, id)
+	var current, candidate []*record // the whole states, for a full validation or a dry run
+	var err error
+	if dryRun || grants || len(ov.puts)+len(ov.deleted) > incrementalMax {
+		current = s.order
+		candidate = make([]*record, 0, len(current)+len(ov.puts))
+		for _, r := range current {
+			if ov.deleted[r.ID] {
+				continue
+			}
+			if p, ok := ov.puts[r.ID]; ok {
+				r = p
+			}
+			candidate = append(candidate, r)
+		}
+		for id, r := range ov.puts {
+			if snap.get(id) == nil {
+				candidate = append(candidate, r)
+			}
+		}
+		slices.SortFunc(candidate, func(a, b *record) int { return strings.Compare(a.ID, b.ID) })
+		err = bundle.Validate(objects(candidate))
+	} else {
+		err = bundle.ValidateIn(ov, s.toCheck(ov))
 	}
-	slices.Sort(ids)
-	candidate := make([]*record, len(ids))
-	for i, id := range ids {
-		candidate[i] = byID[id]
+	afterOrder, after := ov.apply(s.order)
+	count := len(afterOrder)
+	if err == nil && count > bundle.MaxResources {
+		err = fmt.Errorf("%d resources, the limit is %d", count, bundle.MaxResources)
 	}
-	if err := bundle.Validate(objects(candidate)); err != nil {
+	if err != nil {
 		s.metrics.validationFailures.Inc()
 		s.metrics.writes.WithLabelValues(op, "invalid").Inc()
 		var verrs bundle.ValidationErrors
@@ -235,13 +263,23 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		}
 		return nil, refuse(ErrInvalid, "%s", err.Error())
 	}
-	after := stateHash(candidate)
 	res := &writeResult{stateHash: after}
 	if dryRun {
 		res.changes = s.compiledDiff(p, current, candidate)
 		return res, nil
 	}
-	res.changes = resourceChanges(changedPuts, deletes, byIDOf(current))
+	before := map[string]*record{}
+	for id := range ov.puts {
+		if r := snap.get(id); r != nil {
+			before[id] = r
+		}
+	}
+	for id := range ov.deleted {
+		if r := snap.get(id); r != nil {
+			before[id] = r
+		}
+	}
+	res.changes = resourceChanges(changedPuts, deletes, before)
 	entry := chain(s.auditHead, &adminv1.AuditEntry{
 		Time: timestamppb.New(s.cfg.Clock.Now()), Actor: p.Name, Action: op, Subjects: subjects,
 		BeforeHash: s.stateHash, AfterHash: after,
@@ -268,15 +306,58 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 		}
 	}
 	txn.Commit()
-	s.auditHead, s.stateHash, s.count = entry, after, len(candidate)
+	s.auditHead, s.stateHash, s.count, s.order = entry, after, count, afterOrder
+	for _, r := range changedPuts {
+		s.markChanged(r.Obj.Key())
+	}
+	for _, k := range deletes {
+		s.markChanged(k)
+	}
 	if s.pending.IsZero() {
 		s.pending = s.cfg.Clock.Now()
 	}
-	s.metrics.resources.Set(float64(len(candidate)))
+	s.metrics.resources.Set(float64(count))
 	s.metrics.writes.WithLabelValues(op, "ok").Inc()
 	s.signal()
 	res.auditSeq = entry.GetSeq()
 	return res, nil
+}
+
+// markChanged records that k's resource changed since the newest publication; s.mu is held.
+func (s *Seed) markChanged(k bundle.Key) {
+	switch k.Kind {
+	case bundle.KindExtension, bundle.KindExtensionBinding, bundle.KindKillSwitch:
+		s.changedAll = true // they change how other resources compile
+	}
+	s.changed[k] = true
+}
+
+// incrementalMax is the largest change validated in place rather than as a whole state.
+const incrementalMax = 256
+
+// toCheck is what a small change needs validated: the resources it puts, and every
+// resource referring to one it puts or deletes (a changed tenant or a removal can break a
+// reference that was valid).
+func (s *Seed) toCheck(ov overlay) []bundle.Object {
+	var out []bundle.Object
+	seen := map[string]bool{}
+	for id, r := range ov.puts {
+		seen[id] = true
+		out = append(out, r.Obj)
+	}
+	touched := slices.Collect(maps.Keys(ov.puts))
+	for id := range ov.deleted {
+		touched = append(touched, id)
+	}
+	for _, id := range touched {
+		for _, ref := range ov.snap.referrers(id) {
+			if r := ov.get(ref); r != nil && !seen[ref] {
+				seen[ref] = true
+				out = append(out, r.Obj)
+			}
+		}
+	}
+	return out
 }
 
 func byIDOf(recs []*record) map[string]*record {

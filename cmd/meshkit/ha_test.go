@@ -34,7 +34,7 @@ type haSeed struct {
 	p                         *proc
 	runs                      int
 	logs                      []string // each run's log
-	stopped                   bool // SIGSTOPped
+	stopped                   bool     // SIGSTOPped
 }
 
 // haDomain is a domain of seed processes on one real etcd, in production mode (an admin

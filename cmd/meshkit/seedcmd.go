@@ -217,7 +217,7 @@ func (a *app) seed(fs *pflag.FlagSet) func(args []string) error {
 			}
 			return a.runHA(ctx, haConfig{
 				seed: cfg, store: es, client: etcdCli, id: name, advertise: cmpOr(*advertise, *grpcAddr), ttl: *leaseTTL,
-				serve: seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg},
+				serve:  seed.ServeConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Policy: pol, TLS: tlsCfg, Registry: reg},
 				peerID: peerID, requireCerts: *requireCerts, node: node, log: log,
 			})
 		}

@@ -24,7 +24,9 @@ type Service struct {
 }
 
 // Register adds the service to srv.
-func (s *Service) Register(srv *grpc.Server) { leadershipv1.RegisterLeadershipControlServiceServer(srv, s) }
+func (s *Service) Register(srv *grpc.Server) {
+	leadershipv1.RegisterLeadershipControlServiceServer(srv, s)
+}
 
 // Subscribe sends one SNAPSHOT per current token, then every event, until the client
 // goes, the seed stops, or the client falls too far behind (Unavailable: resubscribe).
