@@ -133,6 +133,11 @@ func (s *Sealer) Seal(v *bundlev1.Bundle, prev *Compiled, changed map[bundle.Key
 	return pv, &Compiled{Bundle: v, Payload: payload, Hash: ph, Layout: layout}, nil
 }
 
+// SealBundle signs an encoded bundle (a snapshot rebuilt from stored deltas).
+func (s *Sealer) SealBundle(payload []byte) ([]byte, error) {
+	return s.seal(trust.PayloadBundle, payload)
+}
+
 func (s *Sealer) seal(payloadType string, payload []byte) ([]byte, error) {
 	env := trust.NewEnvelope(payloadType, payload)
 	s.mu.Lock()

@@ -67,29 +67,45 @@ func VerifyChain(entries []*adminv1.AuditEntry) (*adminv1.AuditEntry, error) {
 // still hold, unchanged. A log cut back to before the last publish, or rewritten, fails
 // here even when it is a valid chain on its own. When keys are given, each bundle must also
 // be signed by one of them, so the checkpoints themselves cannot have been edited.
-func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Published, keys []trust.PublicKey) error {
+func checkCheckpoints(entries []*adminv1.AuditEntry, latest map[string]Stored, keys []trust.PublicKey) error {
 	for _, key := range slices.Sorted(maps.Keys(latest)) {
-		env, err := trust.DecodeEnvelope(latest[key].Snapshot, 0)
-		if err != nil {
-			return fmt.Errorf("%w: stored bundle %q: %v", ErrAuditChain, key, err)
+		st := latest[key]
+		for i, raw := range append([][]byte{st.Snapshot}, st.Chain...) {
+			what := fmt.Sprintf("stored bundle %q", key)
+			if i > 0 {
+				what = fmt.Sprintf("stored delta %d of %q", i, key)
+			}
+			if err := checkpoint(entries, raw, what, keys); err != nil {
+				return err
+			}
 		}
-		if len(keys) > 0 && !slices.ContainsFunc(keys, func(k trust.PublicKey) bool { return trust.SignedBy(env, k) }) {
-			return fmt.Errorf("%w: stored bundle %q is not signed by this seed's key or its root's seed role", ErrAuditChain, key)
-		}
-		view := &bundlev1.HeaderView{}
-		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {
-			return fmt.Errorf("%w: stored bundle %q: %v", ErrAuditChain, key, err)
-		}
-		h := view.GetHeader()
-		seq := h.GetAuditSeq()
-		switch {
-		case seq == 0:
-			continue // compiled from an empty log
-		case seq > uint64(len(entries)):
-			return fmt.Errorf("%w: the log ends at entry %d, but published version %d checkpointed entry %d: entries were removed", ErrAuditChain, len(entries), h.GetVersion(), seq)
-		case entries[seq-1].GetHash() != h.GetAuditHead():
-			return fmt.Errorf("%w: entry %d is not the one published version %d checkpointed", ErrAuditChain, seq, h.GetVersion())
-		}
+	}
+	return nil
+}
+
+// checkpoint checks one stored envelope (a bundle or a delta: both carry the header as
+// field 1) against the log.
+func checkpoint(entries []*adminv1.AuditEntry, raw []byte, what string, keys []trust.PublicKey) error {
+	env, err := trust.DecodeEnvelope(raw, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrAuditChain, what, err)
+	}
+	if len(keys) > 0 && !slices.ContainsFunc(keys, func(k trust.PublicKey) bool { return trust.SignedBy(env, k) }) {
+		return fmt.Errorf("%w: %s is not signed by this seed's key or its root's seed role", ErrAuditChain, what)
+	}
+	view := &bundlev1.HeaderView{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(env.GetPayload(), view); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrAuditChain, what, err)
+	}
+	h := view.GetHeader()
+	seq := h.GetAuditSeq()
+	switch {
+	case seq == 0:
+		return nil // compiled from an empty log
+	case seq > uint64(len(entries)):
+		return fmt.Errorf("%w: the log ends at entry %d, but published version %d checkpointed entry %d: entries were removed", ErrAuditChain, len(entries), h.GetVersion(), seq)
+	case entries[seq-1].GetHash() != h.GetAuditHead():
+		return fmt.Errorf("%w: entry %d is not the one published version %d checkpointed", ErrAuditChain, seq, h.GetVersion())
 	}
 	return nil
 }

@@ -2,15 +2,22 @@ package seed_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
+	"meshkit.dev/meshkit/seed/boltstore"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -168,5 +175,98 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 				return
 			}
 		}
+	}
+}
+
+// TestRestartRebuildsTheNewestVersionFromStoredDeltas: small changes are stored as deltas
+// after the last snapshot; a restarted seed rebuilds the newest version from them, serves
+// the very envelope it published before, and its next delta applies on it. A stored delta
+// altered behind the seed's back refuses the start.
+func TestRestartRebuildsTheNewestVersionFromStoredDeltas(t *testing.T) {
+	dir := t.TempDir()
+	ts := open(t, dir, noDebounce)
+	var rs []*adminv1.Resource
+	for i := range 200 { // a bundle big enough that a one-route delta is a small part of it
+		rs = append(rs, route(i, time.Second))
+	}
+	for _, r := range scaleResources()[:40] {
+		rs = append(rs, r)
+	}
+	ts.apply(t, rs)
+	ts.waitPublished(t, 1)
+	for v := uint64(2); v <= 4; v++ {
+		ts.apply(t, []*adminv1.Resource{route(int(v), time.Duration(v)*time.Second)})
+		ts.waitPublished(t, v)
+	}
+	before, err := ts.api.GetBundle(adminCtx(), &adminv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := ts.store.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, st := range loaded.Latest {
+		if len(st.Chain) != 3 {
+			t.Fatalf("variant %q: %d stored deltas after the snapshot, want 3 (v2..v4)", key, len(st.Chain))
+		}
+	}
+	ts.close()
+
+	ts = open(t, dir, noDebounce)
+	after, err := ts.api.GetBundle(adminCtx(), &adminv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GetVersion() != 4 || !bytes.Equal(after.GetEnvelope(), before.GetEnvelope()) {
+		t.Fatalf("after the restart the seed serves v%d (same envelope: %t), want v4's envelope", after.GetVersion(), bytes.Equal(after.GetEnvelope(), before.GetEnvelope()))
+	}
+	ts.apply(t, []*adminv1.Resource{route(7, 9*time.Second)})
+	pub := ts.waitPublished(t, 5)
+	v := verifierFor(t, "prod")
+	vb, err := v.Verify(after.GetEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Commit(vb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(pub.Variants[0].Delta); err != nil {
+		t.Fatalf("v5's delta does not apply on the rebuilt v4: %v", err)
+	}
+	ts.close()
+
+	// Alter the newest stored delta: the seed refuses to start on it.
+	db, err := bolt.Open(filepath.Join(dir, "seed.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte("chain")).Cursor()
+		k, v := c.Last()
+		if k == nil {
+			return errors.New("no stored delta")
+		}
+		w := slices.Clone(v)
+		w[len(w)/2] ^= 1
+		return tx.Bucket([]byte("chain")).Put(k, w)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := boltstore.Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, seedKey := keys(t)
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
+	if s, err := seed.New(context.Background(), cfg); err == nil {
+		s.Close()
+		t.Fatal("a seed started on an altered stored delta")
+	} else if !errors.Is(err, seed.ErrAuditChain) {
+		t.Fatalf("an altered stored delta: %v", err)
 	}
 }

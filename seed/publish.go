@@ -215,6 +215,8 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	variants := Compile(hdr, objects(recs))
 	pub := &Publication{Info: &adminv1.Publication{Epoch: s.cfg.Epoch, Version: version, PublishedAt: timestamppb.New(now)}}
 	latest := map[string]Published{}
+	stored := map[string]Published{}
+	chains := map[string]chainLen{}
 	compiled := map[string]*publish.Compiled{}
 	var subjects []string
 	for _, v := range variants {
@@ -224,6 +226,11 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 		}
 		key := variantKey(v)
 		latest[key] = Published{Snapshot: pv.Snapshot, Delta: pv.Delta}
+		stored[key] = latest[key]
+		if c := s.chains[key]; storeDelta(c, pv, prev[key] != nil) {
+			stored[key] = Published{Delta: pv.Delta} // the store appends it to the chain
+			chains[key] = chainLen{n: c.n + 1, bytes: c.bytes + len(pv.Delta)}
+		}
 		compiled[key] = cv
 		pub.Variants = append(pub.Variants, pv)
 		pub.Info.Variants = append(pub.Info.Variants, &adminv1.Variant{
@@ -241,12 +248,12 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	})
 	pub.Info.AuditSeq = entry.GetSeq()
 	newMeta := Meta{Domain: s.cfg.Domain, Epoch: s.cfg.Epoch, Version: version}
-	if err := s.cfg.Store.Commit(ctx, &Tx{Audit: entry, Publication: pub.Info, Latest: latest, Meta: &newMeta}); err != nil {
+	if err := s.cfg.Store.Commit(ctx, &Tx{Audit: entry, Publication: pub.Info, Latest: stored, Meta: &newMeta}); err != nil {
 		s.mu.Unlock()
 		return err
 	}
 	committed = true
-	s.auditHead, s.meta, s.latest, s.compiled = entry, newMeta, latest, compiled
+	s.auditHead, s.meta, s.latest, s.compiled, s.chains = entry, newMeta, latest, compiled, chains
 	s.pubHash, s.pubAt, s.lastErr = hash, now, nil
 	s.history = append(s.history, pub.Info)
 	if len(s.history) > 100 {
@@ -277,6 +284,60 @@ func (s *Seed) publishOnce(ctx context.Context, force bool) error {
 	s.log.Info("published", "domain", s.cfg.Domain, "epoch", s.cfg.Epoch, "version", version, "variants", len(variants), "state", hash)
 	resign = false
 	return nil
+}
+
+// chainLen is how many deltas, of how many bytes, a variant's stored chain holds.
+type chainLen struct{ n, bytes int }
+
+// Chain bounds: a publish stores its delta instead of its snapshot while the variant's
+// chain has fewer than maxChain deltas and they add up to less than a quarter of the
+// snapshot, so a restart rebuilds the newest version from at most maxChain small deltas.
+const maxChain = 32
+
+// storeDelta says whether a variant's publication is stored as its delta alone.
+func storeDelta(c chainLen, pv PublishedVariant, hadPrev bool) bool {
+	return hadPrev && pv.Delta != nil && c.n < maxChain && (c.bytes+len(pv.Delta))*4 < len(pv.Snapshot)
+}
+
+// restoreLatest rebuilds each variant's newest snapshot from what the store holds: a
+// snapshot and the deltas after it, applied in order (each checked against the hash it
+// promises) and the result sealed again with this seed's keys (Ed25519 signs
+// deterministically: the same keys give the same envelope).
+func (s *Seed) restoreLatest(stored map[string]Stored) (map[string]Published, error) {
+	out := make(map[string]Published, len(stored))
+	for key, st := range stored {
+		if len(st.Chain) == 0 {
+			out[key] = Published{Snapshot: st.Snapshot, Delta: st.Delta}
+			continue
+		}
+		env, err := trust.DecodeEnvelope(st.Snapshot, 0)
+		if err != nil {
+			return nil, fmt.Errorf("seed: stored bundle %q: %w", key, err)
+		}
+		payload := env.GetPayload()
+		c := chainLen{}
+		for i, raw := range st.Chain {
+			denv, err := trust.DecodeEnvelope(raw, 0)
+			if err != nil {
+				return nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
+			}
+			view, err := bundle.DecodeDeltaView(denv.GetPayload())
+			if err != nil {
+				return nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
+			}
+			if payload, err = bundle.ApplyDeltaView(payload, bundle.Hash(payload), view); err != nil {
+				return nil, fmt.Errorf("%w: stored delta %d of %q does not apply: %v", ErrAuditChain, i+1, key, err)
+			}
+			c.n, c.bytes = c.n+1, c.bytes+len(raw)
+		}
+		snap, err := s.sealer.SealBundle(payload)
+		if err != nil {
+			return nil, err
+		}
+		out[key] = Published{Snapshot: snap, Delta: st.Chain[len(st.Chain)-1]}
+		s.chains[key] = c
+	}
+	return out, nil
 }
 
 // loadCompiled decodes the stored newest envelopes so the first publish after a restart

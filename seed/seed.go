@@ -180,8 +180,10 @@ type Seed struct {
 	// published by this process yet: the next publication is encoded whole.
 	changed    map[bundle.Key]bool
 	changedAll bool
-	lastErr    error
-	history    []*adminv1.Publication // oldest first
+	// chains is, per variant, what the store holds after its newest stored snapshot.
+	chains  map[string]chainLen
+	lastErr error
+	history []*adminv1.Publication // oldest first
 
 	sealer *publish.Sealer // owned by the publish loop goroutine
 
@@ -211,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	}
 	s := &Seed{
 		cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), done: make(chan struct{}), ctlKick: make(chan struct{}, 1),
-		auditHead: loaded.AuditHead, meta: loaded.Meta, latest: loaded.Latest, history: loaded.History,
+		auditHead: loaded.AuditHead, meta: loaded.Meta, history: loaded.History, chains: map[string]chainLen{},
 		compiled: map[string]*publish.Compiled{}, sealer: publish.NewSealer(cfg.Signer),
 		changed: map[bundle.Key]bool{}, changedAll: true,
 	}
@@ -264,7 +266,10 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	if err := s.checkAuditHead(); err != nil {
 		return nil, err
 	}
-	if err := checkCheckpoints(entries, s.latest, checkpointKeys(cfg)); err != nil {
+	if err := checkCheckpoints(entries, loaded.Latest, checkpointKeys(cfg)); err != nil {
+		return nil, err
+	}
+	if s.latest, err = s.restoreLatest(loaded.Latest); err != nil {
 		return nil, err
 	}
 	if err := s.loadCompiled(); err != nil {

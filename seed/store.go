@@ -34,13 +34,21 @@ type Published struct {
 	Delta    []byte // signed delta envelope from the previous version, or nil
 }
 
+// Stored is what a store holds of one variant: the newest snapshot it was given with its
+// delta, and the deltas given after it, which turn that snapshot into the newest version.
+type Stored struct {
+	Snapshot []byte   // signed bundle envelope
+	Delta    []byte   // the delta envelope stored with Snapshot (into its version), or nil
+	Chain    [][]byte // signed delta envelopes after Snapshot, oldest first
+}
+
 // Loaded is the state read at start.
 type Loaded struct {
 	Meta      Meta
 	Resources []*adminv1.Resource
 	AuditHead *adminv1.AuditEntry // nil when the log is empty
 	History   []*adminv1.Publication
-	Latest    map[string]Published // by variant key
+	Latest    map[string]Stored // by variant key
 	// Identity holds the join tokens and enrolments (issued certificates stay on disk).
 	Identity []*adminv1.IdentityRecord
 }
@@ -51,7 +59,11 @@ type Tx struct {
 	Puts    []*adminv1.Resource
 	Deletes []bundle.Key
 	Audit   *adminv1.AuditEntry
-	// For a publish: the new publication, the envelopes that replace Latest, the new meta.
+	// For a publish: the new publication, each variant's envelopes, the new meta. A
+	// variant given without a Snapshot is stored as its Delta appended to the variant's
+	// chain (the store refuses it when it holds no snapshot of that variant): a one-route
+	// change writes a few hundred bytes, not the whole bundle. A variant given with one
+	// restarts its chain. Variants not given are dropped.
 	Publication *adminv1.Publication
 	// Identity records to store (put, replacing any with the same key).
 	Identity []*adminv1.IdentityRecord

@@ -19,6 +19,8 @@ type Options struct {
 	// MaxTxnOps bounds the operations of one transaction (etcd's default is 128; the seed
 	// commits an apply of many resources in one). 0 means 20,000.
 	MaxTxnOps uint
+	// MaxRequestBytes bounds one request; 0 means etcd's default (1.5 MiB).
+	MaxRequestBytes uint
 }
 
 // Server is a running etcd.
@@ -46,6 +48,9 @@ func Start(tb testing.TB, dir string, opts Options) *Server {
 	cfg.MaxTxnOps = opts.MaxTxnOps
 	if cfg.MaxTxnOps == 0 {
 		cfg.MaxTxnOps = 20000
+	}
+	if opts.MaxRequestBytes > 0 {
+		cfg.MaxRequestBytes = opts.MaxRequestBytes
 	}
 	client, peer := freePort(tb), freePort(tb)
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}

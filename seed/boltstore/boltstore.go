@@ -3,6 +3,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -21,7 +22,7 @@ import (
 
 // SchemaVersion is the layout this build writes. Open migrates older files up to it and
 // refuses newer ones.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // DefaultHistory is how many publications are kept.
 const DefaultHistory = 100
@@ -32,6 +33,9 @@ var (
 	bucketAudit     = []byte("audit")
 	bucketHistory   = []byte("history")
 	bucketLatest    = []byte("latest")
+	// bucketChain holds the delta envelopes stored after each variant's snapshot, keyed
+	// "VARIANT\x00VERSION" (version big-endian, so a variant's deltas sort in order).
+	bucketChain = []byte("chain")
 	// bucketIdentity holds join tokens ("t/HASH"), enrolments ("e/NODE") and issued
 	// certificates ("c/SERIAL").
 	bucketIdentity = []byte("identity")
@@ -59,6 +63,11 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 1 → 2: identity (join tokens, enrolments, issued certificates).
 	func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketIdentity)
+		return err
+	},
+	// 2 → 3: delta chains (a publish may store its deltas instead of its snapshots).
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketChain)
 		return err
 	},
 }
@@ -125,7 +134,7 @@ func resourceKey(k bundle.Key) []byte { return []byte(k.Kind + "/" + k.Namespace
 
 // Load reads the whole state.
 func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
-	out := &seed.Loaded{Latest: map[string]seed.Published{}}
+	out := &seed.Loaded{Latest: map[string]seed.Stored{}}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		out.Meta = seed.Meta{Domain: string(meta.Get(keyDomain)), Epoch: getU64(meta, keyEpoch), Version: getU64(meta, keyVersion)}
@@ -176,9 +185,14 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 			if n > uint64(len(v)-8) {
 				return fmt.Errorf("latest %q: truncated", k)
 			}
-			p := seed.Published{Snapshot: clone(v[8 : 8+n])}
+			p := seed.Stored{Snapshot: clone(v[8 : 8+n])}
 			if rest := v[8+n:]; len(rest) > 0 {
 				p.Delta = clone(rest)
+			}
+			c := tx.Bucket(bucketChain).Cursor()
+			prefix := chainPrefix(string(k))
+			for ck, cv := c.Seek(prefix); ck != nil && bytes.HasPrefix(ck, prefix); ck, cv = c.Next() {
+				p.Chain = append(p.Chain, clone(cv))
 			}
 			out.Latest[string(k)] = p
 			return nil
@@ -322,16 +336,57 @@ func (s *Store) putPublication(tx *bolt.Tx, t *seed.Tx) error {
 			return err
 		}
 	}
-	if err := tx.DeleteBucket(bucketLatest); err != nil {
+	latest, chain := tx.Bucket(bucketLatest), tx.Bucket(bucketChain)
+	var gone [][]byte
+	if err := latest.ForEach(func(k, _ []byte) error {
+		if _, ok := t.Latest[string(k)]; !ok {
+			gone = append(gone, clone(k))
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
-	latest, err := tx.CreateBucket(bucketLatest)
-	if err != nil {
-		return err
+	for _, k := range gone {
+		if err := latest.Delete(k); err != nil {
+			return err
+		}
+		if err := dropChain(chain, string(k)); err != nil {
+			return err
+		}
 	}
 	for variant, p := range t.Latest {
+		if p.Snapshot == nil {
+			if latest.Get([]byte(variant)) == nil {
+				return fmt.Errorf("variant %q: a delta without a stored snapshot to apply it to", variant)
+			}
+			if err := chain.Put(append(chainPrefix(variant), u64(t.Publication.GetVersion())...), p.Delta); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := dropChain(chain, variant); err != nil {
+			return err
+		}
 		v := append(append(u64(uint64(len(p.Snapshot))), p.Snapshot...), p.Delta...)
 		if err := latest.Put([]byte(variant), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func chainPrefix(variant string) []byte { return append([]byte(variant), 0) }
+
+// dropChain deletes a variant's stored deltas.
+func dropChain(chain *bolt.Bucket, variant string) error {
+	prefix := chainPrefix(variant)
+	var keys [][]byte
+	c := chain.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, clone(k))
+	}
+	for _, k := range keys {
+		if err := chain.Delete(k); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -110,9 +111,21 @@ type blobRef struct {
 }
 
 type latestValue struct {
-	Snapshot blobRef  `json:"snapshot"`
-	Delta    *blobRef `json:"delta,omitempty"`
+	Snapshot blobRef   `json:"snapshot"`
+	Delta    *blobRef  `json:"delta,omitempty"`
+	Chain    []blobRef `json:"chain,omitempty"` // deltas stored after Snapshot, oldest first
 }
+
+func (l latestValue) refs() []blobRef {
+	out := append([]blobRef{l.Snapshot}, l.Chain...)
+	if l.Delta != nil {
+		out = append(out, *l.Delta)
+	}
+	return out
+}
+
+// MaxChain bounds a stored chain read back.
+const MaxChain = 1024
 
 // Load reads the whole state at one revision.
 func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
@@ -121,7 +134,7 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 		return nil, fmt.Errorf("etcdstore: load: %w", err)
 	}
 	rev := first.Header.Revision
-	out := &seed.Loaded{Latest: map[string]seed.Published{}}
+	out := &seed.Loaded{Latest: map[string]seed.Stored{}}
 	latest := map[string]latestValue{}
 	var auditHead uint64
 	var kvs []*mvccpb.KeyValue
@@ -196,7 +209,17 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 		}
 	}
 	for variant, l := range latest {
-		p := seed.Published{}
+		p := seed.Stored{}
+		if len(l.Chain) > MaxChain {
+			return nil, fmt.Errorf("etcdstore: latest %q: a chain of %d deltas; this store writes at most %d", variant, len(l.Chain), MaxChain)
+		}
+		for i, ref := range l.Chain {
+			d, err := s.readBlob(ctx, rev, ref)
+			if err != nil {
+				return nil, fmt.Errorf("etcdstore: latest %q delta %d: %w", variant, i+1, err)
+			}
+			p.Chain = append(p.Chain, d)
+		}
 		if p.Snapshot, err = s.readBlob(ctx, rev, l.Snapshot); err != nil {
 			return nil, fmt.Errorf("etcdstore: latest %q: %w", variant, err)
 		}
@@ -420,19 +443,43 @@ func (s *Store) publicationOps(ctx context.Context, t *seed.Tx) (ops []clientv3.
 		return nil, nil, fmt.Errorf("etcdstore: read latest: %w", err)
 	}
 	kept := map[string]bool{}
-	for variant, p := range t.Latest {
-		l := latestValue{}
-		if l.Snapshot, err = s.writeBlob(ctx, p.Snapshot); err != nil {
-			return nil, nil, err
+	prevOf := map[string]latestValue{}
+	for _, kv := range prev.Kvs {
+		var l latestValue
+		if json.Unmarshal(kv.Value, &l) == nil {
+			prevOf[strings.TrimPrefix(string(kv.Key), s.pfx+kLatest)] = l
 		}
-		kept[l.Snapshot.Hash] = true
-		if p.Delta != nil {
+	}
+	for variant, p := range t.Latest {
+		var l latestValue
+		if p.Snapshot == nil { // append the delta to the variant's chain
+			old, ok := prevOf[variant]
+			if !ok {
+				return nil, nil, fmt.Errorf("etcdstore: variant %q: a delta without a stored snapshot to apply it to", variant)
+			}
+			if len(old.Chain) >= MaxChain {
+				return nil, nil, fmt.Errorf("etcdstore: variant %q: the chain already holds %d deltas; store a snapshot", variant, len(old.Chain))
+			}
 			d, err := s.writeBlob(ctx, p.Delta)
 			if err != nil {
 				return nil, nil, err
 			}
-			l.Delta = &d
-			kept[d.Hash] = true
+			l = old
+			l.Chain = append(slices.Clone(old.Chain), d)
+		} else {
+			if l.Snapshot, err = s.writeBlob(ctx, p.Snapshot); err != nil {
+				return nil, nil, err
+			}
+			if p.Delta != nil {
+				d, err := s.writeBlob(ctx, p.Delta)
+				if err != nil {
+					return nil, nil, err
+				}
+				l.Delta = &d
+			}
+		}
+		for _, ref := range l.refs() {
+			kept[ref.Hash] = true
 		}
 		b, err := json.Marshal(l)
 		if err != nil {
@@ -448,8 +495,8 @@ func (s *Store) publicationOps(ctx context.Context, t *seed.Tx) (ops []clientv3.
 		if json.Unmarshal(kv.Value, &l) != nil {
 			continue
 		}
-		for _, ref := range []*blobRef{&l.Snapshot, l.Delta} {
-			if ref != nil && !kept[ref.Hash] {
+		for _, ref := range l.refs() {
+			if !kept[ref.Hash] {
 				old = append(old, ref.Hash)
 			}
 		}

@@ -32,6 +32,7 @@ func Run(t *testing.T, s Suite) {
 	t.Run("ApplyDeleteReload", func(t *testing.T) { testApplyDeleteReload(t, s) })
 	t.Run("AuditOutOfOrderRefusedAndNothingWritten", func(t *testing.T) { testAuditOrder(t, s) })
 	t.Run("PublishReplacesLatestAndKeepsHistory", func(t *testing.T) { testPublish(t, s) })
+	t.Run("DeltaChains", func(t *testing.T) { testChains(t, s) })
 	t.Run("Identity", func(t *testing.T) { testIdentity(t, s) })
 	t.Run("AuditPaging", func(t *testing.T) { testAuditPaging(t, s) })
 }
@@ -165,6 +166,63 @@ func testPublish(t *testing.T, s Suite) {
 	}
 	if !proto.Equal(l.AuditHead, head) {
 		t.Fatalf("audit head = %v", l.AuditHead)
+	}
+}
+
+// testChains stores some publications as deltas alone: the store keeps the last snapshot
+// and the deltas after it, restarts the chain at the next snapshot, refuses a delta with
+// no snapshot under it, and drops a variant no longer published.
+func testChains(t *testing.T, s Suite) {
+	st := s.Open(t)
+	head := entry(nil, "apply")
+	commit(t, st, &seed.Tx{Audit: head})
+	publish := func(v uint64, latest map[string]seed.Published) error {
+		e := entry(head, "publish")
+		err := st.Commit(context.Background(), &seed.Tx{Audit: e, Publication: &adminv1.Publication{Epoch: 1, Version: v, AuditSeq: e.GetSeq()}, Latest: latest, Meta: &seed.Meta{Domain: "prod", Epoch: 1, Version: v}})
+		if err == nil {
+			head = e
+		}
+		return err
+	}
+	b := func(s string) []byte { return []byte(s) }
+	if err := publish(1, map[string]seed.Published{"core": {Delta: b("d1")}}); err == nil {
+		t.Fatal("a delta with no snapshot under it was stored")
+	}
+	steps := []map[string]seed.Published{
+		{"core": {Snapshot: b("s1")}, "core,ext.wasm": {Snapshot: b("w1")}},
+		{"core": {Delta: b("d2")}, "core,ext.wasm": {Snapshot: b("w2"), Delta: b("wd2")}},
+		{"core": {Delta: b("d3")}, "core,ext.wasm": {Delta: b("wd3")}},
+	}
+	for i, l := range steps {
+		if err := publish(uint64(i+1), l); err != nil {
+			t.Fatalf("publish %d: %v", i+1, err)
+		}
+	}
+	st = s.Reopen(t, st)
+	l := load(t, st)
+	got := func(v seed.Stored) string {
+		out := fmt.Sprintf("%s|%s|", v.Snapshot, v.Delta)
+		for _, d := range v.Chain {
+			out += string(d) + ","
+		}
+		return out
+	}
+	if len(l.Latest) != 2 || got(l.Latest["core"]) != "s1||d2,d3," || got(l.Latest["core,ext.wasm"]) != "w2|wd2|wd3," {
+		t.Fatalf("after chains: core %q, wasm %q (%d variants)", got(l.Latest["core"]), got(l.Latest["core,ext.wasm"]), len(l.Latest))
+	}
+	// A snapshot restarts the chain; a variant not given is dropped.
+	if err := publish(4, map[string]seed.Published{"core": {Snapshot: b("s4"), Delta: b("d4")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(5, map[string]seed.Published{"core": {Delta: b("d5")}}); err != nil {
+		t.Fatal(err)
+	}
+	l = load(t, s.Reopen(t, st))
+	if len(l.Latest) != 1 || got(l.Latest["core"]) != "s4|d4|d5," {
+		t.Fatalf("after a new snapshot: core %q (%d variants)", got(l.Latest["core"]), len(l.Latest))
+	}
+	if err := publish(6, map[string]seed.Published{"core,ext.wasm": {Delta: b("wd6")}}); err == nil {
+		t.Fatal("a delta onto a dropped variant was stored")
 	}
 }
 
