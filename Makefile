@@ -2,12 +2,6 @@
 # staticcheck) are pinned in internal/tools/go.mod and run with `go tool`, so nothing
 # needs installing beyond Go itself.
 GO        ?= go
-# go-libp2p-pubsub and etcd's API both register a protobuf file named "rpc.proto"
-# (libp2p/go-libp2p-pubsub#729, etcd-io/etcd#19682); linked into one binary, protobuf-go
-# panics at start unless told to ignore the clash of file names (the message types do not
-# clash). Every build and test here sets it; see docs/RATIONALE.md.
-PROTOFLAG := -ldflags=-X=google.golang.org/protobuf/reflect/protoregistry.conflictPolicy=ignore
-export GOFLAGS := $(strip $(GOFLAGS) $(PROTOFLAG))
 TOOL      := $(GO) tool -modfile=internal/tools/go.mod
 FUZZTIME  ?= 10s
 BENCHCOUNT?= 6

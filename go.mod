@@ -44,6 +44,7 @@ require (
 )
 
 require (
+	a.meshkit.dev/protoconflict v0.0.0
 	cel.dev/expr v0.25.3 // indirect
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
 	codeberg.org/go-latex/latex v0.2.0 // indirect
@@ -200,3 +201,5 @@ require (
 	lukechampine.com/blake3 v1.4.1 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace a.meshkit.dev/protoconflict => ./internal/protoconflict

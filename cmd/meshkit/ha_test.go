@@ -322,3 +322,32 @@ func mustConn(t *testing.T, addr string) *grpc.ClientConn {
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
+
+// TestBinaryStartsWithoutProtobufSettings: the binary links go-libp2p-pubsub and etcd's
+// client, which both register a protobuf file "rpc.proto"; it must start with nothing set
+// in its environment (a.meshkit.dev/protoconflict), as a user's `go run` does. The test
+// process's own environment has the variable set by that package, so it is removed here.
+func TestBinaryStartsWithoutProtobufSettings(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "meshkit")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = withoutProtobufSetting()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "version")
+	cmd.Env = withoutProtobufSetting()
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "meshkit ") {
+		t.Fatalf("meshkit version: %v\n%s", err, out)
+	}
+}
+
+func withoutProtobufSetting() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOLANG_PROTOBUF_REGISTRATION_CONFLICT=") && !strings.HasPrefix(kv, "GOFLAGS=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	_ "a.meshkit.dev/protoconflict" // before etcd's and libp2p's protos: see the package
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"

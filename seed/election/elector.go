@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	_ "a.meshkit.dev/protoconflict" // before etcd's and libp2p's protos: see the package
+
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"

@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 
+	_ "a.meshkit.dev/protoconflict" // before etcd's and libp2p's protos: see the package
+
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"

@@ -1,0 +1,3 @@
+module a.meshkit.dev/protoconflict
+
+go 1.24
