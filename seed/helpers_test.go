@@ -68,6 +68,16 @@ type testSeed struct {
 // open starts a seed on dir (a fresh one when dir is "") with a fast debounce.
 func open(t testing.TB, dir string, tweak ...func(*seed.Config)) *testSeed {
 	t.Helper()
+	ts, err := tryOpen(t, dir, tweak...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// tryOpen is open, returning seed.New's error.
+func tryOpen(t testing.TB, dir string, tweak ...func(*seed.Config)) (*testSeed, error) {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -85,11 +95,11 @@ func open(t testing.TB, dir string, tweak ...func(*seed.Config)) *testSeed {
 	s, err := seed.New(context.Background(), cfg)
 	if err != nil {
 		st.Close()
-		t.Fatal(err)
+		return nil, err
 	}
 	ts := &testSeed{Seed: s, store: st, dir: dir, api: s.AdminServer(), root: cfg.Root}
 	t.Cleanup(func() { ts.close() })
-	return ts
+	return ts, nil
 }
 
 func (ts *testSeed) close() {

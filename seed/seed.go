@@ -88,6 +88,10 @@ type Config struct {
 	// BundleTTL is how long a bundle is valid (default 24h); the seed republishes after
 	// half of it so agents never hold an expired bundle while the seed is up.
 	BundleTTL time.Duration
+	// OnDiverged, when set, is called (once per refused commit) when the store refuses a
+	// commit because it moved on without this seed (ErrDiverged): the seed on etcd steps
+	// down, and the next term loads the store again.
+	OnDiverged func(error)
 	// Leadership, when set, reports the domain's election in Status (seeds on etcd).
 	Leadership func() *adminv1.Leadership
 	// Registry receives the seed's metrics and is served on /metrics; nil means a new one.
@@ -124,6 +128,9 @@ func (c *Config) validate() error {
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
+	}
+	if c.OnDiverged != nil && c.Store != nil {
+		c.Store = divergence{Store: c.Store, fn: c.OnDiverged}
 	}
 	var errs []error
 	if err := trust.ValidDomain(c.Domain); err != nil {

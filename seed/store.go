@@ -2,6 +2,7 @@ package seed
 
 import (
 	"context"
+	"errors"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
@@ -19,6 +20,26 @@ type Store interface {
 	Audit(ctx context.Context, afterSeq uint64, limit int) ([]*adminv1.AuditEntry, error)
 	// Close releases the store.
 	Close() error
+}
+
+// ErrDiverged is wrapped by a Commit refused because the store no longer holds what this
+// seed believes it does: another writer extended the audit log, or (on etcd) this seed's
+// leadership ended. Nothing was written; the seed's memory is stale, and only loading the
+// store again (a new term) can continue. Config.OnDiverged hears of it.
+var ErrDiverged = errors.New("the store moved on without this seed")
+
+// divergence calls fn when a Commit fails with ErrDiverged.
+type divergence struct {
+	Store
+	fn func(error)
+}
+
+func (d divergence) Commit(ctx context.Context, tx *Tx) error {
+	err := d.Store.Commit(ctx, tx)
+	if err != nil && errors.Is(err, ErrDiverged) {
+		d.fn(err)
+	}
+	return err
 }
 
 // Meta is the domain's publish position.

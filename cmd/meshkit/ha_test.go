@@ -351,3 +351,17 @@ func withoutProtobufSetting() []string {
 	}
 	return env
 }
+
+// TestEtcdSeedTakesNoEpoch: with etcd the epoch is the election's; a stale or any other
+// --epoch is refused before anything starts, as is an unknown store.
+func TestEtcdSeedTakesNoEpoch(t *testing.T) {
+	data := t.TempDir()
+	code, out := cli(t, "seed", "--store", "etcd", "--etcd-endpoints", "http://127.0.0.1:1", "--epoch", "5", "--data", data, "--p2p-listen", "off")
+	if code != exitUsage || !strings.Contains(out, "--epoch is for --store bolt") {
+		t.Fatalf("--epoch with etcd: exit %d\n%s", code, out)
+	}
+	code, out = cli(t, "seed", "--store", "zookeeper", "--data", data, "--p2p-listen", "off")
+	if code != exitUsage || !strings.Contains(out, "bolt or etcd") {
+		t.Fatalf("--store zookeeper: exit %d\n%s", code, out)
+	}
+}

@@ -149,6 +149,14 @@ func (a *app) leadTerm(ctx context.Context, h haConfig, term *election.Term, ser
 		case <-termCtx.Done():
 		}
 	}()
+	diverged := make(chan error, 1)
+	cfg.OnDiverged = func(err error) { // another seed wrote, or this term ended: step down
+		select {
+		case diverged <- err:
+		default:
+		}
+		cancel()
+	}
 	started := time.Now()
 	s, err := seed.New(termCtx, cfg)
 	if err != nil {
@@ -177,7 +185,13 @@ func (a *app) leadTerm(ctx context.Context, h haConfig, term *election.Term, ser
 	<-termCtx.Done()
 	close(stop)
 	fmt.Fprintf(a.stdout, "no longer leading domain %q (epoch %d)\n", cfg.Domain, term.Rev)
-	return srv.Close()
+	err = srv.Close()
+	select {
+	case d := <-diverged:
+		return fmt.Errorf("a commit was refused, so this seed's view is stale: %w", d)
+	default:
+	}
+	return err
 }
 
 // roleRegistry is a metrics registry carrying the seed's role: meshkit_seed_leader is 1

@@ -29,6 +29,7 @@ type Options struct {
 type Server struct {
 	Etcd     *embed.Etcd
 	Endpoint string // http://127.0.0.1:PORT
+	cfg      *embed.Config
 }
 
 func freePort(tb testing.TB) url.URL {
@@ -58,7 +59,19 @@ func Start(tb testing.TB, dir string, opts Options) *Server {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
+	s := &Server{Endpoint: client.String(), cfg: cfg}
+	s.start(tb)
+	tb.Cleanup(func() {
+		if s.Etcd != nil {
+			s.Etcd.Close()
+		}
+	})
+	return s
+}
+
+func (s *Server) start(tb testing.TB) {
+	tb.Helper()
+	e, err := embed.StartEtcd(s.cfg)
 	if err != nil {
 		tb.Fatalf("etcdtest: start etcd: %v", err)
 	}
@@ -68,8 +81,20 @@ func Start(tb testing.TB, dir string, opts Options) *Server {
 		e.Close()
 		tb.Fatal("etcdtest: etcd did not become ready in 30 s")
 	}
-	tb.Cleanup(e.Close)
-	return &Server{Etcd: e, Endpoint: client.String()}
+	s.Etcd = e
+}
+
+// Stop stops the server; its data stays for Restart.
+func (s *Server) Stop() {
+	s.Etcd.Close()
+	s.Etcd = nil
+}
+
+// Restart starts a stopped server again, on its data and at its addresses.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.cfg.ClusterState = embed.ClusterStateFlagExisting
+	s.start(tb)
 }
 
 // Client returns a client of s, closed when the test ends.

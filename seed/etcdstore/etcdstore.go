@@ -43,10 +43,10 @@ const DefaultHistory = 100
 
 // ErrFenced is returned by a Commit of a Fenced store whose election key is gone or was
 // replaced: this seed is no longer the leader, and nothing was written.
-var ErrFenced = errors.New("etcdstore: not the leader any more (the election key this seed was elected with is gone); nothing was written")
+var ErrFenced = fmt.Errorf("%w: etcdstore: not the leader any more (the election key this seed was elected with is gone); nothing was written", seed.ErrDiverged)
 
 // ErrConflict is returned when another writer extended the audit log first.
-var ErrConflict = errors.New("etcdstore: the audit log moved on under this writer (another seed wrote); nothing was written")
+var ErrConflict = fmt.Errorf("%w: etcdstore: the audit log moved on under this writer (another seed wrote); nothing was written", seed.ErrDiverged)
 
 // Prefix is where a domain's keys live.
 func Prefix(domain string) string { return "/meshkit/" + domain + "/" }
