@@ -37,7 +37,10 @@ type FollowerConfig struct {
 	Services func(*grpc.Server)
 	// Registry is served on /metrics.
 	Registry *prometheus.Registry
-	Logger   *slog.Logger
+	// OCI, when set, is this seed's own OCI registry, served on /v2/ as a leader serves it
+	// (ServeConfig.Registry): what was pushed to this seed.
+	OCI    http.Handler
+	Logger *slog.Logger
 }
 
 // Follower is the admin endpoint of a seed that does not lead.
@@ -106,6 +109,9 @@ func ServeFollower(cfg FollowerConfig) (*Follower, error) {
 	})
 	if cfg.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	if cfg.OCI != nil {
+		mux.Handle("/v2/", registryAuth(cfg.Policy, cfg.OCI))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		if _, admin, ok := cfg.Leader(); ok {

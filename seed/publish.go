@@ -299,12 +299,23 @@ func storeDelta(c chainLen, pv PublishedVariant, hadPrev bool) bool {
 	return hadPrev && pv.Delta != nil && c.n < maxChain && (c.bytes+len(pv.Delta))*4 < len(pv.Snapshot)
 }
 
-// restoreLatest rebuilds each variant's newest snapshot from what the store holds: a
-// snapshot and the deltas after it, applied in order (each checked against the hash it
-// promises) and the result sealed again with this seed's keys (Ed25519 signs
-// deterministically: the same keys give the same envelope).
+// restoreLatest rebuilds each variant's newest snapshot from what the store holds.
 func (s *Seed) restoreLatest(stored map[string]Stored) (map[string]Published, error) {
+	latest, chains, err := rebuild(s.sealer, stored)
+	if err != nil {
+		return nil, err
+	}
+	s.chains = chains
+	return latest, nil
+}
+
+// rebuild turns what a store holds of each variant (a snapshot and the deltas after it)
+// into its newest envelopes: the deltas applied in order, each checked against the hash
+// it promises, and the result sealed again (Ed25519 signs deterministically: the same
+// keys give the same envelope).
+func rebuild(sealer *publish.Sealer, stored map[string]Stored) (map[string]Published, map[string]chainLen, error) {
 	out := make(map[string]Published, len(stored))
+	chains := map[string]chainLen{}
 	for key, st := range stored {
 		if len(st.Chain) == 0 {
 			out[key] = Published{Snapshot: st.Snapshot, Delta: st.Delta}
@@ -312,32 +323,43 @@ func (s *Seed) restoreLatest(stored map[string]Stored) (map[string]Published, er
 		}
 		env, err := trust.DecodeEnvelope(st.Snapshot, 0)
 		if err != nil {
-			return nil, fmt.Errorf("seed: stored bundle %q: %w", key, err)
+			return nil, nil, fmt.Errorf("seed: stored bundle %q: %w", key, err)
 		}
 		payload := env.GetPayload()
 		c := chainLen{}
 		for i, raw := range st.Chain {
 			denv, err := trust.DecodeEnvelope(raw, 0)
 			if err != nil {
-				return nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
+				return nil, nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
 			}
 			view, err := bundle.DecodeDeltaView(denv.GetPayload())
 			if err != nil {
-				return nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
+				return nil, nil, fmt.Errorf("seed: stored delta %d of %q: %w", i+1, key, err)
 			}
 			if payload, err = bundle.ApplyDeltaView(payload, bundle.Hash(payload), view); err != nil {
-				return nil, fmt.Errorf("%w: stored delta %d of %q does not apply: %v", ErrAuditChain, i+1, key, err)
+				return nil, nil, fmt.Errorf("%w: stored delta %d of %q does not apply: %v", ErrAuditChain, i+1, key, err)
 			}
 			c.n, c.bytes = c.n+1, c.bytes+len(raw)
 		}
-		snap, err := s.sealer.SealBundle(payload)
+		snap, err := sealer.SealBundle(payload)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out[key] = Published{Snapshot: snap, Delta: st.Chain[len(st.Chain)-1]}
-		s.chains[key] = c
+		chains[key] = c
 	}
-	return out, nil
+	return out, chains, nil
+}
+
+// PublicationFrom is the newest publication a store holds (info, its newest history
+// record, and what it stores of each variant), snapshots rebuilt and sealed with signer:
+// what a seed that does not lead serves over sync (Restorer), as its leader published it.
+func PublicationFrom(info *adminv1.Publication, stored map[string]Stored, signer trust.Signer) (*Publication, error) {
+	latest, _, err := rebuild(publish.NewSealer(signer), stored)
+	if err != nil {
+		return nil, err
+	}
+	return publicationOf(info, latest), nil
 }
 
 // loadCompiled decodes the stored newest envelopes so the first publish after a restart

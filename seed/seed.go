@@ -374,9 +374,14 @@ func (s *Seed) MemPublisher() *MemPublisher { return s.mem }
 
 // restoredPublication is the newest publication as the store kept it (without announces).
 func (s *Seed) restoredPublication() *Publication {
-	p := &Publication{Info: s.history[len(s.history)-1]}
-	for _, key := range slices.Sorted(maps.Keys(s.latest)) {
-		l := s.latest[key]
+	return publicationOf(s.history[len(s.history)-1], s.latest)
+}
+
+// publicationOf is a publication record with its variants' envelopes (no announces).
+func publicationOf(info *adminv1.Publication, latest map[string]Published) *Publication {
+	p := &Publication{Info: info}
+	for _, key := range slices.Sorted(maps.Keys(latest)) {
+		l := latest[key]
 		var caps []string
 		if key != "" {
 			caps = strings.Split(key, ",")

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,11 +23,14 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"meshkit.dev/meshkit/bundle"
 	"meshkit.dev/meshkit/internal/etcdtest"
 	"meshkit.dev/meshkit/node"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	leadershipv1 "meshkit.dev/meshkit/proto/omnirelay/mesh/control/v1"
+	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/seed/etcdstore"
+	"meshkit.dev/meshkit/trust"
 )
 
 // haSeed is one seed process of an haDomain; its addresses survive restarts.
@@ -186,11 +191,15 @@ func (d *haDomain) run(args ...string) (string, error) {
 	return string(out), err
 }
 
-func startHAAgent(t *testing.T, d *haDomain, name string) string {
+// startHAAgent starts an agent bootstrapped to seeds (all of the domain's when none).
+func startHAAgent(t *testing.T, d *haDomain, name string, seeds ...*haSeed) string {
 	t.Helper()
 	data := t.TempDir()
 	args := []string{"agent", "--data", data, "--root", d.root, "--listen", "/ip4/127.0.0.1/tcp/0", "--http-addr", "127.0.0.1:0", "--southbound-addr", "off", "--sync-interval", "1s"}
-	for _, s := range d.seeds {
+	if len(seeds) == 0 {
+		seeds = d.seeds
+	}
+	for _, s := range seeds {
 		b, err := os.ReadFile(filepath.Join(s.data, "p2p.json"))
 		if err != nil {
 			t.Fatal(err)
@@ -268,6 +277,22 @@ func TestThreeSeedsOnEtcd(t *testing.T) {
 		t.Fatalf("apply through a follower: %v\n%s", err, out)
 	}
 
+	// A follower serves its own OCI registry, behind the same credentials.
+	for token, want := range map[string]int{d.token: http.StatusOK, "": http.StatusUnauthorized} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+follower.http+"/v2/", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET /v2/ on a follower with token %t: %d, want %d", token != "", resp.StatusCode, want)
+		}
+	}
+
 	// OmniRelay's leadership stream, from a follower: a SNAPSHOT naming the leader.
 	sub, err := leadershipv1.NewLeadershipControlServiceClient(mustConn(t, follower.grpc)).Subscribe(d.ctx(), &leadershipv1.LeadershipSubscribeRequest{})
 	if err != nil {
@@ -279,7 +304,9 @@ func TestThreeSeedsOnEtcd(t *testing.T) {
 	}
 
 	agent := startHAAgent(t, d, "agent1")
-	waitHead := func(epoch uint64) node.HeadStatus {
+	// An agent that knows only a follower gets the bundles from it (sync, from etcd).
+	onlyFollower := startHAAgent(t, d, "agent2", follower)
+	waitHeadOf := func(agent string, epoch uint64) node.HeadStatus {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			h, err := headOf(agent)
@@ -292,7 +319,11 @@ func TestThreeSeedsOnEtcd(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	waitHead := func(epoch uint64) node.HeadStatus { return waitHeadOf(agent, epoch) }
 	before := waitHead(st.GetEpoch())
+	if h := waitHeadOf(onlyFollower, st.GetEpoch()); h.Hash != before.Hash && h.Version < before.Version {
+		t.Fatalf("the agent of the follower serves %+v, the other %+v", h, before)
+	}
 
 	oldEpoch, _ := d.meta()
 	killed := time.Now()
@@ -363,5 +394,111 @@ func TestEtcdSeedTakesNoEpoch(t *testing.T) {
 	code, out = cli(t, "seed", "--store", "zookeeper", "--data", data, "--p2p-listen", "off")
 	if code != exitUsage || !strings.Contains(out, "bolt or etcd") {
 		t.Fatalf("--store zookeeper: exit %d\n%s", code, out)
+	}
+}
+
+// recorder is a Restorer that keeps what it is given.
+type recorder struct {
+	mu   sync.Mutex
+	pubs []*seed.Publication
+}
+
+func (r *recorder) Publish(context.Context, *seed.Publication) error { return nil }
+
+func (r *recorder) Restore(p *seed.Publication) {
+	r.mu.Lock()
+	r.pubs = append(r.pubs, p)
+	r.mu.Unlock()
+}
+
+func (r *recorder) newest() *seed.Publication {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pubs) == 0 {
+		return nil
+	}
+	return r.pubs[len(r.pubs)-1]
+}
+
+// TestFollowerMirrorsTheLeadersPublications: a follower's publisher is given every new
+// publication the leader stores in etcd, its snapshots rebuilt from the stored deltas
+// and verifying under the domain's root, so it serves them over sync.
+func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
+	srv := etcdtest.Start(t, t.TempDir(), etcdtest.Options{})
+	cli := srv.Client(t)
+	es, err := etcdstore.New(cli, "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{ctx: context.Background(), stdout: io.Discard, stderr: io.Discard, now: time.Now}
+	keyPath, rootPath, err := a.devTrust(t.TempDir(), "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, root, err := loadSeedTrust(keyPath, rootPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := seed.DefaultConfig()
+	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 7, signer, es
+	cfg.Debounce, cfg.MaxDelay = time.Millisecond, time.Millisecond
+	leader, err := seed.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Close()
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		mirror(ctx, haConfig{seed: seed.Config{Domain: "prod", Signer: signer, Publisher: rec}, store: es, client: cli, log: slog.New(slog.DiscardHandler)})
+	}()
+	defer func() { cancel(); <-done }()
+
+	v, err := trust.NewVerifier(trust.Config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base strings.Builder
+	for i := range 300 { // big enough that one cluster's delta is stored instead of a snapshot
+		base.WriteString(clusterYAML(fmt.Sprintf("base-%03d", i)) + "---\n")
+	}
+	apply := func(doc string, version uint64, clusters int) {
+		t.Helper()
+		if _, err := leader.Apply(context.Background(), "test", resourcesOf(t, doc)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if p := rec.newest(); p != nil && p.Info.GetVersion() == version {
+				vb, err := v.Verify(p.Variants[0].Snapshot)
+				if err != nil {
+					t.Fatalf("the mirrored v%d: %v", version, err)
+				}
+				b, err := bundle.DecodeBundle(vb.Payload)
+				if err != nil || vb.Header.GetVersion() != version || len(b.GetClusters()) != clusters {
+					t.Fatalf("the mirrored v%d holds %d clusters (%v)", version, len(b.GetClusters()), err)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the follower was not given v%d (newest %v)", version, rec.newest())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	apply(base.String(), 1, 300)
+	for i := uint64(2); i <= 4; i++ {
+		apply(clusterYAML(fmt.Sprintf("c%d", i)), i, 300+int(i)-1)
+	}
+	_, stored, err := es.LoadPublished(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, st := range stored {
+		if len(st.Chain) != 3 {
+			t.Fatalf("variant %q: %d deltas stored after the snapshot; the follower was to rebuild v2..v4 from them", key, len(st.Chain))
+		}
 	}
 }

@@ -106,16 +106,21 @@ func (a *app) runHA(ctx context.Context, h haConfig) error {
 				tok, ok, _ := el.Leader()
 				return tok.LeaderID, tok.Admin, ok
 			},
-			Services: services(stop), Registry: roleRegistry(false, 0),
+			Services: services(stop), Registry: roleRegistry(false, 0), OCI: h.serve.Registry,
 		})
 		if err != nil {
 			return err
 		}
+		mctx, stopMirror := context.WithCancel(ctx)
+		mirrored := make(chan struct{})
+		go func() { defer close(mirrored); mirror(mctx, h) }()
 		var term *election.Term
 		select {
 		case term = <-el.Terms():
 		case <-ctx.Done():
 		}
+		stopMirror()
+		<-mirrored
 		close(stop)
 		fol.Close()
 		if term == nil {
@@ -192,6 +197,56 @@ func (a *app) leadTerm(ctx context.Context, h haConfig, term *election.Term, ser
 	default:
 	}
 	return err
+}
+
+// mirror keeps a follower's publisher serving the newest publication the leader stored
+// (over sync, without gossiping it: the leader did), reloading it whenever the domain's
+// publish position in etcd moves, until ctx ends.
+func mirror(ctx context.Context, h haConfig) {
+	r, ok := h.seed.Publisher.(seed.Restorer)
+	if !ok {
+		return
+	}
+	var served uint64
+	load := func() {
+		info, stored, err := h.store.LoadPublished(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("follower: reading the newest publication failed", "err", err)
+			}
+			return
+		}
+		if info == nil || info.GetVersion() == served {
+			return
+		}
+		p, err := seed.PublicationFrom(info, stored, h.seed.Signer)
+		if err != nil {
+			h.log.Warn("follower: rebuilding the newest publication failed", "version", info.GetVersion(), "err", err)
+			return
+		}
+		r.Restore(p)
+		served = info.GetVersion()
+	}
+	for ctx.Err() == nil {
+		load()
+		w := h.client.Watch(clientv3.WithRequireLeader(ctx), etcdstore.Prefix(h.seed.Domain)+"meta")
+		for range w {
+			// Coalesce a burst of publishes into one reload.
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			load()
+		}
+		t := time.NewTimer(time.Second) // the watch ended (etcd unreachable): read again
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 // roleRegistry is a metrics registry carrying the seed's role: meshkit_seed_leader is 1

@@ -211,28 +211,69 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 		}
 	}
 	for variant, l := range latest {
-		p := seed.Stored{}
-		if len(l.Chain) > MaxChain {
-			return nil, fmt.Errorf("etcdstore: latest %q: a chain of %d deltas; this store writes at most %d", variant, len(l.Chain), MaxChain)
+		if out.Latest[variant], err = s.readStored(ctx, rev, variant, l); err != nil {
+			return nil, err
 		}
-		for i, ref := range l.Chain {
-			d, err := s.readBlob(ctx, rev, ref)
-			if err != nil {
-				return nil, fmt.Errorf("etcdstore: latest %q delta %d: %w", variant, i+1, err)
-			}
-			p.Chain = append(p.Chain, d)
-		}
-		if p.Snapshot, err = s.readBlob(ctx, rev, l.Snapshot); err != nil {
-			return nil, fmt.Errorf("etcdstore: latest %q: %w", variant, err)
-		}
-		if l.Delta != nil {
-			if p.Delta, err = s.readBlob(ctx, rev, *l.Delta); err != nil {
-				return nil, fmt.Errorf("etcdstore: latest %q: %w", variant, err)
-			}
-		}
-		out.Latest[variant] = p
 	}
 	return out, nil
+}
+
+// LoadPublished reads, at one revision, only the newest publication record and what the
+// store holds of each variant: what a seed that follows serves over sync.
+func (s *Store) LoadPublished(ctx context.Context) (*adminv1.Publication, map[string]seed.Stored, error) {
+	hist, err := s.cli.Get(ctx, s.pfx+kHistory, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcdstore: load: %w", err)
+	}
+	if len(hist.Kvs) == 0 {
+		return nil, nil, nil
+	}
+	rev := hist.Header.Revision
+	info := &adminv1.Publication{}
+	if err := proto.Unmarshal(hist.Kvs[0].Value, info); err != nil {
+		return nil, nil, fmt.Errorf("etcdstore: publication: %w", err)
+	}
+	r, err := s.cli.Get(ctx, s.pfx+kLatest, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcdstore: load: %w", err)
+	}
+	out := map[string]seed.Stored{}
+	for _, kv := range r.Kvs {
+		var l latestValue
+		if err := json.Unmarshal(kv.Value, &l); err != nil {
+			return nil, nil, fmt.Errorf("etcdstore: %s: %w", kv.Key, err)
+		}
+		variant := strings.TrimPrefix(string(kv.Key), s.pfx+kLatest)
+		if out[variant], err = s.readStored(ctx, rev, variant, l); err != nil {
+			return nil, nil, err
+		}
+	}
+	return info, out, nil
+}
+
+// readStored reads the blobs a latest value references.
+func (s *Store) readStored(ctx context.Context, rev int64, variant string, l latestValue) (seed.Stored, error) {
+	p := seed.Stored{}
+	if len(l.Chain) > MaxChain {
+		return p, fmt.Errorf("etcdstore: latest %q: a chain of %d deltas; this store writes at most %d", variant, len(l.Chain), MaxChain)
+	}
+	var err error
+	for i, ref := range l.Chain {
+		d, err := s.readBlob(ctx, rev, ref)
+		if err != nil {
+			return p, fmt.Errorf("etcdstore: latest %q delta %d: %w", variant, i+1, err)
+		}
+		p.Chain = append(p.Chain, d)
+	}
+	if p.Snapshot, err = s.readBlob(ctx, rev, l.Snapshot); err != nil {
+		return p, fmt.Errorf("etcdstore: latest %q: %w", variant, err)
+	}
+	if l.Delta != nil {
+		if p.Delta, err = s.readBlob(ctx, rev, *l.Delta); err != nil {
+			return p, fmt.Errorf("etcdstore: latest %q: %w", variant, err)
+		}
+	}
+	return p, nil
 }
 
 func (s *Store) blobKey(hash string, i int) string {
