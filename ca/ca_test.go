@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -289,5 +291,37 @@ func TestOperatorsIntermediate(t *testing.T) {
 	}
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "readable by others") {
 		t.Fatalf("a world-readable CA key: %v", err)
+	}
+}
+
+// TestSeedsStartingAtOnceShareOneCA: seeds of one domain started together on one CA
+// directory all hold the CA the first of them created.
+func TestSeedsStartingAtOnceShareOneCA(t *testing.T) {
+	dir := t.TempDir()
+	td := spiffeid.RequireTrustDomainFromString("prod")
+	const n = 8
+	roots := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := LoadOrCreate(dir, td, time.Now())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			roots[i] = a.Certificate().Raw
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !bytes.Equal(roots[i], roots[0]) {
+			t.Fatalf("seed %d holds another CA than seed 0", i)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,10 +36,21 @@ const DefaultRootLifetime = 5 * 365 * 24 * time.Hour
 // root for td there (its key 0600). An operator's intermediate is installed by placing
 // its key, certificate, chain and the upstream roots in dir before the first start.
 func LoadOrCreate(dir string, td spiffeid.TrustDomain, now time.Time) (*Authority, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// Several seeds of a domain share one CA directory and may start at once: the first
+	// creates the CA under an exclusive lock, the others wait and load it.
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("ca: lock %s: %w", dir, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
 	if _, err := os.Stat(filepath.Join(dir, KeyFile)); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
 		key, cert, err := NewRoot(nil, td, now, DefaultRootLifetime)
 		if err != nil {
 			return nil, err

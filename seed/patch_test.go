@@ -189,9 +189,7 @@ func TestRestartRebuildsTheNewestVersionFromStoredDeltas(t *testing.T) {
 	for i := range 200 { // a bundle big enough that a one-route delta is a small part of it
 		rs = append(rs, route(i, time.Second))
 	}
-	for _, r := range scaleResources()[:40] {
-		rs = append(rs, r)
-	}
+	rs = append(rs, scaleResources()[:40]...)
 	ts.apply(t, rs)
 	ts.waitPublished(t, 1)
 	for v := uint64(2); v <= 4; v++ {

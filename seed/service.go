@@ -360,14 +360,6 @@ func (s *Seed) toCheck(ov overlay) []bundle.Object {
 	return out
 }
 
-func byIDOf(recs []*record) map[string]*record {
-	m := make(map[string]*record, len(recs))
-	for _, r := range recs {
-		m[r.ID] = r
-	}
-	return m
-}
-
 // resourceChanges lists what a write changed, resource by resource.
 func resourceChanges(puts []*record, deletes []bundle.Key, before map[string]*record) []*adminv1.Change {
 	var out []*adminv1.Change
