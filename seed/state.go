@@ -111,21 +111,14 @@ func (s snapshot) referrers(id string) []string {
 }
 
 // claimants returns the records whose routes claim match.
-func (s snapshot) claimants(match string) []*record {
-	it, err := s.txn.Get(tableResources, "match", match)
-	if err != nil {
-		return nil
-	}
-	var out []*record
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, obj.(*record))
-	}
-	return out
-}
+func (s snapshot) claimants(match string) []*record { return s.where("match", match) }
 
 // ofKind returns the records of kind.
-func (s snapshot) ofKind(kind string) []*record {
-	it, err := s.txn.Get(tableResources, "kind", kind)
+func (s snapshot) ofKind(kind string) []*record { return s.where("kind", kind) }
+
+// where returns the records an index maps value to.
+func (s snapshot) where(index, value string) []*record {
+	it, err := s.txn.Get(tableResources, index, value)
 	if err != nil {
 		return nil
 	}

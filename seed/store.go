@@ -3,9 +3,13 @@ package seed
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
+	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 )
 
 // Store is the seed's durable state. Commit is one atomic transaction: after a crash at
@@ -90,4 +94,36 @@ type Tx struct {
 	Identity []*adminv1.IdentityRecord
 	Latest   map[string]Published
 	Meta     *Meta
+}
+
+// IdentityKey is the key a store keeps an identity record under: one per join token,
+// enrolment, issued certificate, root version (zero-padded, so they load oldest first)
+// and revocation, and one each for the control stream's and the CA's state. A store
+// loads every record but the issued certificates ("c/…").
+func IdentityKey(r *adminv1.IdentityRecord) (string, error) {
+	switch r := r.GetRecord().(type) {
+	case *adminv1.IdentityRecord_JoinToken:
+		return "t/" + r.JoinToken.GetSha256(), nil
+	case *adminv1.IdentityRecord_Enrolment:
+		return "e/" + r.Enrolment.GetNode(), nil
+	case *adminv1.IdentityRecord_Issued:
+		return "c/" + r.Issued.GetSerial(), nil
+	case *adminv1.IdentityRecord_Root:
+		env, m := &trustv1.Envelope{}, &trustv1.DomainRoot{}
+		if err := proto.Unmarshal(r.Root, env); err != nil {
+			return "", fmt.Errorf("identity root: %w", err)
+		}
+		if err := proto.Unmarshal(env.GetPayload(), m); err != nil {
+			return "", fmt.Errorf("identity root: %w", err)
+		}
+		return fmt.Sprintf("r/%020d", m.GetVersion()), nil
+	case *adminv1.IdentityRecord_Revocation:
+		rv := r.Revocation
+		return "v/" + rv.GetSerial() + "|" + rv.GetPeerId() + "|" + rv.GetNode(), nil
+	case *adminv1.IdentityRecord_Control:
+		return "m/control", nil
+	case *adminv1.IdentityRecord_Ca:
+		return "m/ca", nil
+	}
+	return "", errors.New("identity record of no known kind")
 }

@@ -16,7 +16,6 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
-	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/seed"
 )
 
@@ -279,33 +278,9 @@ func (s *Store) Commit(ctx context.Context, t *seed.Tx) error {
 
 func putIdentity(b *bolt.Bucket, recs []*adminv1.IdentityRecord) error {
 	for _, r := range recs {
-		var key string
-		switch r := r.GetRecord().(type) {
-		case *adminv1.IdentityRecord_JoinToken:
-			key = "t/" + r.JoinToken.GetSha256()
-		case *adminv1.IdentityRecord_Enrolment:
-			key = "e/" + r.Enrolment.GetNode()
-		case *adminv1.IdentityRecord_Issued:
-			key = "c/" + r.Issued.GetSerial()
-		case *adminv1.IdentityRecord_Root:
-			env := &trustv1.Envelope{}
-			m := &trustv1.DomainRoot{}
-			if err := proto.Unmarshal(r.Root, env); err != nil {
-				return fmt.Errorf("identity root: %w", err)
-			}
-			if err := proto.Unmarshal(env.GetPayload(), m); err != nil {
-				return fmt.Errorf("identity root: %w", err)
-			}
-			key = fmt.Sprintf("r/%020d", m.GetVersion()) // oldest first when loaded
-		case *adminv1.IdentityRecord_Revocation:
-			rv := r.Revocation
-			key = "v/" + rv.GetSerial() + "|" + rv.GetPeerId() + "|" + rv.GetNode()
-		case *adminv1.IdentityRecord_Control:
-			key = "m/control"
-		case *adminv1.IdentityRecord_Ca:
-			key = "m/ca"
-		default:
-			return fmt.Errorf("identity record of no known kind")
+		key, err := seed.IdentityKey(r)
+		if err != nil {
+			return err
 		}
 		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		if err != nil {

@@ -30,7 +30,6 @@ import (
 
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
-	trustv1 "meshkit.dev/meshkit/proto/meshkit/trust/v1"
 	"meshkit.dev/meshkit/seed"
 	"meshkit.dev/meshkit/trust"
 )
@@ -432,32 +431,9 @@ func resourceKey(k bundle.Key) string { return k.Kind + "/" + k.Namespace + "/" 
 func (s *Store) identityOps(recs []*adminv1.IdentityRecord) ([]clientv3.Op, error) {
 	var ops []clientv3.Op
 	for _, r := range recs {
-		var key string
-		switch r := r.GetRecord().(type) {
-		case *adminv1.IdentityRecord_JoinToken:
-			key = "t/" + r.JoinToken.GetSha256()
-		case *adminv1.IdentityRecord_Enrolment:
-			key = "e/" + r.Enrolment.GetNode()
-		case *adminv1.IdentityRecord_Issued:
-			key = "c/" + r.Issued.GetSerial()
-		case *adminv1.IdentityRecord_Root:
-			env, m := &trustv1.Envelope{}, &trustv1.DomainRoot{}
-			if err := proto.Unmarshal(r.Root, env); err != nil {
-				return nil, fmt.Errorf("etcdstore: identity root: %w", err)
-			}
-			if err := proto.Unmarshal(env.GetPayload(), m); err != nil {
-				return nil, fmt.Errorf("etcdstore: identity root: %w", err)
-			}
-			key = fmt.Sprintf("r/%020d", m.GetVersion()) // oldest first when loaded
-		case *adminv1.IdentityRecord_Revocation:
-			rv := r.Revocation
-			key = "v/" + rv.GetSerial() + "|" + rv.GetPeerId() + "|" + rv.GetNode()
-		case *adminv1.IdentityRecord_Control:
-			key = "m/control"
-		case *adminv1.IdentityRecord_Ca:
-			key = "m/ca"
-		default:
-			return nil, errors.New("etcdstore: identity record of no known kind")
+		key, err := seed.IdentityKey(r)
+		if err != nil {
+			return nil, fmt.Errorf("etcdstore: %w", err)
 		}
 		v, err := marshal(r)
 		if err != nil {
