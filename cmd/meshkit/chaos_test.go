@@ -74,6 +74,11 @@ func TestChaosSeedsOnEtcd(t *testing.T) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }() // a failed iteration stops the client and the watchers too
+	admins := make([]adminv1.AdminServiceClient, len(d.seeds))
+	for i, s := range d.seeds {
+		admins[i] = d.admin(s)
+	}
 	var mu sync.Mutex
 	var acked []string
 	refused := 0
@@ -86,11 +91,14 @@ func TestChaosSeedsOnEtcd(t *testing.T) {
 		defer wg.Done()
 		for n := 0; ctx.Err() == nil; n++ {
 			name := fmt.Sprintf("chaos-%d", n)
-			rs := resourcesOf(t, clusterYAML(name))
+			rs, err := resources(clusterYAML(name))
+			if err != nil {
+				panic(err) // a constant, valid document
+			}
 			ok := false
-			for _, s := range d.seeds {
+			for i, s := range d.seeds {
 				cctx, cancel := context.WithTimeout(d.ctx(), 2*time.Second)
-				_, err := d.admin(s).Apply(cctx, &adminv1.ApplyRequest{Resources: rs})
+				_, err := admins[i].Apply(cctx, &adminv1.ApplyRequest{Resources: rs})
 				cancel()
 				if err == nil {
 					ok = true
@@ -233,17 +241,25 @@ const election4s = "4s"
 
 func resourcesOf(t *testing.T, doc string) []*adminv1.Resource {
 	t.Helper()
-	objs, err := bundle.Decode("c.yaml", []byte(doc))
+	out, err := resources(doc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+func resources(doc string) ([]*adminv1.Resource, error) {
+	objs, err := bundle.Decode("c.yaml", []byte(doc))
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*adminv1.Resource, len(objs))
 	for i, o := range objs {
 		if out[i], err = seed.ResourceFromObject(o); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
-	return out
+	return out, nil
 }
 
 // waitFollows waits until a resumed old leader knows its term ended: its admin API
