@@ -169,6 +169,7 @@ func (a *app) leadTerm(ctx context.Context, h haConfig, term *election.Term, ser
 	}
 	defer s.Close()
 	h.peerID.Attach(s)
+	defer h.peerID.Attach(nil) // after the term, identity calls are told to retry (at the leader)
 	if h.requireCerts && h.node != nil {
 		done := make(chan struct{})
 		go func() { defer close(done); h.peerID.Run(termCtx, h.node) }()
