@@ -131,6 +131,12 @@ func (a *app) runHA(ctx context.Context, h haConfig) error {
 			rctx, cancel := context.WithTimeout(context.Background(), h.ttl)
 			_ = term.Resign(rctx)
 			cancel()
+			// Another seed may lead meanwhile; if this one is elected again at once and
+			// fails the same way, it does so once a second, not in a tight loop.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
