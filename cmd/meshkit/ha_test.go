@@ -2,10 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -500,5 +509,70 @@ func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
 		if len(st.Chain) != 3 {
 			t.Fatalf("variant %q: %d deltas stored after the snapshot; the follower was to rebuild v2..v4 from them", key, len(st.Chain))
 		}
+	}
+}
+
+// writeTLS writes a CA, a server certificate for 127.0.0.1 and a client certificate
+// into dir, as PEM files: ca.pem, server.pem, server.key, client.pem, client.key.
+func writeTLS(t *testing.T, dir string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcd test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	for i, name := range []string{"server", "client"} {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kd, _ := x509.MarshalPKCS8PrivateKey(k)
+		write(name+".pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+		write(name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}))
+	}
+}
+
+// TestSeedReachesEtcdOverMutualTLS: with --etcd-ca, --etcd-cert and --etcd-key the seed's
+// client verifies etcd and shows its certificate; without the certificate etcd refuses it.
+func TestSeedReachesEtcdOverMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	writeTLS(t, dir)
+	p := func(n string) string { return filepath.Join(dir, n) }
+	srv := etcdtest.Start(t, t.TempDir(), etcdtest.Options{TLS: &transport.TLSInfo{CertFile: p("server.pem"), KeyFile: p("server.key"), TrustedCAFile: p("ca.pem"), ClientCertAuth: true}})
+	if !strings.HasPrefix(srv.Endpoint, "https://") {
+		t.Fatalf("endpoint %s", srv.Endpoint)
+	}
+	cli, err := etcdClient([]string{srv.Endpoint}, p("ca.pem"), p("client.pem"), p("client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "/meshkit/prod/probe", "x"); err != nil {
+		t.Fatalf("a put over mTLS: %v", err)
+	}
+	anon, err := etcdClient([]string{srv.Endpoint}, p("ca.pem"), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	actx, acancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer acancel()
+	if _, err := anon.Get(actx, "/meshkit/prod/probe"); err == nil {
+		t.Fatal("etcd served a client without a certificate")
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	_ "a.meshkit.dev/protoconflict" // before etcd's and libp2p's protos: see the package
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -23,6 +24,9 @@ type Options struct {
 	MaxTxnOps uint
 	// MaxRequestBytes bounds one request; 0 means etcd's default (1.5 MiB).
 	MaxRequestBytes uint
+	// TLS, when set, serves clients over TLS and requires a client certificate signed by
+	// TLS.TrustedCAFile (the files are the caller's).
+	TLS *transport.TLSInfo
 }
 
 // Server is a running etcd.
@@ -56,6 +60,10 @@ func Start(tb testing.TB, dir string, opts Options) *Server {
 		cfg.MaxRequestBytes = opts.MaxRequestBytes
 	}
 	client, peer := freePort(tb), freePort(tb)
+	if opts.TLS != nil {
+		client.Scheme = "https"
+		cfg.ClientTLSInfo = *opts.TLS
+	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
