@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 )
 
 // LeaderHeader is the gRPC trailer (and HTTP header) in which a follower names the
@@ -37,6 +39,10 @@ type FollowerConfig struct {
 	Services func(*grpc.Server)
 	// Registry is served on /metrics.
 	Registry *prometheus.Registry
+	// View, when set, returns the follower's ReadOnly view of the store (nil while there
+	// is none): the admin API's reads are served from it; every write is refused naming
+	// the leader.
+	View func() *Seed
 	// OCI, when set, is this seed's own OCI registry, served on /v2/ as a leader serves it
 	// (ServeConfig.Registry): what was pushed to this seed.
 	OCI    http.Handler
@@ -90,7 +96,8 @@ func ServeFollower(cfg FollowerConfig) (*Follower, error) {
 		}
 		return notLeader(cfg).Err()
 	}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.StreamInterceptor(StreamAuth(cfg.Policy)), grpc.UnknownServiceHandler(unknown)}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.UnaryInterceptor(authInterceptor(cfg.Policy)),
+		grpc.StreamInterceptor(StreamAuth(cfg.Policy)), grpc.UnknownServiceHandler(unknown)}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 		hl = tls.NewListener(hl, cfg.TLS)
@@ -98,6 +105,10 @@ func ServeFollower(cfg FollowerConfig) (*Follower, error) {
 	f := &Follower{GRPCAddr: gl.Addr(), HTTPAddr: hl.Addr(), grpc: grpc.NewServer(opts...)}
 	if cfg.Services != nil {
 		cfg.Services(f.grpc)
+	}
+	if cfg.View != nil {
+		desc := followerAdmin(cfg)
+		f.grpc.RegisterService(&desc, nil)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -125,6 +136,36 @@ func ServeFollower(cfg FollowerConfig) (*Follower, error) {
 	go func() { defer f.wg.Done(); _ = f.grpc.Serve(gl) }()
 	go func() { defer f.wg.Done(); _ = f.http.Serve(hl) }()
 	return f, nil
+}
+
+// followerReads are the admin methods a follower answers from its view.
+var followerReads = map[string]bool{
+	"Get": true, "List": true, "Diff": true, "History": true, "Status": true, "Audit": true,
+	"VerifyAudit": true, "GetBundle": true, "ControlStatus": true,
+}
+
+// followerAdmin is the admin service of a follower: each read method runs the view's own
+// handler (behind the server's authentication and the method's authorization); every
+// other method, once the caller is authenticated, is refused naming the leader.
+func followerAdmin(cfg FollowerConfig) grpc.ServiceDesc {
+	desc := adminv1.AdminService_ServiceDesc
+	desc.HandlerType = (*any)(nil)
+	desc.Methods = make([]grpc.MethodDesc, len(adminv1.AdminService_ServiceDesc.Methods))
+	for i, m := range adminv1.AdminService_ServiceDesc.Methods {
+		desc.Methods[i] = grpc.MethodDesc{MethodName: m.MethodName, Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			if v := cfg.View(); v != nil && followerReads[m.MethodName] {
+				return m.Handler(v.AdminServer(), ctx, dec, ic)
+			}
+			if _, err := AuthenticateGRPC(ctx, cfg.Policy); err != nil {
+				return nil, err
+			}
+			if _, admin, ok := cfg.Leader(); ok {
+				_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderHeader, admin))
+			}
+			return nil, notLeader(cfg).Err()
+		}}
+	}
+	return desc
 }
 
 // Close stops both listeners at once: a follower holds no request worth waiting for.

@@ -88,6 +88,10 @@ type Config struct {
 	// BundleTTL is how long a bundle is valid (default 24h); the seed republishes after
 	// half of it so agents never hold an expired bundle while the seed is up.
 	BundleTTL time.Duration
+	// ReadOnly makes a view of the store for a seed that does not lead: it loads and
+	// verifies the state as a seed does, serves reads, refuses writes (naming the leader
+	// Leadership reports), publishes nothing and runs no loop. Its epoch is the store's.
+	ReadOnly bool
 	// OnDiverged, when set, is called (once per refused commit) when the store refuses a
 	// commit because it moved on without this seed (ErrDiverged): the seed on etcd steps
 	// down, and the next term loads the store again.
@@ -215,6 +219,9 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	if loaded.Meta.Domain != "" && loaded.Meta.Domain != cfg.Domain {
 		return nil, fmt.Errorf("seed: data directory belongs to domain %q, not %q", loaded.Meta.Domain, cfg.Domain)
 	}
+	if cfg.ReadOnly {
+		cfg.Epoch = max(cfg.Epoch, loaded.Meta.Epoch)
+	}
 	if loaded.Meta.Epoch > cfg.Epoch {
 		return nil, fmt.Errorf("seed: data directory has published at epoch %d; this seed's epoch %d is older", loaded.Meta.Epoch, cfg.Epoch)
 	}
@@ -298,6 +305,11 @@ func New(ctx context.Context, cfg Config) (*Seed, error) {
 	s.metrics.version.Set(float64(s.meta.Version))
 	if r, ok := s.pub.(Restorer); ok && len(s.latest) > 0 && len(s.history) > 0 {
 		r.Restore(s.restoredPublication())
+	}
+	if cfg.ReadOnly {
+		s.stop = func() {}
+		close(s.done)
+		return s, nil
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

@@ -179,6 +179,9 @@ type writeResult struct {
 // rest of the state through the memdb indexes (bundle.ValidateIn, which a property test
 // holds to Validate's verdicts). Anything else validates the whole candidate state.
 func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*record, deletes []bundle.Key, dryRun bool) (*writeResult, error) {
+	if s.cfg.ReadOnly && !dryRun {
+		return nil, s.notLeader()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := s.snapshot()
@@ -321,6 +324,16 @@ func (s *Seed) write(ctx context.Context, p *Principal, op string, puts []*recor
 	s.signal()
 	res.auditSeq = entry.GetSeq()
 	return res, nil
+}
+
+// notLeader is the refusal of a write to a ReadOnly view.
+func (s *Seed) notLeader() error {
+	if s.cfg.Leadership != nil {
+		if l := s.cfg.Leadership(); l.GetLeaderId() != "" {
+			return refuse(ErrUnavailable, "this seed does not lead its domain; the leader is %s at %s (meshkit clients retry there)", l.GetLeaderId(), l.GetLeaderAdmin())
+		}
+	}
+	return refuse(ErrUnavailable, "this seed does not lead its domain, and no seed leads it now (an election is under way); retry shortly")
 }
 
 // markChanged records that k's resource changed since the newest publication; s.mu is held.

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -261,22 +262,39 @@ func TestThreeSeedsOnEtcd(t *testing.T) {
 			follower = s
 		}
 	}
-	// A follower refuses an admin call itself, naming the leader.
-	_, err := d.admin(follower).Status(d.ctx(), &adminv1.StatusRequest{})
+	// A follower refuses a write itself, naming the leader.
+	_, err := d.admin(follower).Apply(d.ctx(), &adminv1.ApplyRequest{Resources: resourcesOf(t, clusterYAML("refused"))})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), lead.grpc) {
-		t.Fatalf("a follower's own answer: %v; want Unavailable naming %s", err, lead.grpc)
+		t.Fatalf("a write to a follower: %v; want Unavailable naming %s", err, lead.grpc)
 	}
-	// Without credentials a follower says nothing about the leader.
-	if _, err := adminv1.NewAdminServiceClient(mustConn(t, follower.grpc)).Status(context.Background(), &adminv1.StatusRequest{}); status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("an anonymous call to a follower: %v", err)
+	// Without credentials a follower says nothing about the leader, and serves no read.
+	for name, call := range map[string]func(adminv1.AdminServiceClient) error{
+		"Apply": func(c adminv1.AdminServiceClient) error {
+			_, err := c.Apply(context.Background(), &adminv1.ApplyRequest{})
+			return err
+		},
+		"Status": func(c adminv1.AdminServiceClient) error {
+			_, err := c.Status(context.Background(), &adminv1.StatusRequest{})
+			return err
+		},
+	} {
+		if err := call(adminv1.NewAdminServiceClient(mustConn(t, follower.grpc))); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("an anonymous %s on a follower: %v", name, err)
+		}
 	}
-	out, err := d.run("status", "--seed", follower.grpc)
-	if err != nil {
-		t.Fatalf("status through a follower: %v\n%s", err, out)
+	// A follower answers reads from its own view of etcd: status names the leader.
+	var out string
+	want := fmt.Sprintf("leader %s (%s) term %d; answered by %s", lead.id, lead.grpc, st.GetLeadership().GetTerm(), follower.id)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if out, err = d.run("status", "--seed", follower.grpc); err == nil && strings.Contains(out, want) && strings.Contains(out, "version 1 resources 13") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status from a follower:\n%s\nwant %q at version 1 (%v)", out, want, err)
+		}
 	}
-	want := fmt.Sprintf("leader %s (%s) term %d; answered by %s", lead.id, lead.grpc, st.GetLeadership().GetTerm(), lead.id)
-	if !strings.Contains(out, want) || strings.Count(out, "(127.0.0.1:") != 3 || st.GetEpoch() != uint64(st.GetLeadership().GetTerm()) {
-		t.Fatalf("status through a follower:\n%s\nwant %q, two followers, epoch = term", out, want)
+	if strings.Count(out, "(127.0.0.1:") != 3 || st.GetEpoch() != uint64(st.GetLeadership().GetTerm()) {
+		t.Fatalf("status from a follower:\n%s\nwant two followers, epoch = term", out)
 	}
 	doc := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(doc, []byte(clusterYAML("through-a-follower")), 0o600); err != nil {
@@ -284,6 +302,14 @@ func TestThreeSeedsOnEtcd(t *testing.T) {
 	}
 	if out, err := d.run("apply", "-f", doc, "--seed", follower.grpc); err != nil {
 		t.Fatalf("apply through a follower: %v\n%s", err, out)
+	}
+	// The follower's view catches up with the write it sent on.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := d.admin(follower).Get(d.ctx(), &adminv1.GetRequest{Kind: "Cluster", Namespace: "shop", Name: "through-a-follower"}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the follower's view never showed the write: %v", err)
+		}
 	}
 
 	// A follower serves its own OCI registry, behind the same credentials.
@@ -429,10 +455,11 @@ func (r *recorder) newest() *seed.Publication {
 	return r.pubs[len(r.pubs)-1]
 }
 
-// TestFollowerMirrorsTheLeadersPublications: a follower's publisher is given every new
-// publication the leader stores in etcd, its snapshots rebuilt from the stored deltas
+// TestFollowerFollowsTheLeader: a follower's read-only view is loaded again after every
+// write of the leader (reads answer what the leader stored; writes are refused), and its
+// publisher is given every new publication, its snapshots rebuilt from the stored deltas
 // and verifying under the domain's root, so it serves them over sync.
-func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
+func TestFollowerFollowsTheLeader(t *testing.T) {
 	srv := etcdtest.Start(t, t.TempDir(), etcdtest.Options{})
 	cli := srv.Client(t)
 	es, err := etcdstore.New(cli, "prod")
@@ -457,11 +484,12 @@ func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
 	}
 	defer leader.Close()
 	rec := &recorder{}
+	var view atomic.Pointer[seed.Seed]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		mirror(ctx, haConfig{seed: seed.Config{Domain: "prod", Signer: signer, Publisher: rec}, store: es, client: cli, log: slog.New(slog.DiscardHandler)})
+		follow(ctx, haConfig{seed: seed.Config{Domain: "prod", Signer: signer, Publisher: rec}, store: es, client: cli, log: slog.New(slog.DiscardHandler)}, &view)
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -489,6 +517,9 @@ func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
 				if err != nil || vb.Header.GetVersion() != version || len(b.GetClusters()) != clusters {
 					t.Fatalf("the mirrored v%d holds %d clusters (%v)", version, len(b.GetClusters()), err)
 				}
+				if st := view.Load().Status(); st.GetVersion() != version || st.GetResources() != uint64(clusters) || st.GetEpoch() != 7 {
+					t.Fatalf("the follower's view: %v; want epoch 7 version %d with %d resources", st, version, clusters)
+				}
 				return
 			}
 			if time.Now().After(deadline) {
@@ -500,6 +531,9 @@ func TestFollowerMirrorsTheLeadersPublications(t *testing.T) {
 	apply(base.String(), 1, 300)
 	for i := uint64(2); i <= 4; i++ {
 		apply(clusterYAML(fmt.Sprintf("c%d", i)), i, 300+int(i)-1)
+	}
+	if _, err := view.Load().Apply(context.Background(), "test", resourcesOf(t, clusterYAML("on-a-follower"))); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a write to the follower's view: %v", err)
 	}
 	_, stored, err := es.LoadPublished(context.Background())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,9 +99,11 @@ func (a *app) runHA(ctx context.Context, h haConfig) error {
 		return (&election.Service{E: el, Stop: stop}).Register
 	}
 	fmt.Fprintf(a.stdout, "seed %q of domain %q on etcd: campaigning for leadership; admin gRPC on %s and HTTP on %s\n", h.id, h.seed.Domain, h.serve.GRPCAddr, h.serve.HTTPAddr)
+	var view atomic.Pointer[seed.Seed]
 	for {
 		stop := make(chan struct{})
 		fol, err := seed.ServeFollower(seed.FollowerConfig{
+			View:     view.Load,
 			GRPCAddr: h.serve.GRPCAddr, HTTPAddr: h.serve.HTTPAddr, Policy: h.serve.Policy, TLS: h.serve.TLS, Logger: h.log,
 			Leader: func() (string, string, bool) {
 				tok, ok, _ := el.Leader()
@@ -113,7 +116,7 @@ func (a *app) runHA(ctx context.Context, h haConfig) error {
 		}
 		mctx, stopMirror := context.WithCancel(ctx)
 		mirrored := make(chan struct{})
-		go func() { defer close(mirrored); mirror(mctx, h) }()
+		go func() { defer close(mirrored); follow(mctx, h, &view) }()
 		var term *election.Term
 		select {
 		case term = <-el.Terms():
@@ -206,39 +209,51 @@ func (a *app) leadTerm(ctx context.Context, h haConfig, term *election.Term, ser
 	return err
 }
 
-// mirror keeps a follower's publisher serving the newest publication the leader stored
-// (over sync, without gossiping it: the leader did), reloading it whenever the domain's
-// publish position in etcd moves, until ctx ends.
-func mirror(ctx context.Context, h haConfig) {
-	r, ok := h.seed.Publisher.(seed.Restorer)
-	if !ok {
-		return
-	}
-	var served uint64
+// follow keeps a follower's read-only view of the domain (view) and its publisher in step
+// with etcd: whenever the audit log's head moves (a write or a publish), the view is
+// loaded again, verified as a seed verifies its store, and its newest publication, rebuilt
+// from the stored deltas, is handed to the publisher to serve over sync (without
+// gossiping it: the leader did). It runs until ctx ends and closes the last view.
+func follow(ctx context.Context, h haConfig, view *atomic.Pointer[seed.Seed]) {
+	defer func() {
+		if v := view.Swap(nil); v != nil {
+			v.Close()
+		}
+	}()
+	var served string
 	load := func() {
-		info, stored, err := h.store.LoadPublished(ctx)
+		cfg := h.seed
+		cfg.ReadOnly, cfg.Store, cfg.Epoch = true, h.store, 1
+		cfg.Registry, cfg.Artifacts, cfg.OnDiverged = prometheus.NewRegistry(), nil, nil
+		head, err := h.client.Get(ctx, etcdstore.Prefix(h.seed.Domain)+"audithead")
 		if err != nil {
 			if ctx.Err() == nil {
-				h.log.Warn("follower: reading the newest publication failed", "err", err)
+				h.log.Warn("follower: reading the store failed", "err", err)
 			}
 			return
 		}
-		if info == nil || info.GetVersion() == served {
+		at := ""
+		if len(head.Kvs) > 0 {
+			at = string(head.Kvs[0].Value)
+		}
+		if at == served && view.Load() != nil {
 			return
 		}
-		p, err := seed.PublicationFrom(info, stored, h.seed.Signer)
+		v, err := seed.New(ctx, cfg)
 		if err != nil {
-			h.log.Warn("follower: rebuilding the newest publication failed", "version", info.GetVersion(), "err", err)
+			h.log.Warn("follower: loading the store failed", "err", err)
 			return
 		}
-		r.Restore(p)
-		served = info.GetVersion()
+		if old := view.Swap(v); old != nil {
+			old.Close()
+		}
+		served = at
 	}
 	for ctx.Err() == nil {
 		load()
-		w := h.client.Watch(clientv3.WithRequireLeader(ctx), etcdstore.Prefix(h.seed.Domain)+"meta")
+		w := h.client.Watch(clientv3.WithRequireLeader(ctx), etcdstore.Prefix(h.seed.Domain)+"audithead")
 		for range w {
-			// Coalesce a burst of publishes into one reload.
+			// Coalesce a burst of writes into one reload.
 			t := time.NewTimer(100 * time.Millisecond)
 			select {
 			case <-ctx.Done():
