@@ -28,7 +28,6 @@ require (
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	github.com/tetratelabs/wazero v1.12.0
 	go.etcd.io/bbolt v1.5.0
-	go.etcd.io/etcd/api/v3 v3.7.4
 	go.etcd.io/etcd/client/v3 v3.7.4
 	go.etcd.io/etcd/server/v3 v3.7.4
 	go.uber.org/goleak v1.3.0
@@ -42,6 +41,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 	oras.land/oras-go/v2 v2.7.0
 )
+
+require go.etcd.io/etcd/api/v3 v3.7.4 // indirect
 
 require (
 	a.meshkit.dev/protoconflict v0.0.0

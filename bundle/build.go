@@ -162,13 +162,7 @@ func Validate(objs []Object) error {
 			w.grants[scope] = append(w.grants[scope], g)
 		}
 	}
-	for _, o := range unique {
-		v.object(o)
-	}
-	if len(v.errs) > 0 {
-		return v.errs
-	}
-	return nil
+	return v.check(unique)
 }
 
 // World is the rest of a desired state, as validating some of its objects needs it.
@@ -188,7 +182,11 @@ type World interface {
 // validates such a change with Validate. Problems are the ones Validate reports for these
 // objects, except that a match two routes claim is reported on each of them.
 func ValidateIn(w World, objs []Object) error {
-	v := &validator{w: w, claimed: true}
+	return (&validator{w: w, claimed: true}).check(objs)
+}
+
+// check validates objs and returns every problem found.
+func (v *validator) check(objs []Object) error {
 	for _, o := range objs {
 		v.object(o)
 	}

@@ -78,14 +78,9 @@ func ServeFollower(cfg FollowerConfig) (*Follower, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	gl, err := net.Listen("tcp", cfg.GRPCAddr)
+	gl, hl, err := listen(cfg.GRPCAddr, cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("seed: gRPC listener: %w", err)
-	}
-	hl, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		gl.Close()
-		return nil, fmt.Errorf("seed: HTTP listener: %w", err)
+		return nil, err
 	}
 	unknown := func(_ any, ss grpc.ServerStream) error {
 		if _, err := AuthenticateGRPC(ss.Context(), cfg.Policy); err != nil {

@@ -166,7 +166,7 @@ func TestStaleEpochIsRefused(t *testing.T) {
 	ts.apply(t, resources(t, "../examples/shop"))
 	ts.waitPublished(t, 1)
 	ts.close()
-	_, err := tryOpen(t, dir, func(c *seed.Config) { c.Epoch = 2 })
+	err := startErr(t, dir, func(c *seed.Config) { c.Epoch = 2 })
 	if err == nil || !strings.Contains(err.Error(), "epoch 3") || !strings.Contains(err.Error(), "older") {
 		t.Fatalf("a seed with epoch 2 on a directory published at epoch 3: %v", err)
 	}

@@ -68,16 +68,6 @@ type testSeed struct {
 // open starts a seed on dir (a fresh one when dir is "") with a fast debounce.
 func open(t testing.TB, dir string, tweak ...func(*seed.Config)) *testSeed {
 	t.Helper()
-	ts, err := tryOpen(t, dir, tweak...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ts
-}
-
-// tryOpen is open, returning seed.New's error.
-func tryOpen(t testing.TB, dir string, tweak ...func(*seed.Config)) (*testSeed, error) {
-	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -95,11 +85,11 @@ func tryOpen(t testing.TB, dir string, tweak ...func(*seed.Config)) (*testSeed, 
 	s, err := seed.New(context.Background(), cfg)
 	if err != nil {
 		st.Close()
-		return nil, err
+		t.Fatal(err)
 	}
 	ts := &testSeed{Seed: s, store: st, dir: dir, api: s.AdminServer(), root: cfg.Root}
 	t.Cleanup(func() { ts.close() })
-	return ts, nil
+	return ts
 }
 
 func (ts *testSeed) close() {

@@ -17,7 +17,6 @@ import (
 	"meshkit.dev/meshkit/bundle"
 	adminv1 "meshkit.dev/meshkit/proto/meshkit/admin/v1"
 	"meshkit.dev/meshkit/seed"
-	"meshkit.dev/meshkit/seed/boltstore"
 	"meshkit.dev/meshkit/trust"
 )
 
@@ -253,18 +252,7 @@ func TestRestartRebuildsTheNewestVersionFromStoredDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := boltstore.Open(dir, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, seedKey := keys(t)
-	cfg := seed.DefaultConfig()
-	cfg.Domain, cfg.Epoch, cfg.Signer, cfg.Store = "prod", 1, seedKey, st
-	if s, err := seed.New(context.Background(), cfg); err == nil {
-		s.Close()
-		t.Fatal("a seed started on an altered stored delta")
-	} else if !errors.Is(err, seed.ErrAuditChain) {
-		t.Fatalf("an altered stored delta: %v", err)
+	if err := startErr(t, dir); !errors.Is(err, seed.ErrAuditChain) {
+		t.Fatalf("a seed started on an altered stored delta: %v", err)
 	}
 }

@@ -180,14 +180,9 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 	if cfg.Policy == nil {
 		return nil, errors.New("seed: ServeConfig.Policy is required")
 	}
-	gl, err := net.Listen("tcp", cfg.GRPCAddr)
+	gl, hl, err := listen(cfg.GRPCAddr, cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("seed: gRPC listener: %w", err)
-	}
-	hl, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		gl.Close()
-		return nil, fmt.Errorf("seed: HTTP listener: %w", err)
+		return nil, err
 	}
 	if cfg.Policy.AllowAnonymous {
 		// Anonymous callers are admins: only this machine may reach them. Checked on the
@@ -223,6 +218,18 @@ func (s *Seed) Serve(cfg ServeConfig) (*Servers, error) {
 	go func() { defer srv.wg.Done(); _ = srv.http.Serve(hl) }()
 	s.log.Info("admin API listening", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "tls", cfg.TLS != nil)
 	return srv, nil
+}
+
+// listen opens the admin API's gRPC and HTTP listeners.
+func listen(grpcAddr, httpAddr string) (gl, hl net.Listener, err error) {
+	if gl, err = net.Listen("tcp", grpcAddr); err != nil {
+		return nil, nil, fmt.Errorf("seed: gRPC listener: %w", err)
+	}
+	if hl, err = net.Listen("tcp", httpAddr); err != nil {
+		gl.Close()
+		return nil, nil, fmt.Errorf("seed: HTTP listener: %w", err)
+	}
+	return gl, hl, nil
 }
 
 // Close stops both listeners, letting in-flight requests finish for up to 5 seconds.

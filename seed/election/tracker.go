@@ -121,7 +121,7 @@ func (t *Tracker) Put(c Candidate, now time.Time) []Event {
 		t.leader.Info = c.Info // a proclaim: the same term
 		return nil
 	}
-	return t.elect(now, "")
+	return t.elect(now)
 }
 
 // Delete records that a candidate's key is gone.
@@ -143,7 +143,7 @@ func (t *Tracker) Delete(key string, now time.Time) []Event {
 		out = append(out, Event{Kind: kind, Token: t.token, Reason: reason, At: now})
 	}
 	t.leader = nil
-	return append(out, t.elect(now, "")...)
+	return append(out, t.elect(now)...)
 }
 
 // Lost reports that this seed, the leader, learned it no longer leads (its session ended
@@ -177,7 +177,7 @@ func (t *Tracker) Tick(now time.Time) []Event {
 	return []Event{{Kind: KindExpired, Token: t.token, Reason: "no renewal seen before the token's expiry", At: now}}
 }
 
-func (t *Tracker) elect(now time.Time, reason string) []Event {
+func (t *Tracker) elect(now time.Time) []Event {
 	var best *Candidate
 	for _, c := range t.cands {
 		if best == nil || c.Rev < best.Rev {
@@ -193,14 +193,7 @@ func (t *Tracker) elect(now time.Time, reason string) []Event {
 	}
 	t.leader, t.expired = best, false
 	t.token = Token{Scope: t.scope, LeaderID: best.Info.ID, Admin: best.Info.Admin, Term: best.Rev, IssuedAt: now, ExpiresAt: now.Add(t.ttl)}
-	return append(out, Event{Kind: KindElected, Token: t.token, Reason: cmpOr(reason, "elected"), At: now})
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return append(out, Event{Kind: KindElected, Token: t.token, Reason: "elected", At: now})
 }
 
 // Leader returns the current token, if any.

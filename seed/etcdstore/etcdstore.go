@@ -24,7 +24,6 @@ import (
 
 	_ "a.meshkit.dev/protoconflict" // before etcd's and libp2p's protos: see the package
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -138,15 +137,8 @@ func (s *Store) Load(ctx context.Context) (*seed.Loaded, error) {
 	out := &seed.Loaded{Latest: map[string]seed.Stored{}}
 	latest := map[string]latestValue{}
 	var auditHead uint64
-	var kvs []*mvccpb.KeyValue
-	for _, k := range []string{kMeta, kAuditHead} {
-		r, err := s.cli.Get(ctx, s.pfx+k, clientv3.WithRev(rev))
-		if err != nil {
-			return nil, fmt.Errorf("etcdstore: load: %w", err)
-		}
-		kvs = append(kvs, r.Kvs...)
-	}
-	for _, p := range []string{kRes, kHistory, kIdentity, kLatest} {
+	kvs := first.Kvs // meta, at rev
+	for _, p := range []string{kAuditHead, kRes, kHistory, kIdentity, kLatest} {
 		r, err := s.cli.Get(ctx, s.pfx+p, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 		if err != nil {
 			return nil, fmt.Errorf("etcdstore: load: %w", err)
